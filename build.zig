@@ -1,0 +1,109 @@
+//! Ringway's only build description. `zig build` compiles the relay
+//! (`ringway`), the mock upstream (`ringway-mock`) and the unit tests; `run`
+//! starts the demo relay beside the mock; `test` runs every unit and
+//! integration test and ends with one "N passed, N failed" line.
+const std = @import("std");
+
+/// Every C source of the relay core, by module. Binaries link all of them;
+/// each module's directory owns one concern (see README "Layout").
+const core_sources = [_][]const u8{
+    "src/util/assert.c",
+    "src/util/log.c",
+    "src/http/request.c",
+    "src/http/response.c",
+    "src/http/chunked.c",
+    "src/http/writer.c",
+    "src/json/json.c",
+    "src/sse/sse.c",
+    "src/sse/usage.c",
+    "src/tls/tls.c",
+    "src/config/config.c",
+    "src/loop/loop.c",
+    "src/router/router.c",
+    "src/upstream/upstream.c",
+    "src/relay/server.c",
+    "src/relay/relay.c",
+    "src/mock/mock.c",
+};
+
+/// One executable per file; each prints "N passed, N failed" last.
+const unit_tests = [_][]const u8{
+    "http",
+    "json",
+    "sse",
+    "tls",
+    "config",
+};
+
+const c_flags = [_][]const u8{
+    "-std=c11",
+    "-D_GNU_SOURCE",
+    "-Wall",
+    "-Wextra",
+    "-Wshadow",
+    "-Wno-unused-parameter",
+    "-Werror",
+    "-fno-strict-aliasing",
+};
+
+const system_libraries = [_][]const u8{ "uring", "wolfssl", "pthread" };
+
+fn addCore(b: *std.Build, module: *std.Build.Module) void {
+    module.addIncludePath(b.path("include"));
+    module.addCSourceFiles(.{ .files = &core_sources, .flags = &c_flags });
+    for (system_libraries) |name| module.linkSystemLibrary(name, .{});
+}
+
+fn addProgram(
+    b: *std.Build,
+    name: []const u8,
+    main_source: []const u8,
+    target: std.Build.ResolvedTarget,
+    optimize: std.builtin.Optimize,
+) *std.Build.Step.Compile {
+    const module = b.createModule(.{ .target = target, .optimize = optimize, .link_libc = true });
+    addCore(b, module);
+    module.addCSourceFiles(.{ .files = &.{main_source}, .flags = &c_flags });
+    const exe = b.addExecutable(.{ .name = name, .root_module = module });
+    b.installArtifact(exe);
+    return exe;
+}
+
+pub fn build(b: *std.Build) void {
+    const target = b.standardTargetOptions(.{});
+    // Release by default: `zig build run` is what resellers start. Our own
+    // assertions (RW_ASSERT) stay on in every mode.
+    const optimize = b.option(std.builtin.Optimize, "optimize", "debug, safe, fast or small (default: fast)") orelse .fast;
+
+    const ringway = addProgram(b, "ringway", "src/main.c", target, optimize);
+    const mock = addProgram(b, "ringway-mock", "src/mock/main.c", target, optimize);
+
+    // `zig build run`: the demo relay and the mock upstream it routes to.
+    const run_demo = b.addSystemCommand(&.{ "bash", "tools/demo.sh" });
+    run_demo.addArtifactArg(ringway);
+    run_demo.addArtifactArg(mock);
+    run_demo.addPassthruArgs();
+    run_demo.setCwd(b.path("."));
+    b.step("run", "Build (release) and start the demo relay on 127.0.0.1:8080 beside the mock upstream").dependOn(&run_demo.step);
+
+    // `zig build test`: unit tests (debug, with UBSan traps) then integration
+    // tests against the release binaries, through one runner that prints the
+    // total last.
+    const run_tests = b.addSystemCommand(&.{ ".venv/bin/python", "tests/run_tests.py" });
+    run_tests.addPrefixedArtifactArg("--ringway=", ringway);
+    run_tests.addPrefixedArtifactArg("--mock=", mock);
+    for (unit_tests) |name| {
+        const module = b.createModule(.{ .target = target, .optimize = .debug, .link_libc = true });
+        addCore(b, module);
+        module.addCSourceFiles(.{
+            .files = &.{b.fmt("tests/unit/test_{s}.c", .{name})},
+            .flags = &c_flags,
+        });
+        const exe = b.addExecutable(.{ .name = b.fmt("test_{s}", .{name}), .root_module = module });
+        run_tests.addPrefixedArtifactArg("--unit=", exe);
+    }
+    run_tests.addPassthruArgs();
+    run_tests.has_side_effects = true;
+    run_tests.setCwd(b.path("."));
+    b.step("test", "Run the unit and integration tests").dependOn(&run_tests.step);
+}

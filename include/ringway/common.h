@@ -1,0 +1,28 @@
+/* Shared by every module: assertions that stay on in release builds, sizes and
+ * small helpers. Nothing here allocates or performs I/O. */
+#ifndef RINGWAY_COMMON_H
+#define RINGWAY_COMMON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Programmer errors crash loudly in every build mode; operating errors are
+ * returned, never asserted. */
+_Noreturn void rw_assert_fail(const char *expression, const char *file, int line,
+                              const char *function);
+
+#define RW_ASSERT(condition)                                                   \
+    ((condition) ? (void)0                                                     \
+                 : rw_assert_fail(#condition, __FILE__, __LINE__, __func__))
+
+#define RW_ARRAY_LENGTH(array) (sizeof(array) / sizeof((array)[0]))
+#define RW_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define RW_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+#define RW_KIB ((size_t)1024)
+#define RW_MIB ((size_t)1024 * 1024)
+
+#define RW_VERSION "0.1.0"
+
+#endif

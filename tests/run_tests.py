@@ -1,0 +1,84 @@
+"""Runs every Ringway test and prints one closing line, "N passed, N failed".
+
+Called by `zig build test` with the built binaries:
+  --unit=PATH      a unit-test executable (repeatable); each prints "N passed, N failed" last
+  --ringway=PATH   the relay, for the integration tests
+  --mock=PATH      the mock upstream, for the integration tests
+Any other argument goes to pytest (e.g. `tools/zig build test -- -k stream`).
+"""
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ElementTree
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SUMMARY = re.compile(r"^(\d+) passed, (\d+) failed\s*$")
+
+
+def run_unit(path):
+    """Runs one unit-test binary; returns (passed, failed). A crash counts as one failure."""
+    name = os.path.basename(path)
+    completed = subprocess.run([path], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    sys.stderr.write(completed.stderr)
+    lines = completed.stdout.strip().splitlines()
+    match = SUMMARY.match(lines[-1]) if lines else None
+    if not match:
+        print(f"unit {name}: no summary line (exit {completed.returncode})")
+        return 0, 1
+    passed, failed = int(match.group(1)), int(match.group(2))
+    if completed.returncode != 0 and failed == 0:
+        failed = 1
+    print(f"unit {name}: {passed} passed, {failed} failed")
+    return passed, failed
+
+
+def run_pytest(ringway, mock, extra):
+    """Runs tests/integration with pytest; returns (passed, failed) from its JUnit report."""
+    env = dict(os.environ, RINGWAY_BIN=ringway, RINGWAY_MOCK_BIN=mock)
+    with tempfile.TemporaryDirectory() as scratch:
+        report = os.path.join(scratch, "report.xml")
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                   f"--junitxml={report}", "tests/integration", *extra]
+        completed = subprocess.run(command, cwd=ROOT, env=env)
+        if not os.path.exists(report):
+            return 0, 1
+        suite = ElementTree.parse(report).getroot()
+        if suite.tag == "testsuites":
+            suite = suite[0]
+        total = int(suite.get("tests", 0))
+        failed = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+        skipped = int(suite.get("skipped", 0))
+        if completed.returncode not in (0, 1, 5):
+            failed = max(failed, 1)
+        return total - failed - skipped, failed
+
+
+def main(argv):
+    units, ringway, mock, extra = [], None, None, []
+    for argument in argv:
+        if argument.startswith("--unit="):
+            units.append(argument[len("--unit="):])
+        elif argument.startswith("--ringway="):
+            ringway = argument[len("--ringway="):]
+        elif argument.startswith("--mock="):
+            mock = argument[len("--mock="):]
+        else:
+            extra.append(argument)
+    passed = failed = 0
+    for path in units:
+        unit_passed, unit_failed = run_unit(path)
+        passed += unit_passed
+        failed += unit_failed
+    integration_passed, integration_failed = run_pytest(ringway, mock, extra)
+    passed += integration_passed
+    failed += integration_failed
+    sys.stdout.flush()
+    print(f"{passed} passed, {failed} failed")
+    return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
