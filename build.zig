@@ -21,7 +21,7 @@ const core_sources = [_][]const u8{
     "src/loop/loop.c",
     "src/router/router.c",
     "src/upstream/upstream.c",
-    "src/relay/server.c",
+    "src/server/server.c",
     "src/relay/relay.c",
     "src/mock/mock.c",
 };

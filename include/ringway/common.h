@@ -25,4 +25,13 @@ _Noreturn void rw_assert_fail(const char *expression, const char *file, int line
 
 #define RW_VERSION "0.1.0"
 
+/* True when bytes[0, length) is exactly the NUL-terminated `text`. */
+static inline bool rw_bytes_equal_text(const uint8_t *bytes, size_t length, const char *text) {
+    size_t index = 0;
+    for (; index < length; index++) {
+        if (text[index] == '\0' || (uint8_t)text[index] != bytes[index]) return false;
+    }
+    return text[index] == '\0';
+}
+
 #endif

@@ -1,2 +1,3 @@
-#include <stdio.h>
-int main(void) { puts("mock"); return 0; }
+#include "ringway/mock.h"
+
+int main(int argc, char **argv) { return mock_main(argc, argv); }
