@@ -1,1 +1,1288 @@
+/* The configuration loader: an incremental, allocation-free parser for the
+ * INI-like format described in include/ringway/config.h, then a validation
+ * pass over the whole (cross-references, required keys, derived values) and
+ * a sorted index of model names for config_find_model.
+ *
+ * Lines are collected into the parser's fixed line buffer and handled one at
+ * a time, so the text may arrive in any split; every key is described once
+ * in a table (name, kind of value, field, range) and applied through it. */
+#include "ringway/config.h"
+
 #include "ringway/common.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+/* Section slots in config_parser_t: the singletons, then upstreams, models. */
+enum {
+    CONFIG_SLOT_SERVER = 0,
+    CONFIG_SLOT_LIMITS = 1,
+    CONFIG_SLOT_TIMEOUTS = 2,
+    CONFIG_SLOT_RELAY = 3,
+    CONFIG_SLOT_UPSTREAM_FIRST = 4,
+    CONFIG_SLOT_MODEL_FIRST = 4 + CONFIG_UPSTREAMS_MAX,
+};
+
+/* How many bytes of an offending value an error message repeats. */
+#define CONFIG_ECHO_BYTES_MAX 100
+
+#define CONFIG_TIMEOUT_MS_MAX 86400000u /* one day */
+#define CONFIG_GIB ((uint64_t)1024 * 1024 * 1024)
+
+typedef enum config_value_kind {
+    CONFIG_VALUE_INTEGER,       /* uint32_t, plain decimal */
+    CONFIG_VALUE_BYTES,         /* uint32_t, decimal with optional binary suffix */
+    CONFIG_VALUE_BOOL,          /* bool */
+    CONFIG_VALUE_ADDRESS,       /* HOST:PORT into a host string and a uint16_t port */
+    CONFIG_VALUE_PATH,          /* any printable bytes (UTF-8 allowed) */
+    CONFIG_VALUE_TOKEN,         /* printable ASCII without space, '"', '\' */
+    CONFIG_VALUE_HOSTNAME,      /* a DNS name or IPv4 literal */
+    CONFIG_VALUE_DISCONNECT,    /* drain | cancel */
+    CONFIG_VALUE_BASE_URL,      /* upstream only: fills tls, host, port, base_path */
+    CONFIG_VALUE_API_KEY,       /* upstream only: a literal secret */
+    CONFIG_VALUE_API_KEY_ENV,   /* upstream only: a secret read from the environment */
+    CONFIG_VALUE_UPSTREAM_NAME, /* model only: resolved to an index at finish */
+} config_value_kind_t;
+
+/* One key of one section: where its value goes and what it accepts. */
+typedef struct config_key {
+    const char *name;
+    config_value_kind_t kind;
+    size_t offset;      /* of the field inside the section's struct */
+    size_t size;        /* of that field (capacity for strings) */
+    size_t port_offset; /* CONFIG_VALUE_ADDRESS: the uint16_t port field */
+    uint32_t minimum;   /* integers and bytes */
+    uint32_t maximum;
+} config_key_t;
+
+typedef struct config_section_spec {
+    const char *name;
+    bool named; /* [upstream NAME], [model NAME] */
+    const config_key_t *keys;
+    uint32_t key_count;
+} config_section_spec_t;
+
+#define CONFIG_FIELD_SIZE(type, field) sizeof(((type *)0)->field)
+
+#define CONFIG_KEY(type, field, value_kind, low, high)                                   \
+    {.name = #field, .kind = (value_kind), .offset = offsetof(type, field),              \
+     .size = CONFIG_FIELD_SIZE(type, field), .minimum = (low), .maximum = (high)}
+
+#define CONFIG_KEY_ADDRESS(key_name, host_field, port_field)                             \
+    {.name = (key_name), .kind = CONFIG_VALUE_ADDRESS, .offset = offsetof(config_t, host_field), \
+     .size = CONFIG_FIELD_SIZE(config_t, host_field), .port_offset = offsetof(config_t, port_field)}
+
+static const config_key_t config_server_keys[] = {
+    CONFIG_KEY_ADDRESS("listen", listen_host, listen_port),
+    CONFIG_KEY(config_t, threads, CONFIG_VALUE_INTEGER, 0, 256),
+    CONFIG_KEY(config_t, data_dir, CONFIG_VALUE_PATH, 0, 0),
+    CONFIG_KEY_ADDRESS("admin_listen", admin_listen_host, admin_listen_port),
+};
+enum { CONFIG_SERVER_KEY_LISTEN = 0, CONFIG_SERVER_KEY_ADMIN_LISTEN = 3 };
+
+static const config_key_t config_limits_keys[] = {
+    CONFIG_KEY(config_t, connections_per_thread, CONFIG_VALUE_INTEGER, 1, 1048576),
+    CONFIG_KEY(config_t, streams_per_thread, CONFIG_VALUE_INTEGER, 1, 1048576),
+    CONFIG_KEY(config_t, header_bytes_max, CONFIG_VALUE_BYTES, 1024, 1048576),
+    CONFIG_KEY(config_t, body_bytes_max, CONFIG_VALUE_BYTES, 1024, 1073741824),
+    CONFIG_KEY(config_t, request_buffer_bytes, CONFIG_VALUE_BYTES, 4096, 67108864),
+    CONFIG_KEY(config_t, large_bodies_per_thread, CONFIG_VALUE_INTEGER, 0, 65536),
+    CONFIG_KEY(config_t, stream_buffer_bytes, CONFIG_VALUE_BYTES, 4096, 16777216),
+    CONFIG_KEY(config_t, upstream_connections_per_thread, CONFIG_VALUE_INTEGER, 1, 65536),
+    CONFIG_KEY(config_t, drain_bytes_max, CONFIG_VALUE_BYTES, 0, 1073741824),
+};
+enum {
+    CONFIG_LIMITS_KEY_CONNECTIONS = 0,
+    CONFIG_LIMITS_KEY_STREAMS = 1,
+    CONFIG_LIMITS_KEY_HEADER_BYTES = 2,
+    CONFIG_LIMITS_KEY_REQUEST_BUFFER_BYTES = 4,
+};
+
+static const config_key_t config_timeouts_keys[] = {
+    CONFIG_KEY(config_t, header_ms, CONFIG_VALUE_INTEGER, 1, CONFIG_TIMEOUT_MS_MAX),
+    CONFIG_KEY(config_t, body_ms, CONFIG_VALUE_INTEGER, 1, CONFIG_TIMEOUT_MS_MAX),
+    CONFIG_KEY(config_t, keepalive_idle_ms, CONFIG_VALUE_INTEGER, 1, CONFIG_TIMEOUT_MS_MAX),
+    CONFIG_KEY(config_t, upstream_connect_ms, CONFIG_VALUE_INTEGER, 1, CONFIG_TIMEOUT_MS_MAX),
+    CONFIG_KEY(config_t, upstream_first_byte_ms, CONFIG_VALUE_INTEGER, 1, CONFIG_TIMEOUT_MS_MAX),
+    CONFIG_KEY(config_t, upstream_idle_ms, CONFIG_VALUE_INTEGER, 1, CONFIG_TIMEOUT_MS_MAX),
+    CONFIG_KEY(config_t, drain_ms, CONFIG_VALUE_INTEGER, 1, CONFIG_TIMEOUT_MS_MAX),
+    CONFIG_KEY(config_t, upstream_keepalive_ms, CONFIG_VALUE_INTEGER, 1, CONFIG_TIMEOUT_MS_MAX),
+};
+
+static const config_key_t config_relay_keys[] = {
+    CONFIG_KEY(config_t, client_disconnect, CONFIG_VALUE_DISCONNECT, 0, 0),
+};
+
+static const config_key_t config_upstream_keys[] = {
+    CONFIG_KEY(config_upstream_t, base_url, CONFIG_VALUE_BASE_URL, 0, 0),
+    CONFIG_KEY(config_upstream_t, api_key, CONFIG_VALUE_API_KEY, 0, 0),
+    {.name = "api_key_env", .kind = CONFIG_VALUE_API_KEY_ENV,
+     .offset = offsetof(config_upstream_t, api_key),
+     .size = CONFIG_FIELD_SIZE(config_upstream_t, api_key)},
+    CONFIG_KEY(config_upstream_t, ca_file, CONFIG_VALUE_PATH, 0, 0),
+    CONFIG_KEY(config_upstream_t, verify, CONFIG_VALUE_BOOL, 0, 0),
+    CONFIG_KEY(config_upstream_t, sni, CONFIG_VALUE_HOSTNAME, 0, 0),
+    CONFIG_KEY(config_upstream_t, connect_ms, CONFIG_VALUE_INTEGER, 0, CONFIG_TIMEOUT_MS_MAX),
+    CONFIG_KEY(config_upstream_t, first_byte_ms, CONFIG_VALUE_INTEGER, 0, CONFIG_TIMEOUT_MS_MAX),
+    CONFIG_KEY(config_upstream_t, idle_ms, CONFIG_VALUE_INTEGER, 0, CONFIG_TIMEOUT_MS_MAX),
+};
+enum {
+    CONFIG_UPSTREAM_KEY_BASE_URL = 0,
+    CONFIG_UPSTREAM_KEY_API_KEY = 1,
+    CONFIG_UPSTREAM_KEY_API_KEY_ENV = 2,
+    CONFIG_UPSTREAM_KEY_CA_FILE = 3,
+    CONFIG_UPSTREAM_KEY_VERIFY = 4,
+    CONFIG_UPSTREAM_KEY_SNI = 5,
+};
+
+static const config_key_t config_model_keys[] = {
+    {.name = "upstream", .kind = CONFIG_VALUE_UPSTREAM_NAME},
+    CONFIG_KEY(config_model_t, upstream_model, CONFIG_VALUE_TOKEN, 0, 0),
+    CONFIG_KEY(config_model_t, owned_by, CONFIG_VALUE_TOKEN, 0, 0),
+};
+enum {
+    CONFIG_MODEL_KEY_UPSTREAM = 0,
+    CONFIG_MODEL_KEY_UPSTREAM_MODEL = 1,
+    CONFIG_MODEL_KEY_OWNED_BY = 2,
+};
+
+#define CONFIG_SECTION(section_name, is_named, key_table)                                \
+    {.name = (section_name), .named = (is_named), .keys = (key_table),                   \
+     .key_count = (uint32_t)RW_ARRAY_LENGTH(key_table)}
+
+static const config_section_spec_t config_sections[] = {
+    [CONFIG_SECTION_SERVER] = CONFIG_SECTION("server", false, config_server_keys),
+    [CONFIG_SECTION_LIMITS] = CONFIG_SECTION("limits", false, config_limits_keys),
+    [CONFIG_SECTION_TIMEOUTS] = CONFIG_SECTION("timeouts", false, config_timeouts_keys),
+    [CONFIG_SECTION_RELAY] = CONFIG_SECTION("relay", false, config_relay_keys),
+    [CONFIG_SECTION_UPSTREAM] = CONFIG_SECTION("upstream", true, config_upstream_keys),
+    [CONFIG_SECTION_MODEL] = CONFIG_SECTION("model", true, config_model_keys),
+};
+
+_Static_assert(RW_ARRAY_LENGTH(config_server_keys) <= CONFIG_SECTION_KEYS_MAX, "server keys");
+_Static_assert(RW_ARRAY_LENGTH(config_limits_keys) <= CONFIG_SECTION_KEYS_MAX, "limits keys");
+_Static_assert(RW_ARRAY_LENGTH(config_timeouts_keys) <= CONFIG_SECTION_KEYS_MAX, "timeout keys");
+_Static_assert(RW_ARRAY_LENGTH(config_upstream_keys) <= CONFIG_SECTION_KEYS_MAX, "upstream keys");
+_Static_assert(RW_ARRAY_LENGTH(config_model_keys) <= CONFIG_SECTION_KEYS_MAX, "model keys");
+_Static_assert(CONFIG_MODELS_MAX <= UINT16_MAX, "models_by_name holds uint16_t indexes");
+_Static_assert(CONFIG_UPSTREAM_NAME_BYTES <= CONFIG_OWNED_BY_BYTES, "owned_by defaults to the upstream name");
+_Static_assert(CONFIG_MODEL_NAME_BYTES <= CONFIG_UPSTREAM_MODEL_BYTES, "upstream_model defaults to the model name");
+
+/* ---------------------------------------------------------------------- */
+/* Small helpers                                                           */
+
+static bool config_is_space(char c) {
+    return c == ' ' || c == '\t';
+}
+
+static bool config_is_digit(char c) {
+    return c >= '0' && c <= '9';
+}
+
+static bool config_is_alnum(char c) {
+    return config_is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+static bool config_bytes_equal(const char *bytes, size_t length, const char *literal) {
+    return strlen(literal) == length && memcmp(bytes, literal, length) == 0;
+}
+
+/* Copies `length` bytes and a NUL into `destination`; the caller has checked
+ * that they fit. */
+static void config_copy(char *destination, size_t capacity, const char *source, size_t length) {
+    RW_ASSERT(length < capacity);
+    memcpy(destination, source, length);
+    destination[length] = '\0';
+}
+
+/* Like config_copy, but cuts what does not fit (for names used in messages). */
+static void config_copy_truncated(char *destination, size_t capacity, const char *source) {
+    RW_ASSERT(capacity > 0);
+    size_t length = strnlen(source, capacity - 1);
+    memcpy(destination, source, length);
+    destination[length] = '\0';
+}
+
+/* Writes "SOURCE:LINE: message" (or "SOURCE: message" for line 0) into the
+ * caller's error buffer, marks the parser failed and returns -1 so callers
+ * can `return config_fail(...)`. */
+__attribute__((format(printf, 3, 4))) static int config_fail(config_parser_t *parser, uint32_t line,
+                                                             const char *format, ...) {
+    RW_ASSERT(!parser->failed);
+    parser->failed = true;
+    int prefix_length;
+    if (line > 0) {
+        prefix_length = snprintf(parser->error, parser->error_size, "%s:%u: ",
+                                 parser->config->source_path, (unsigned)line);
+    } else {
+        prefix_length = snprintf(parser->error, parser->error_size, "%s: ",
+                                 parser->config->source_path);
+    }
+    if (prefix_length >= 0 && (size_t)prefix_length < parser->error_size) {
+        va_list arguments;
+        va_start(arguments, format);
+        vsnprintf(parser->error + prefix_length, parser->error_size - (size_t)prefix_length,
+                  format, arguments);
+        va_end(arguments);
+    }
+    return -1;
+}
+
+/* "[server]", "[upstream NAME]" or "[model NAME]" for the section in `slot`. */
+static void config_section_label(const config_parser_t *parser, uint32_t slot, char *label,
+                                 size_t label_size) {
+    const config_t *config = parser->config;
+    if (slot >= CONFIG_SLOT_MODEL_FIRST) {
+        snprintf(label, label_size, "[model %s]", config->models[slot - CONFIG_SLOT_MODEL_FIRST].name);
+    } else if (slot >= CONFIG_SLOT_UPSTREAM_FIRST) {
+        snprintf(label, label_size, "[upstream %s]",
+                 config->upstreams[slot - CONFIG_SLOT_UPSTREAM_FIRST].name);
+    } else {
+        static const char *const singletons[] = {"[server]", "[limits]", "[timeouts]", "[relay]"};
+        snprintf(label, label_size, "%s", singletons[slot]);
+    }
+}
+
+/* ---------------------------------------------------------------------- */
+/* Names, hosts, ports, URLs                                               */
+
+/* Upstream names: 1..63 bytes of A-Z a-z 0-9 _ . - */
+static bool config_upstream_name_is_valid(const char *name, size_t length) {
+    if (length == 0 || length >= CONFIG_UPSTREAM_NAME_BYTES) {
+        return false;
+    }
+    for (size_t i = 0; i < length; i++) {
+        char c = name[i];
+        if (!config_is_alnum(c) && c != '_' && c != '.' && c != '-') {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Tokens (model names, upstream_model, owned_by): printable ASCII without
+ * space, '"' or '\', so they can be written into JSON as they are. */
+static bool config_token_is_valid(const char *token, size_t length) {
+    if (length == 0) {
+        return false;
+    }
+    for (size_t i = 0; i < length; i++) {
+        unsigned char c = (unsigned char)token[i];
+        if (c <= ' ' || c >= 0x7f || c == '"' || c == '\\') {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* A header-safe secret: visible ASCII, no spaces. */
+static bool config_secret_is_valid(const char *secret, size_t length) {
+    for (size_t i = 0; i < length; i++) {
+        unsigned char c = (unsigned char)secret[i];
+        if (c <= ' ' || c >= 0x7f) {
+            return false;
+        }
+    }
+    return length > 0;
+}
+
+/* A strict dotted-quad IPv4 literal ("127.0.0.1"; not "127.1"). */
+static bool config_parse_ipv4(const char *text, size_t length, struct in_addr *address) {
+    char literal[INET_ADDRSTRLEN];
+    if (length == 0 || length >= sizeof literal) {
+        return false;
+    }
+    config_copy(literal, sizeof literal, text, length);
+    return inet_pton(AF_INET, literal, address) == 1;
+}
+
+static bool config_parse_ipv6(const char *text, size_t length, struct in6_addr *address) {
+    char literal[INET6_ADDRSTRLEN];
+    if (length == 0 || length >= sizeof literal) {
+        return false;
+    }
+    config_copy(literal, sizeof literal, text, length);
+    return inet_pton(AF_INET6, literal, address) == 1;
+}
+
+/* A DNS name or an IPv4 literal: 1..255 bytes of A-Z a-z 0-9 . - _, not
+ * starting with '.' or '-'. Something made only of digits and dots must be a
+ * strict dotted quad, so "127.1" (which resolvers read as 127.0.0.1) cannot
+ * slip past the loopback check as a "name". */
+static bool config_host_name_is_valid(const char *host, size_t length) {
+    if (length == 0 || length >= CONFIG_HOST_BYTES || host[0] == '.' || host[0] == '-') {
+        return false;
+    }
+    bool numeric = true;
+    for (size_t i = 0; i < length; i++) {
+        char c = host[i];
+        if (!config_is_alnum(c) && c != '.' && c != '-' && c != '_') {
+            return false;
+        }
+        if (!config_is_digit(c) && c != '.') {
+            numeric = false;
+        }
+    }
+    struct in_addr ignored;
+    return !numeric || config_parse_ipv4(host, length, &ignored);
+}
+
+/* True for "localhost", 127.0.0.0/8, ::1 and ::ffff:127.x.y.z. `host` is a
+ * validated host without brackets. */
+static bool config_host_is_loopback(const char *host) {
+    if (strcasecmp(host, "localhost") == 0) {
+        return true;
+    }
+    size_t length = strlen(host);
+    struct in_addr ipv4;
+    if (config_parse_ipv4(host, length, &ipv4)) {
+        return (ntohl(ipv4.s_addr) >> 24) == 127;
+    }
+    struct in6_addr ipv6;
+    if (config_parse_ipv6(host, length, &ipv6)) {
+        return IN6_IS_ADDR_LOOPBACK(&ipv6) || (IN6_IS_ADDR_V4MAPPED(&ipv6) && ipv6.s6_addr[12] == 127);
+    }
+    return false;
+}
+
+/* Parses "HOST", "HOST:PORT", "[IPV6]" or "[IPV6]:PORT". On success writes
+ * the host without brackets into `host` (CONFIG_HOST_BYTES), sets *has_port
+ * and, if present, *port (1..65535), and returns NULL; otherwise returns the
+ * reason, for an error message. */
+static const char *config_parse_authority(const char *text, size_t length, char *host,
+                                          uint16_t *port, bool *has_port) {
+    size_t rest;
+    if (length > 0 && text[0] == '[') {
+        const char *close = memchr(text, ']', length);
+        if (close == NULL) {
+            return "missing ']' after IPv6 address";
+        }
+        size_t host_length = (size_t)(close - text) - 1;
+        struct in6_addr ignored;
+        if (!config_parse_ipv6(text + 1, host_length, &ignored)) {
+            return "bad IPv6 address";
+        }
+        config_copy(host, CONFIG_HOST_BYTES, text + 1, host_length);
+        rest = host_length + 2;
+    } else {
+        const char *colon = memchr(text, ':', length);
+        size_t host_length = colon != NULL ? (size_t)(colon - text) : length;
+        if (colon != NULL && memchr(colon + 1, ':', length - host_length - 1) != NULL) {
+            return "an IPv6 address needs brackets, e.g. [::1]";
+        }
+        if (!config_host_name_is_valid(text, host_length)) {
+            return "bad host";
+        }
+        config_copy(host, CONFIG_HOST_BYTES, text, host_length);
+        rest = host_length;
+    }
+    *has_port = false;
+    if (rest == length) {
+        return NULL;
+    }
+    if (text[rest] != ':') {
+        return "unexpected text after the host";
+    }
+    const char *digits = text + rest + 1;
+    size_t digit_count = length - rest - 1;
+    uint32_t value = 0;
+    if (digit_count == 0 || digit_count > 5) {
+        return "bad port (expected 1..65535)";
+    }
+    for (size_t i = 0; i < digit_count; i++) {
+        if (!config_is_digit(digits[i])) {
+            return "bad port (expected 1..65535)";
+        }
+        value = value * 10 + (uint32_t)(digits[i] - '0');
+    }
+    if (value == 0 || value > 65535) {
+        return "bad port (expected 1..65535)";
+    }
+    *port = (uint16_t)value;
+    *has_port = true;
+    return NULL;
+}
+
+/* Splits an upstream base URL into `upstream`'s tls, host, port and
+ * base_path: https://HOST[:PORT][/PATH] or http://HOST[:PORT][/PATH] with a
+ * loopback HOST. The path loses trailing slashes ("https://h/v1/" → "/v1",
+ * "https://h/" → ""); user info, queries and fragments are refused. Returns
+ * NULL or the reason. */
+static const char *config_parse_base_url(const char *url, size_t length,
+                                         config_upstream_t *upstream) {
+    size_t scheme_length;
+    if (length >= 8 && strncasecmp(url, "https://", 8) == 0) {
+        upstream->tls = true;
+        scheme_length = 8;
+    } else if (length >= 7 && strncasecmp(url, "http://", 7) == 0) {
+        upstream->tls = false;
+        scheme_length = 7;
+    } else {
+        return "expected https://HOST[:PORT][/PATH]";
+    }
+    const char *authority = url + scheme_length;
+    size_t rest_length = length - scheme_length;
+    const char *slash = memchr(authority, '/', rest_length);
+    size_t authority_length = slash != NULL ? (size_t)(slash - authority) : rest_length;
+    for (size_t i = 0; i < rest_length; i++) {
+        unsigned char c = (unsigned char)authority[i];
+        if (c == '?' || c == '#') {
+            return "a query or fragment is not allowed";
+        }
+        if (c <= ' ' || c >= 0x7f) {
+            return "only printable ASCII without spaces is allowed";
+        }
+        if (c == '@' && i < authority_length) {
+            return "user info is not allowed (use api_key)";
+        }
+    }
+    bool has_port;
+    const char *reason = config_parse_authority(authority, authority_length, upstream->host,
+                                                &upstream->port, &has_port);
+    if (reason != NULL) {
+        return reason;
+    }
+    if (!has_port) {
+        upstream->port = upstream->tls ? 443 : 80;
+    }
+    size_t path_length = rest_length - authority_length;
+    while (path_length > 0 && authority[authority_length + path_length - 1] == '/') {
+        path_length--;
+    }
+    if (path_length >= CONFIG_BASE_PATH_BYTES) {
+        return "the path is too long";
+    }
+    config_copy(upstream->base_path, sizeof upstream->base_path, authority + authority_length,
+                path_length);
+    if (!upstream->tls && !config_host_is_loopback(upstream->host)) {
+        return "plain http is only allowed to loopback hosts (127.0.0.0/8, ::1, localhost); "
+               "use https";
+    }
+    return NULL;
+}
+
+/* Reads an unsigned decimal integer. Returns 1 for a number (saturated at
+ * UINT64_MAX, which no range accepts), 0 for anything that is not one. Bytes
+ * keys also take a binary suffix. */
+static int config_parse_number(const char *text, size_t length, bool allow_suffix,
+                               uint64_t *value) {
+    size_t digit_count = 0;
+    uint64_t number = 0;
+    while (digit_count < length && config_is_digit(text[digit_count])) {
+        uint64_t digit = (uint64_t)(text[digit_count] - '0');
+        number = number > (UINT64_MAX - digit) / 10 ? UINT64_MAX : number * 10 + digit;
+        digit_count++;
+    }
+    if (digit_count == 0) {
+        return 0;
+    }
+    const char *suffix = text + digit_count;
+    size_t suffix_length = length - digit_count;
+    uint64_t multiplier;
+    if (suffix_length == 0) {
+        multiplier = 1;
+    } else if (!allow_suffix) {
+        return 0;
+    } else if (config_bytes_equal(suffix, suffix_length, "k") ||
+               config_bytes_equal(suffix, suffix_length, "K") ||
+               config_bytes_equal(suffix, suffix_length, "KiB")) {
+        multiplier = 1024;
+    } else if (config_bytes_equal(suffix, suffix_length, "m") ||
+               config_bytes_equal(suffix, suffix_length, "M") ||
+               config_bytes_equal(suffix, suffix_length, "MiB")) {
+        multiplier = 1024 * 1024;
+    } else if (config_bytes_equal(suffix, suffix_length, "g") ||
+               config_bytes_equal(suffix, suffix_length, "G") ||
+               config_bytes_equal(suffix, suffix_length, "GiB")) {
+        multiplier = CONFIG_GIB;
+    } else {
+        return 0;
+    }
+    *value = number > UINT64_MAX / multiplier ? UINT64_MAX : number * multiplier;
+    return 1;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Applying one key                                                        */
+
+/* Stores `value` for `key` in the section struct at `target`. Reports bad
+ * values at the current line and returns -1. */
+static int config_apply_value(config_parser_t *parser, const config_key_t *key, char *target,
+                              const char *value, size_t value_length) {
+    uint32_t line = parser->line_number;
+    int echo_length = (int)RW_MIN(value_length, (size_t)CONFIG_ECHO_BYTES_MAX);
+    char label[CONFIG_MODEL_NAME_BYTES + 16];
+    config_section_label(parser, parser->section_slot, label, sizeof label);
+
+    switch (key->kind) {
+    case CONFIG_VALUE_INTEGER:
+    case CONFIG_VALUE_BYTES: {
+        RW_ASSERT(key->size == sizeof(uint32_t));
+        bool is_bytes = key->kind == CONFIG_VALUE_BYTES;
+        uint64_t number;
+        if (config_parse_number(value, value_length, is_bytes, &number) == 0) {
+            return config_fail(parser, line, "bad value '%.*s' for '%s': expected %s", echo_length,
+                               value, key->name,
+                               is_bytes ? "bytes: an integer with optional suffix k, KiB, m, MiB, "
+                                          "g or GiB (powers of 1024)"
+                                        : "an unsigned decimal integer");
+        }
+        if (number < key->minimum || number > key->maximum) {
+            return config_fail(parser, line, "value '%.*s' for '%s' is out of range (%u..%u)",
+                               echo_length, value, key->name, (unsigned)key->minimum,
+                               (unsigned)key->maximum);
+        }
+        uint32_t stored = (uint32_t)number;
+        memcpy(target + key->offset, &stored, sizeof stored);
+        return 0;
+    }
+    case CONFIG_VALUE_BOOL: {
+        RW_ASSERT(key->size == sizeof(bool));
+        bool flag;
+        if (config_bytes_equal(value, value_length, "true")) {
+            flag = true;
+        } else if (config_bytes_equal(value, value_length, "false")) {
+            flag = false;
+        } else {
+            return config_fail(parser, line, "bad value '%.*s' for '%s': expected true or false",
+                               echo_length, value, key->name);
+        }
+        memcpy(target + key->offset, &flag, sizeof flag);
+        return 0;
+    }
+    case CONFIG_VALUE_DISCONNECT: {
+        config_disconnect_policy_t policy;
+        if (config_bytes_equal(value, value_length, "drain")) {
+            policy = CONFIG_DISCONNECT_DRAIN;
+        } else if (config_bytes_equal(value, value_length, "cancel")) {
+            policy = CONFIG_DISCONNECT_CANCEL;
+        } else {
+            return config_fail(parser, line, "bad value '%.*s' for '%s': expected drain or cancel",
+                               echo_length, value, key->name);
+        }
+        RW_ASSERT(key->size == sizeof policy);
+        memcpy(target + key->offset, &policy, sizeof policy);
+        return 0;
+    }
+    case CONFIG_VALUE_ADDRESS: {
+        RW_ASSERT(key->size == CONFIG_HOST_BYTES);
+        char host[CONFIG_HOST_BYTES];
+        uint16_t port = 0;
+        bool has_port = false;
+        const char *reason = config_parse_authority(value, value_length, host, &port, &has_port);
+        if (reason == NULL && !has_port) {
+            reason = "missing :PORT";
+        }
+        if (reason != NULL) {
+            return config_fail(parser, line,
+                               "bad value '%.*s' for '%s': %s; expected HOST:PORT such as "
+                               "127.0.0.1:8080 or [::1]:8080",
+                               echo_length, value, key->name, reason);
+        }
+        config_copy_truncated(target + key->offset, key->size, host);
+        memcpy(target + key->port_offset, &port, sizeof port);
+        return 0;
+    }
+    case CONFIG_VALUE_PATH:
+    case CONFIG_VALUE_TOKEN:
+    case CONFIG_VALUE_HOSTNAME:
+        if (value_length >= key->size) {
+            return config_fail(parser, line, "value for '%s' is too long (max %u bytes)", key->name,
+                               (unsigned)(key->size - 1));
+        }
+        if (key->kind == CONFIG_VALUE_TOKEN && !config_token_is_valid(value, value_length)) {
+            return config_fail(parser, line,
+                               "bad value '%.*s' for '%s': use printable ASCII without spaces, "
+                               "'\"' or '\\'",
+                               echo_length, value, key->name);
+        }
+        if (key->kind == CONFIG_VALUE_HOSTNAME && !config_host_name_is_valid(value, value_length)) {
+            return config_fail(parser, line, "bad value '%.*s' for '%s': expected a host name",
+                               echo_length, value, key->name);
+        }
+        config_copy(target + key->offset, key->size, value, value_length);
+        return 0;
+    case CONFIG_VALUE_BASE_URL: {
+        config_upstream_t *upstream = (config_upstream_t *)(void *)target;
+        if (value_length >= sizeof upstream->base_url) {
+            return config_fail(parser, line, "value for '%s' is too long (max %u bytes)", key->name,
+                               (unsigned)(sizeof upstream->base_url - 1));
+        }
+        const char *reason = config_parse_base_url(value, value_length, upstream);
+        if (reason != NULL) {
+            return config_fail(parser, line, "bad base_url '%.*s': %s", echo_length, value, reason);
+        }
+        config_copy(upstream->base_url, sizeof upstream->base_url, value, value_length);
+        return 0;
+    }
+    case CONFIG_VALUE_API_KEY:
+    case CONFIG_VALUE_API_KEY_ENV: {
+        config_upstream_t *upstream = (config_upstream_t *)(void *)target;
+        uint32_t *key_lines = parser->key_lines[parser->section_slot];
+        uint32_t other_line = key->kind == CONFIG_VALUE_API_KEY
+                                  ? key_lines[CONFIG_UPSTREAM_KEY_API_KEY_ENV]
+                                  : key_lines[CONFIG_UPSTREAM_KEY_API_KEY];
+        if (other_line != 0) {
+            return config_fail(parser, line, "%s sets both api_key and api_key_env (line %u); use one",
+                               label, (unsigned)other_line);
+        }
+        const char *secret = value;
+        size_t secret_length = value_length;
+        char variable[128];
+        if (key->kind == CONFIG_VALUE_API_KEY_ENV) {
+            bool name_ok = value_length > 0 && value_length < sizeof variable &&
+                           !config_is_digit(value[0]);
+            for (size_t i = 0; name_ok && i < value_length; i++) {
+                name_ok = config_is_alnum(value[i]) || value[i] == '_';
+            }
+            if (!name_ok) {
+                return config_fail(parser, line,
+                                   "bad value '%.*s' for '%s': expected an environment variable name",
+                                   echo_length, value, key->name);
+            }
+            config_copy(variable, sizeof variable, value, value_length);
+            secret = getenv(variable);
+            if (secret == NULL) {
+                return config_fail(parser, line,
+                                   "environment variable '%s' (api_key_env of %s) is not set",
+                                   variable, label);
+            }
+            secret_length = strlen(secret);
+            if (secret_length >= sizeof upstream->api_key) {
+                return config_fail(parser, line,
+                                   "environment variable '%s' (api_key_env of %s) is too long "
+                                   "(max %u bytes)",
+                                   variable, label, (unsigned)(sizeof upstream->api_key - 1));
+            }
+            if (!config_secret_is_valid(secret, secret_length)) {
+                return config_fail(parser, line,
+                                   "environment variable '%s' (api_key_env of %s) must be "
+                                   "non-empty visible ASCII without spaces",
+                                   variable, label);
+            }
+        } else {
+            if (secret_length >= sizeof upstream->api_key) {
+                return config_fail(parser, line, "value for 'api_key' is too long (max %u bytes)",
+                                   (unsigned)(sizeof upstream->api_key - 1));
+            }
+            if (!config_secret_is_valid(secret, secret_length)) {
+                return config_fail(parser, line,
+                                   "value for 'api_key' must be visible ASCII without spaces");
+            }
+        }
+        config_copy(upstream->api_key, sizeof upstream->api_key, secret, secret_length);
+        upstream->has_api_key = true;
+        return 0;
+    }
+    case CONFIG_VALUE_UPSTREAM_NAME: {
+        RW_ASSERT(parser->section_slot >= CONFIG_SLOT_MODEL_FIRST);
+        if (!config_upstream_name_is_valid(value, value_length)) {
+            return config_fail(parser, line,
+                               "bad value '%.*s' for '%s': expected an upstream name "
+                               "(1..63 of A-Z a-z 0-9 _ . -)",
+                               echo_length, value, key->name);
+        }
+        uint32_t model_index = parser->section_slot - CONFIG_SLOT_MODEL_FIRST;
+        config_copy(parser->model_upstream_names[model_index], CONFIG_UPSTREAM_NAME_BYTES, value,
+                    value_length);
+        return 0;
+    }
+    }
+    RW_ASSERT(!"unknown value kind");
+    return -1;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Lines                                                                   */
+
+/* Handles "[kind]" or "[kind NAME]" (the comment already cut, `content`
+ * being the text between the brackets): opens the section or reports why
+ * not. */
+static int config_open_section(config_parser_t *parser, const char *content, size_t length) {
+    config_t *config = parser->config;
+    uint32_t line = parser->line_number;
+    size_t start = 0;
+    while (start < length && config_is_space(content[start])) {
+        start++;
+    }
+    while (length > start && config_is_space(content[length - 1])) {
+        length--;
+    }
+    size_t kind_end = start;
+    while (kind_end < length && !config_is_space(content[kind_end])) {
+        kind_end++;
+    }
+    size_t name_start = kind_end;
+    while (name_start < length && config_is_space(content[name_start])) {
+        name_start++;
+    }
+    const char *kind_text = content + start;
+    size_t kind_length = kind_end - start;
+    const char *name = content + name_start;
+    size_t name_length = length - name_start;
+    int echo_length = (int)RW_MIN(length - start, (size_t)CONFIG_ECHO_BYTES_MAX);
+
+    config_section_kind_t kind = CONFIG_SECTION_NONE;
+    for (uint32_t k = CONFIG_SECTION_SERVER; k <= CONFIG_SECTION_MODEL; k++) {
+        if (config_bytes_equal(kind_text, kind_length, config_sections[k].name)) {
+            kind = (config_section_kind_t)k;
+        }
+    }
+    if (kind == CONFIG_SECTION_NONE) {
+        return config_fail(parser, line, "unknown section [%.*s]", echo_length, kind_text);
+    }
+    const config_section_spec_t *spec = &config_sections[kind];
+    if (!spec->named) {
+        if (name_length > 0) {
+            return config_fail(parser, line, "section [%s] takes no name", spec->name);
+        }
+        uint32_t slot = (uint32_t)kind - (uint32_t)CONFIG_SECTION_SERVER;
+        RW_ASSERT(slot < CONFIG_SLOT_UPSTREAM_FIRST);
+        if (parser->section_lines[slot] != 0) {
+            return config_fail(parser, line, "duplicate section [%s] (first on line %u)", spec->name,
+                               (unsigned)parser->section_lines[slot]);
+        }
+        parser->section_lines[slot] = line;
+        parser->section_kind = kind;
+        parser->section_slot = slot;
+        return 0;
+    }
+    if (name_length == 0) {
+        return config_fail(parser, line, "section [%s] needs a name: [%s NAME]", spec->name,
+                           spec->name);
+    }
+    int name_echo = (int)RW_MIN(name_length, (size_t)CONFIG_ECHO_BYTES_MAX);
+    if (kind == CONFIG_SECTION_UPSTREAM) {
+        if (!config_upstream_name_is_valid(name, name_length)) {
+            return config_fail(parser, line,
+                               "bad upstream name '%.*s': use 1..63 of A-Z a-z 0-9 _ . -", name_echo,
+                               name);
+        }
+        for (uint32_t i = 0; i < config->upstream_count; i++) {
+            if (config_bytes_equal(name, name_length, config->upstreams[i].name)) {
+                return config_fail(parser, line, "duplicate section [upstream %.*s] (first on line %u)",
+                                   name_echo, name,
+                                   (unsigned)parser->section_lines[CONFIG_SLOT_UPSTREAM_FIRST + i]);
+            }
+        }
+        if (config->upstream_count == CONFIG_UPSTREAMS_MAX) {
+            return config_fail(parser, line, "too many [upstream] sections (max %u)",
+                               (unsigned)CONFIG_UPSTREAMS_MAX);
+        }
+        uint32_t index = config->upstream_count++;
+        config_upstream_t *upstream = &config->upstreams[index];
+        config_copy(upstream->name, sizeof upstream->name, name, name_length);
+        upstream->verify = true;
+        parser->section_slot = CONFIG_SLOT_UPSTREAM_FIRST + index;
+    } else {
+        RW_ASSERT(kind == CONFIG_SECTION_MODEL);
+        if (name_length >= CONFIG_MODEL_NAME_BYTES || !config_token_is_valid(name, name_length)) {
+            return config_fail(parser, line,
+                               "bad model name '%.*s': use 1..127 printable ASCII bytes without "
+                               "spaces, '\"' or '\\'",
+                               name_echo, name);
+        }
+        for (uint32_t i = 0; i < config->model_count; i++) {
+            if (config_bytes_equal(name, name_length, config->models[i].name)) {
+                return config_fail(parser, line, "duplicate section [model %.*s] (first on line %u)",
+                                   name_echo, name,
+                                   (unsigned)parser->section_lines[CONFIG_SLOT_MODEL_FIRST + i]);
+            }
+        }
+        if (config->model_count == CONFIG_MODELS_MAX) {
+            return config_fail(parser, line, "too many [model] sections (max %u)",
+                               (unsigned)CONFIG_MODELS_MAX);
+        }
+        uint32_t index = config->model_count++;
+        config_copy(config->models[index].name, sizeof config->models[index].name, name,
+                    name_length);
+        parser->section_slot = CONFIG_SLOT_MODEL_FIRST + index;
+    }
+    parser->section_lines[parser->section_slot] = line;
+    parser->section_kind = kind;
+    return 0;
+}
+
+/* Handles "key = value" in the current section: finds the key, refuses a
+ * second setting, extracts the (optionally quoted) value and applies it. */
+static int config_set_key(config_parser_t *parser, const char *text, size_t length) {
+    uint32_t line = parser->line_number;
+    size_t key_length = 0;
+    while (key_length < length && (config_is_alnum(text[key_length]) || text[key_length] == '_')) {
+        key_length++;
+    }
+    if (key_length == 0) {
+        return config_fail(parser, line, "expected 'key = value', '[section]' or a comment");
+    }
+    int key_echo = (int)RW_MIN(key_length, (size_t)CONFIG_ECHO_BYTES_MAX);
+    size_t position = key_length;
+    while (position < length && config_is_space(text[position])) {
+        position++;
+    }
+    if (position == length || text[position] != '=') {
+        return config_fail(parser, line, "expected '=' after '%.*s'", key_echo, text);
+    }
+    position++;
+    if (parser->section_kind == CONFIG_SECTION_NONE) {
+        return config_fail(parser, line, "key '%.*s' outside of any section", key_echo, text);
+    }
+    char label[CONFIG_MODEL_NAME_BYTES + 16];
+    config_section_label(parser, parser->section_slot, label, sizeof label);
+    const config_section_spec_t *spec = &config_sections[parser->section_kind];
+    uint32_t key_index = spec->key_count;
+    for (uint32_t i = 0; i < spec->key_count; i++) {
+        if (config_bytes_equal(text, key_length, spec->keys[i].name)) {
+            key_index = i;
+        }
+    }
+    if (key_index == spec->key_count) {
+        return config_fail(parser, line, "unknown key '%.*s' in %s", key_echo, text, label);
+    }
+    const config_key_t *key = &spec->keys[key_index];
+    uint32_t *key_line = &parser->key_lines[parser->section_slot][key_index];
+    if (*key_line != 0) {
+        return config_fail(parser, line, "duplicate key '%s' in %s (first on line %u)", key->name,
+                           label, (unsigned)*key_line);
+    }
+
+    while (position < length && config_is_space(text[position])) {
+        position++;
+    }
+    const char *value = text + position;
+    size_t value_length;
+    if (position < length && text[position] == '"') {
+        const char *close = memchr(value + 1, '"', length - position - 1);
+        if (close == NULL) {
+            return config_fail(parser, line, "unterminated quoted value for '%s'", key->name);
+        }
+        value++;
+        value_length = (size_t)(close - value);
+        size_t after = (size_t)(close - text) + 1;
+        while (after < length && config_is_space(text[after])) {
+            after++;
+        }
+        if (after < length && text[after] != '#') {
+            return config_fail(parser, line, "unexpected text after the quoted value for '%s'",
+                               key->name);
+        }
+    } else {
+        value_length = length - position;
+        for (size_t i = 1; i < value_length; i++) {
+            if (value[i] == '#' && config_is_space(value[i - 1])) {
+                value_length = i;
+                break;
+            }
+        }
+        if (value_length > 0 && value[0] == '#') {
+            value_length = 0; /* "key = # comment": no value */
+        }
+        while (value_length > 0 && config_is_space(value[value_length - 1])) {
+            value_length--;
+        }
+    }
+    if (value_length == 0) {
+        return config_fail(parser, line, "missing value for '%s'", key->name);
+    }
+    for (size_t i = 0; i < value_length; i++) {
+        unsigned char c = (unsigned char)value[i];
+        if (c < ' ' || c == 0x7f) {
+            return config_fail(parser, line, "control character in the value for '%s'", key->name);
+        }
+    }
+    *key_line = line;
+
+    char *target;
+    if (parser->section_kind == CONFIG_SECTION_UPSTREAM) {
+        target = (char *)&parser->config->upstreams[parser->section_slot - CONFIG_SLOT_UPSTREAM_FIRST];
+    } else if (parser->section_kind == CONFIG_SECTION_MODEL) {
+        target = (char *)&parser->config->models[parser->section_slot - CONFIG_SLOT_MODEL_FIRST];
+    } else {
+        target = (char *)parser->config;
+    }
+    return config_apply_value(parser, key, target, value, value_length);
+}
+
+/* Handles the complete line in parser->line (without its "\n"): blank,
+ * comment, section header or key. */
+static int config_parse_line(config_parser_t *parser) {
+    const char *text = parser->line;
+    size_t length = parser->line_length;
+    if (length > 0 && text[length - 1] == '\r') {
+        length--;
+    }
+    size_t start = 0;
+    while (start < length && config_is_space(text[start])) {
+        start++;
+    }
+    if (start == length || text[start] == '#') {
+        return 0;
+    }
+    text += start;
+    length -= start;
+    if (text[0] != '[') {
+        return config_set_key(parser, text, length);
+    }
+    for (size_t i = 1; i < length; i++) {
+        if (text[i] == '#' && config_is_space(text[i - 1])) {
+            length = i;
+            break;
+        }
+    }
+    while (length > 0 && config_is_space(text[length - 1])) {
+        length--;
+    }
+    if (length < 2 || text[length - 1] != ']') {
+        return config_fail(parser, parser->line_number, "expected ']' at the end of the section header");
+    }
+    for (size_t i = 0; i < length; i++) {
+        unsigned char c = (unsigned char)text[i];
+        if (c < ' ' && c != '\t') {
+            return config_fail(parser, parser->line_number, "control character in the section header");
+        }
+    }
+    return config_open_section(parser, text + 1, length - 2);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Validation of the whole                                                 */
+
+static int config_compare_models(const config_t *config, uint16_t a, uint16_t b) {
+    return strcmp(config->models[a].name, config->models[b].name);
+}
+
+/* Sorts model indexes by name (insertion sort: at most 256, once per load). */
+static void config_build_model_index(config_t *config) {
+    for (uint32_t i = 0; i < config->model_count; i++) {
+        uint16_t current = (uint16_t)i;
+        uint32_t j = i;
+        while (j > 0 && config_compare_models(config, config->models_by_name[j - 1], current) > 0) {
+            config->models_by_name[j] = config->models_by_name[j - 1];
+            j--;
+        }
+        config->models_by_name[j] = current;
+    }
+    for (uint32_t i = 1; i < config->model_count; i++) {
+        RW_ASSERT(config_compare_models(config, config->models_by_name[i - 1],
+                                        config->models_by_name[i]) < 0);
+    }
+}
+
+static bool config_host_is_wildcard(const char *host) {
+    return strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0;
+}
+
+/* Checks what single lines cannot: required keys, https-only keys, model →
+ * upstream references, limits that depend on each other; then fills the
+ * defaults that depend on other values. */
+static int config_validate(config_parser_t *parser) {
+    config_t *config = parser->config;
+    char label[CONFIG_MODEL_NAME_BYTES + 16];
+
+    for (uint32_t i = 0; i < config->upstream_count; i++) {
+        uint32_t slot = CONFIG_SLOT_UPSTREAM_FIRST + i;
+        const uint32_t *key_lines = parser->key_lines[slot];
+        config_upstream_t *upstream = &config->upstreams[i];
+        config_section_label(parser, slot, label, sizeof label);
+        if (key_lines[CONFIG_UPSTREAM_KEY_BASE_URL] == 0) {
+            return config_fail(parser, parser->section_lines[slot],
+                               "missing required key 'base_url' in %s", label);
+        }
+        static const uint32_t tls_only_keys[] = {
+            CONFIG_UPSTREAM_KEY_CA_FILE, CONFIG_UPSTREAM_KEY_VERIFY, CONFIG_UPSTREAM_KEY_SNI};
+        for (uint32_t k = 0; k < RW_ARRAY_LENGTH(tls_only_keys); k++) {
+            uint32_t key_index = tls_only_keys[k];
+            if (!upstream->tls && key_lines[key_index] != 0) {
+                return config_fail(parser, key_lines[key_index],
+                                   "key '%s' in %s needs an https base_url",
+                                   config_upstream_keys[key_index].name, label);
+            }
+        }
+        if (upstream->connect_ms == 0) {
+            upstream->connect_ms = config->upstream_connect_ms;
+        }
+        if (upstream->first_byte_ms == 0) {
+            upstream->first_byte_ms = config->upstream_first_byte_ms;
+        }
+        if (upstream->idle_ms == 0) {
+            upstream->idle_ms = config->upstream_idle_ms;
+        }
+    }
+
+    for (uint32_t i = 0; i < config->model_count; i++) {
+        uint32_t slot = CONFIG_SLOT_MODEL_FIRST + i;
+        const uint32_t *key_lines = parser->key_lines[slot];
+        config_model_t *model = &config->models[i];
+        config_section_label(parser, slot, label, sizeof label);
+        if (key_lines[CONFIG_MODEL_KEY_UPSTREAM] == 0) {
+            return config_fail(parser, parser->section_lines[slot],
+                               "missing required key 'upstream' in %s", label);
+        }
+        const char *upstream_name = parser->model_upstream_names[i];
+        uint32_t found = config->upstream_count;
+        for (uint32_t u = 0; u < config->upstream_count; u++) {
+            if (strcmp(config->upstreams[u].name, upstream_name) == 0) {
+                found = u;
+            }
+        }
+        if (found == config->upstream_count) {
+            return config_fail(parser, key_lines[CONFIG_MODEL_KEY_UPSTREAM],
+                               "unknown upstream '%s' in %s", upstream_name, label);
+        }
+        model->upstream_index = found;
+        if (key_lines[CONFIG_MODEL_KEY_UPSTREAM_MODEL] == 0) {
+            config_copy_truncated(model->upstream_model, sizeof model->upstream_model, model->name);
+        }
+        if (key_lines[CONFIG_MODEL_KEY_OWNED_BY] == 0) {
+            config_copy_truncated(model->owned_by, sizeof model->owned_by, upstream_name);
+        }
+    }
+    if (config->model_count == 0) {
+        return config_fail(parser, 0, "at least one [model NAME] section is required");
+    }
+
+    const uint32_t *limits_lines = parser->key_lines[CONFIG_SLOT_LIMITS];
+    if (config->streams_per_thread > config->connections_per_thread) {
+        return config_fail(parser,
+                           RW_MAX(limits_lines[CONFIG_LIMITS_KEY_STREAMS],
+                                  limits_lines[CONFIG_LIMITS_KEY_CONNECTIONS]),
+                           "streams_per_thread (%u) must not exceed connections_per_thread (%u)",
+                           (unsigned)config->streams_per_thread,
+                           (unsigned)config->connections_per_thread);
+    }
+    if (config->header_bytes_max > config->request_buffer_bytes) {
+        return config_fail(parser,
+                           RW_MAX(limits_lines[CONFIG_LIMITS_KEY_HEADER_BYTES],
+                                  limits_lines[CONFIG_LIMITS_KEY_REQUEST_BUFFER_BYTES]),
+                           "header_bytes_max (%u) must not exceed request_buffer_bytes (%u)",
+                           (unsigned)config->header_bytes_max,
+                           (unsigned)config->request_buffer_bytes);
+    }
+    const uint32_t *server_lines = parser->key_lines[CONFIG_SLOT_SERVER];
+    bool same_host = strcmp(config->listen_host, config->admin_listen_host) == 0 ||
+                     config_host_is_wildcard(config->listen_host) ||
+                     config_host_is_wildcard(config->admin_listen_host);
+    if (config->listen_port == config->admin_listen_port && same_host) {
+        return config_fail(parser,
+                           RW_MAX(server_lines[CONFIG_SERVER_KEY_LISTEN],
+                                  server_lines[CONFIG_SERVER_KEY_ADMIN_LISTEN]),
+                           "admin_listen (%s port %u) overlaps listen (%s port %u)",
+                           config->admin_listen_host, (unsigned)config->admin_listen_port,
+                           config->listen_host, (unsigned)config->listen_port);
+    }
+
+    config_build_model_index(config);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Public interface                                                        */
+
+void config_set_defaults(config_t *config) {
+    RW_ASSERT(config != NULL);
+    memset(config, 0, sizeof *config);
+
+    config_copy_truncated(config->listen_host, sizeof config->listen_host, "127.0.0.1");
+    config->listen_port = 8080;
+    config->threads = 0;
+    config_copy_truncated(config->data_dir, sizeof config->data_dir, "./data");
+    config_copy_truncated(config->admin_listen_host, sizeof config->admin_listen_host, "127.0.0.1");
+    config->admin_listen_port = 8081;
+
+    config->connections_per_thread = 4096;
+    config->streams_per_thread = 1024;
+    config->header_bytes_max = 16384;
+    config->body_bytes_max = 10485760;
+    config->request_buffer_bytes = 65536;
+    config->large_bodies_per_thread = 4;
+    config->stream_buffer_bytes = 16384;
+    config->upstream_connections_per_thread = 256;
+    config->drain_bytes_max = 1048576;
+
+    config->header_ms = 10000;
+    config->body_ms = 60000;
+    config->keepalive_idle_ms = 75000;
+    config->upstream_connect_ms = 5000;
+    config->upstream_first_byte_ms = 120000;
+    config->upstream_idle_ms = 120000;
+    config->drain_ms = 30000;
+    config->upstream_keepalive_ms = 60000;
+
+    config->client_disconnect = CONFIG_DISCONNECT_DRAIN;
+    config->upstream_count = 0;
+    config->model_count = 0;
+}
+
+/* The key-index constants used by validation must name the keys they mean;
+ * a reordered table would otherwise point errors at the wrong key. */
+static void config_check_key_tables(void) {
+    RW_ASSERT(strcmp(config_server_keys[CONFIG_SERVER_KEY_LISTEN].name, "listen") == 0);
+    RW_ASSERT(strcmp(config_server_keys[CONFIG_SERVER_KEY_ADMIN_LISTEN].name, "admin_listen") == 0);
+    RW_ASSERT(strcmp(config_limits_keys[CONFIG_LIMITS_KEY_CONNECTIONS].name,
+                     "connections_per_thread") == 0);
+    RW_ASSERT(strcmp(config_limits_keys[CONFIG_LIMITS_KEY_STREAMS].name, "streams_per_thread") == 0);
+    RW_ASSERT(strcmp(config_limits_keys[CONFIG_LIMITS_KEY_HEADER_BYTES].name, "header_bytes_max") == 0);
+    RW_ASSERT(strcmp(config_limits_keys[CONFIG_LIMITS_KEY_REQUEST_BUFFER_BYTES].name,
+                     "request_buffer_bytes") == 0);
+    RW_ASSERT(strcmp(config_upstream_keys[CONFIG_UPSTREAM_KEY_BASE_URL].name, "base_url") == 0);
+    RW_ASSERT(strcmp(config_upstream_keys[CONFIG_UPSTREAM_KEY_API_KEY].name, "api_key") == 0);
+    RW_ASSERT(strcmp(config_upstream_keys[CONFIG_UPSTREAM_KEY_API_KEY_ENV].name, "api_key_env") == 0);
+    RW_ASSERT(strcmp(config_upstream_keys[CONFIG_UPSTREAM_KEY_CA_FILE].name, "ca_file") == 0);
+    RW_ASSERT(strcmp(config_upstream_keys[CONFIG_UPSTREAM_KEY_VERIFY].name, "verify") == 0);
+    RW_ASSERT(strcmp(config_upstream_keys[CONFIG_UPSTREAM_KEY_SNI].name, "sni") == 0);
+    RW_ASSERT(strcmp(config_model_keys[CONFIG_MODEL_KEY_UPSTREAM].name, "upstream") == 0);
+    RW_ASSERT(strcmp(config_model_keys[CONFIG_MODEL_KEY_UPSTREAM_MODEL].name, "upstream_model") == 0);
+    RW_ASSERT(strcmp(config_model_keys[CONFIG_MODEL_KEY_OWNED_BY].name, "owned_by") == 0);
+}
+
+void config_parser_begin(config_parser_t *parser, config_t *config, const char *source_name,
+                         char *error, size_t error_size) {
+    RW_ASSERT(parser != NULL && config != NULL && source_name != NULL);
+    config_check_key_tables();
+    RW_ASSERT(error != NULL && error_size > 0);
+    memset(parser, 0, sizeof *parser);
+    parser->config = config;
+    parser->error = error;
+    parser->error_size = error_size;
+    parser->line_number = 1;
+    parser->section_kind = CONFIG_SECTION_NONE;
+    error[0] = '\0';
+    config_set_defaults(config);
+    config_copy_truncated(config->source_path, sizeof config->source_path, source_name);
+}
+
+int config_parser_feed(config_parser_t *parser, const char *bytes, size_t length) {
+    RW_ASSERT(!parser->finished);
+    RW_ASSERT(bytes != NULL || length == 0);
+    if (parser->failed) {
+        return -1;
+    }
+    for (size_t i = 0; i < length; i++) {
+        char c = bytes[i];
+        if (c == '\n') {
+            if (config_parse_line(parser) != 0) {
+                return -1;
+            }
+            parser->line_number++;
+            parser->line_length = 0;
+            continue;
+        }
+        if (c == '\0') {
+            return config_fail(parser, parser->line_number, "NUL byte in the text");
+        }
+        if (parser->line_length == CONFIG_LINE_BYTES_MAX - 1) {
+            return config_fail(parser, parser->line_number, "line is longer than %u bytes",
+                               (unsigned)(CONFIG_LINE_BYTES_MAX - 1));
+        }
+        parser->line[parser->line_length++] = c;
+    }
+    return 0;
+}
+
+int config_parser_finish(config_parser_t *parser) {
+    RW_ASSERT(!parser->finished);
+    parser->finished = true;
+    if (parser->failed) {
+        return -1;
+    }
+    if (parser->line_length > 0 && config_parse_line(parser) != 0) {
+        return -1;
+    }
+    if (config_validate(parser) != 0) {
+        return -1;
+    }
+    RW_ASSERT(parser->config->model_count >= 1);
+    RW_ASSERT(parser->config->upstream_count >= 1);
+    return 0;
+}
+
+int config_parse(config_t *config, const char *text, size_t length, const char *source_name,
+                 char *error, size_t error_size) {
+    config_parser_t parser;
+    config_parser_begin(&parser, config, source_name, error, error_size);
+    if (config_parser_feed(&parser, text, length) != 0) {
+        parser.finished = true;
+        return -1;
+    }
+    return config_parser_finish(&parser);
+}
+
+int config_load(config_t *config, const char *path, char *error, size_t error_size) {
+    RW_ASSERT(path != NULL && error != NULL && error_size > 0);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(error, error_size, "%s: cannot read: %s", path, strerror(errno));
+        return -1;
+    }
+    config_parser_t parser;
+    config_parser_begin(&parser, config, path, error, error_size);
+    char chunk[16384];
+    for (;;) {
+        ssize_t received = read(fd, chunk, sizeof chunk);
+        if (received < 0 && errno == EINTR) {
+            continue;
+        }
+        if (received < 0) {
+            int saved = errno;
+            close(fd);
+            snprintf(error, error_size, "%s: cannot read: %s", path, strerror(saved));
+            return -1;
+        }
+        if (received == 0) {
+            break;
+        }
+        if (config_parser_feed(&parser, chunk, (size_t)received) != 0) {
+            close(fd);
+            return -1;
+        }
+    }
+    close(fd);
+    return config_parser_finish(&parser);
+}
+
+/* Orders `name` (name_length bytes) against a NUL-terminated model name the
+ * same way strcmp orders two names, so the binary search agrees with the
+ * sort in config_build_model_index. */
+static int config_compare_name(const uint8_t *name, size_t name_length, const char *model_name) {
+    size_t model_length = strlen(model_name);
+    size_t common = RW_MIN(name_length, model_length);
+    int order = memcmp(name, model_name, common);
+    if (order != 0) {
+        return order;
+    }
+    return name_length < model_length ? -1 : (name_length > model_length ? 1 : 0);
+}
+
+const config_model_t *config_find_model(const config_t *config, const uint8_t *name,
+                                        size_t name_length) {
+    RW_ASSERT(config != NULL);
+    RW_ASSERT(name != NULL || name_length == 0);
+    RW_ASSERT(config->model_count <= CONFIG_MODELS_MAX);
+    if (name_length == 0 || name_length >= CONFIG_MODEL_NAME_BYTES) {
+        return NULL;
+    }
+    uint32_t low = 0;
+    uint32_t high = config->model_count;
+    while (low < high) {
+        uint32_t middle = low + (high - low) / 2;
+        uint16_t index = config->models_by_name[middle];
+        RW_ASSERT(index < config->model_count);
+        int order = config_compare_name(name, name_length, config->models[index].name);
+        if (order == 0) {
+            return &config->models[index];
+        }
+        if (order < 0) {
+            high = middle;
+        } else {
+            low = middle + 1;
+        }
+    }
+    return NULL;
+}

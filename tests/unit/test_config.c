@@ -1,5 +1,862 @@
+/* Unit tests for src/config/config.c: the demo configuration, defaults, each
+ * error with its exact "FILE:LINE: problem" text, base_url parsing, model
+ * lookup, byte-by-byte and split feeding, and a seeded mutation loop.
+ * Runs with the working directory at the repository root. */
+#include "ringway/common.h"
+#include "ringway/config.h"
 #include "unit.h"
 
+#include <stdint.h>
+#include <stdlib.h>
+
+static config_t *config_a;
+static config_t *config_b;
+static char error_a[512];
+static char error_b[512];
+
+/* The smallest valid configuration, appended to cases that test [server],
+ * [limits] or [timeouts] keys. */
+#define MINIMAL_TAIL "[upstream u]\nbase_url = https://api.example.com/v1\n[model m]\nupstream = u\n"
+
+static int parse_text(config_t *config, const char *text, char *error, size_t error_size) {
+    return config_parse(config, text, strlen(text), "t.conf", error, error_size);
+}
+
+/* Reads a whole file into `buffer` (NUL-terminated); returns its length. */
+static size_t read_file(const char *path, char *buffer, size_t capacity) {
+    FILE *file = fopen(path, "rb");
+    if (file == NULL) {
+        return 0;
+    }
+    size_t length = fread(buffer, 1, capacity - 1, file);
+    fclose(file);
+    buffer[length] = '\0';
+    return length;
+}
+
+static void test_demo_configuration(void) {
+    int result = config_load(config_a, "conf/ringway.conf", error_a, sizeof error_a);
+    if (result != 0) {
+        fprintf(stderr, "  %s\n", error_a);
+    }
+    CHECK_EQ_INT(result, 0);
+    CHECK(strcmp(config_a->source_path, "conf/ringway.conf") == 0);
+    CHECK(strcmp(config_a->listen_host, "127.0.0.1") == 0);
+    CHECK_EQ_INT(config_a->listen_port, 8080);
+    CHECK(strcmp(config_a->admin_listen_host, "127.0.0.1") == 0);
+    CHECK_EQ_INT(config_a->admin_listen_port, 8081);
+    CHECK_EQ_INT(config_a->threads, 0);
+    CHECK(strcmp(config_a->data_dir, "./data") == 0);
+    CHECK_EQ_INT(config_a->header_bytes_max, 16384);
+    CHECK_EQ_INT(config_a->body_bytes_max, 10485760);
+    CHECK_EQ_INT(config_a->request_buffer_bytes, 65536);
+    CHECK_EQ_INT(config_a->stream_buffer_bytes, 16384);
+    CHECK_EQ_INT(config_a->drain_bytes_max, 1048576);
+    CHECK_EQ_INT(config_a->client_disconnect, CONFIG_DISCONNECT_DRAIN);
+    CHECK_EQ_INT(config_a->upstream_count, 1);
+    CHECK_EQ_INT(config_a->model_count, 1);
+
+    const config_upstream_t *mock = &config_a->upstreams[0];
+    CHECK(strcmp(mock->name, "mock") == 0);
+    CHECK(strcmp(mock->base_url, "https://127.0.0.1:9443/v1") == 0);
+    CHECK(mock->tls);
+    CHECK(strcmp(mock->host, "127.0.0.1") == 0);
+    CHECK_EQ_INT(mock->port, 9443);
+    CHECK(strcmp(mock->base_path, "/v1") == 0);
+    CHECK(mock->has_api_key);
+    CHECK(strcmp(mock->api_key, "demo-upstream-key") == 0);
+    CHECK(strcmp(mock->ca_file, "data/certs/ca.pem") == 0);
+    CHECK(mock->verify);
+    CHECK(strcmp(mock->sni, "") == 0);
+    CHECK_EQ_INT(mock->connect_ms, 5000);
+    CHECK_EQ_INT(mock->first_byte_ms, 120000);
+    CHECK_EQ_INT(mock->idle_ms, 120000);
+
+    const char *name = "ringway-demo";
+    const config_model_t *model = config_find_model(config_a, (const uint8_t *)name, strlen(name));
+    CHECK(model != NULL);
+    if (model != NULL) {
+        CHECK(strcmp(model->name, "ringway-demo") == 0);
+        CHECK_EQ_INT(model->upstream_index, 0);
+        CHECK(strcmp(model->upstream_model, "mock-small") == 0);
+        CHECK(strcmp(model->owned_by, "mock") == 0);
+    }
+}
+
+/* The commented-out provider example in the demo file is itself valid once
+ * uncommented and its variable set. */
+static void test_demo_provider_example(void) {
+    static char text[65536];
+    size_t length = read_file("conf/ringway.conf", text, sizeof text);
+    CHECK(length > 0);
+    const char *marker = "# [upstream deepseek]";
+    char *start = strstr(text, marker);
+    CHECK(start != NULL);
+    if (start == NULL) {
+        return;
+    }
+    /* Uncomment every "# " line from the marker on. */
+    static char edited[65536];
+    size_t head = (size_t)(start - text);
+    memcpy(edited, text, head);
+    size_t out = head;
+    for (const char *p = start; *p != '\0';) {
+        if (p[0] == '#' && p[1] == ' ') {
+            p += 2;
+        } else if (p[0] == '#' && p[1] == '\n') {
+            p += 1;
+        }
+        while (*p != '\0' && *p != '\n') {
+            edited[out++] = *p++;
+        }
+        if (*p == '\n') {
+            edited[out++] = *p++;
+        }
+    }
+    edited[out] = '\0';
+    setenv("DEEPSEEK_API_KEY", "sk-test-deepseek", 1);
+    int result = parse_text(config_a, edited, error_a, sizeof error_a);
+    if (result != 0) {
+        fprintf(stderr, "  %s\n", error_a);
+    }
+    CHECK_EQ_INT(result, 0);
+    CHECK_EQ_INT(config_a->upstream_count, 2);
+    CHECK_EQ_INT(config_a->model_count, 2);
+    const config_model_t *model = config_find_model(config_a, (const uint8_t *)"deepseek-chat", 13);
+    CHECK(model != NULL);
+    if (model != NULL) {
+        const config_upstream_t *upstream = &config_a->upstreams[model->upstream_index];
+        CHECK(strcmp(upstream->name, "deepseek") == 0);
+        CHECK(strcmp(upstream->host, "api.deepseek.com") == 0);
+        CHECK_EQ_INT(upstream->port, 443);
+        CHECK(strcmp(upstream->base_path, "/v1") == 0);
+        CHECK(strcmp(upstream->api_key, "sk-test-deepseek") == 0);
+        CHECK(strcmp(model->upstream_model, "deepseek-chat") == 0);
+        CHECK(strcmp(model->owned_by, "deepseek") == 0);
+    }
+    unsetenv("DEEPSEEK_API_KEY");
+    CHECK_EQ_INT(parse_text(config_a, edited, error_a, sizeof error_a), -1);
+    CHECK(strstr(error_a, "environment variable 'DEEPSEEK_API_KEY'") != NULL);
+}
+
+static void test_defaults(void) {
+    config_set_defaults(config_a);
+    CHECK(strcmp(config_a->listen_host, "127.0.0.1") == 0);
+    CHECK_EQ_INT(config_a->listen_port, 8080);
+    CHECK_EQ_INT(config_a->threads, 0);
+    CHECK(strcmp(config_a->data_dir, "./data") == 0);
+    CHECK(strcmp(config_a->admin_listen_host, "127.0.0.1") == 0);
+    CHECK_EQ_INT(config_a->admin_listen_port, 8081);
+    CHECK_EQ_INT(config_a->connections_per_thread, 4096);
+    CHECK_EQ_INT(config_a->streams_per_thread, 1024);
+    CHECK_EQ_INT(config_a->header_bytes_max, 16384);
+    CHECK_EQ_INT(config_a->body_bytes_max, 10485760);
+    CHECK_EQ_INT(config_a->request_buffer_bytes, 65536);
+    CHECK_EQ_INT(config_a->large_bodies_per_thread, 4);
+    CHECK_EQ_INT(config_a->stream_buffer_bytes, 16384);
+    CHECK_EQ_INT(config_a->upstream_connections_per_thread, 256);
+    CHECK_EQ_INT(config_a->drain_bytes_max, 1048576);
+    CHECK_EQ_INT(config_a->header_ms, 10000);
+    CHECK_EQ_INT(config_a->body_ms, 60000);
+    CHECK_EQ_INT(config_a->keepalive_idle_ms, 75000);
+    CHECK_EQ_INT(config_a->upstream_connect_ms, 5000);
+    CHECK_EQ_INT(config_a->upstream_first_byte_ms, 120000);
+    CHECK_EQ_INT(config_a->upstream_idle_ms, 120000);
+    CHECK_EQ_INT(config_a->drain_ms, 30000);
+    CHECK_EQ_INT(config_a->upstream_keepalive_ms, 60000);
+    CHECK_EQ_INT(config_a->client_disconnect, CONFIG_DISCONNECT_DRAIN);
+    CHECK_EQ_INT(config_a->upstream_count, 0);
+    CHECK_EQ_INT(config_a->model_count, 0);
+
+    /* A minimal file keeps all of them and fills the per-section defaults. */
+    CHECK_EQ_INT(parse_text(config_b, MINIMAL_TAIL, error_b, sizeof error_b), 0);
+    CHECK(strcmp(config_b->source_path, "t.conf") == 0);
+    CHECK_EQ_INT(config_b->connections_per_thread, 4096);
+    CHECK_EQ_INT(config_b->upstream_keepalive_ms, 60000);
+    const config_upstream_t *upstream = &config_b->upstreams[0];
+    CHECK(strcmp(upstream->name, "u") == 0);
+    CHECK(!upstream->has_api_key);
+    CHECK(strcmp(upstream->api_key, "") == 0);
+    CHECK(upstream->verify);
+    CHECK(strcmp(upstream->ca_file, "") == 0);
+    CHECK(strcmp(upstream->sni, "") == 0);
+    CHECK_EQ_INT(upstream->connect_ms, 5000);
+    CHECK_EQ_INT(upstream->first_byte_ms, 120000);
+    CHECK_EQ_INT(upstream->idle_ms, 120000);
+    const config_model_t *model = &config_b->models[0];
+    CHECK(strcmp(model->name, "m") == 0);
+    CHECK(strcmp(model->upstream_model, "m") == 0);
+    CHECK(strcmp(model->owned_by, "u") == 0);
+}
+
+/* Values: sizes with suffixes, quotes, comments, overrides, order
+ * independence ([timeouts] after the upstream still feeds its defaults). */
+static void test_values(void) {
+    const char *text =
+        "# leading comment\n"
+        "   # indented comment\n"
+        "\n"
+        "[upstream up.stream-1_x]   # a header comment\n"
+        "base_url = https://api.example.com:8443/openai/v1/\n"
+        "api_key = \"sk-abc#def\"   # quoted keeps '#'\n"
+        "verify = false\n"
+        "sni = front.example.com\n"
+        "ca_file = \"  /etc/ssl/my ca.pem \"\n"
+        "first_byte_ms = 7\n"
+        "[model gpt-4o]\n"
+        "upstream=up.stream-1_x\n"
+        "upstream_model = a#b\n"
+        "owned_by = someone # trailing comment\n"
+        "[ server ]\n"
+        "listen = [::1]:9000\n"
+        "admin_listen = localhost:9001\n"
+        "threads = 256\n"
+        "data_dir = /var/lib/ringway data\n"
+        "[limits]\n"
+        "header_bytes_max = 1k\n"
+        "body_bytes_max = 1g\n"
+        "request_buffer_bytes = 64MiB\n"
+        "stream_buffer_bytes = 16K\n"
+        "drain_bytes_max = 0\n"
+        "large_bodies_per_thread = 0\n"
+        "connections_per_thread = 1048576\n"
+        "streams_per_thread = 1048576\n"
+        "upstream_connections_per_thread = \"12\"\n"
+        "[timeouts]\n"
+        "upstream_connect_ms = 1234\n"
+        "upstream_idle_ms = 86400000\n"
+        "[relay]\n"
+        "client_disconnect = cancel\n";
+    int result = parse_text(config_a, text, error_a, sizeof error_a);
+    if (result != 0) {
+        fprintf(stderr, "  %s\n", error_a);
+    }
+    CHECK_EQ_INT(result, 0);
+    const config_upstream_t *upstream = &config_a->upstreams[0];
+    CHECK(strcmp(upstream->name, "up.stream-1_x") == 0);
+    CHECK_EQ_INT(upstream->port, 8443);
+    CHECK(strcmp(upstream->base_path, "/openai/v1") == 0);
+    CHECK(strcmp(upstream->api_key, "sk-abc#def") == 0);
+    CHECK(!upstream->verify);
+    CHECK(strcmp(upstream->sni, "front.example.com") == 0);
+    CHECK(strcmp(upstream->ca_file, "  /etc/ssl/my ca.pem ") == 0);
+    CHECK_EQ_INT(upstream->connect_ms, 1234);
+    CHECK_EQ_INT(upstream->first_byte_ms, 7);
+    CHECK_EQ_INT(upstream->idle_ms, 86400000);
+    const config_model_t *model = &config_a->models[0];
+    CHECK(strcmp(model->upstream_model, "a#b") == 0);
+    CHECK(strcmp(model->owned_by, "someone") == 0);
+    CHECK(strcmp(config_a->listen_host, "::1") == 0);
+    CHECK_EQ_INT(config_a->listen_port, 9000);
+    CHECK(strcmp(config_a->admin_listen_host, "localhost") == 0);
+    CHECK_EQ_INT(config_a->admin_listen_port, 9001);
+    CHECK_EQ_INT(config_a->threads, 256);
+    CHECK(strcmp(config_a->data_dir, "/var/lib/ringway data") == 0);
+    CHECK_EQ_INT(config_a->header_bytes_max, 1024);
+    CHECK_EQ_INT(config_a->body_bytes_max, 1073741824);
+    CHECK_EQ_INT(config_a->request_buffer_bytes, 67108864);
+    CHECK_EQ_INT(config_a->stream_buffer_bytes, 16384);
+    CHECK_EQ_INT(config_a->drain_bytes_max, 0);
+    CHECK_EQ_INT(config_a->large_bodies_per_thread, 0);
+    CHECK_EQ_INT(config_a->connections_per_thread, 1048576);
+    CHECK_EQ_INT(config_a->upstream_connections_per_thread, 12);
+    CHECK_EQ_INT(config_a->client_disconnect, CONFIG_DISCONNECT_CANCEL);
+
+    /* Every spelling of each suffix. */
+    static const struct {
+        const char *value;
+        uint32_t bytes;
+    } sizes[] = {
+        {"4096", 4096},      {"4k", 4096},          {"4K", 4096},    {"4KiB", 4096},
+        {"1m", 1048576},     {"1M", 1048576},       {"1MiB", 1048576}, {"0g", 0},
+        {"1G", 1073741824},  {"1GiB", 1073741824},  {"0", 0},        {"00012", 12},
+    };
+    for (size_t i = 0; i < RW_ARRAY_LENGTH(sizes); i++) {
+        char buffer[256];
+        snprintf(buffer, sizeof buffer, "[limits]\ndrain_bytes_max = %s\n" MINIMAL_TAIL,
+                 sizes[i].value);
+        CHECK_EQ_INT(parse_text(config_a, buffer, error_a, sizeof error_a), 0);
+        CHECK_EQ_INT(config_a->drain_bytes_max, sizes[i].bytes);
+    }
+
+    /* Environment variables: resolved at load time. */
+    setenv("RINGWAY_TEST_KEY", "sk-from-env", 1);
+    CHECK_EQ_INT(parse_text(config_a,
+                            "[upstream u]\nbase_url = https://a.example\n"
+                            "api_key_env = RINGWAY_TEST_KEY\n[model m]\nupstream = u\n",
+                            error_a, sizeof error_a),
+                 0);
+    CHECK(config_a->upstreams[0].has_api_key);
+    CHECK(strcmp(config_a->upstreams[0].api_key, "sk-from-env") == 0);
+    setenv("RINGWAY_TEST_KEY", "", 1);
+    CHECK_EQ_INT(parse_text(config_a,
+                            "[upstream u]\nbase_url = https://a.example\n"
+                            "api_key_env = RINGWAY_TEST_KEY\n[model m]\nupstream = u\n",
+                            error_a, sizeof error_a),
+                 -1);
+    CHECK(strcmp(error_a, "t.conf:3: environment variable 'RINGWAY_TEST_KEY' (api_key_env of "
+                          "[upstream u]) must be non-empty visible ASCII without spaces") == 0);
+    unsetenv("RINGWAY_TEST_KEY");
+}
+
+typedef struct bad_case {
+    const char *text;
+    const char *expected;
+} bad_case_t;
+
+static const bad_case_t bad_cases[] = {
+    {"[server]\ntreads = 4\n", "t.conf:2: unknown key 'treads' in [server]"},
+    {"[server]\nthreads = 4\nthreads = 5\n",
+     "t.conf:3: duplicate key 'threads' in [server] (first on line 2)"},
+    {"[server]\nthreads = four\n",
+     "t.conf:2: bad value 'four' for 'threads': expected an unsigned decimal integer"},
+    {"[server]\nthreads = -1\n",
+     "t.conf:2: bad value '-1' for 'threads': expected an unsigned decimal integer"},
+    {"[server]\nthreads = 4 4\n",
+     "t.conf:2: bad value '4 4' for 'threads': expected an unsigned decimal integer"},
+    {"[server]\nthreads = 257\n", "t.conf:2: value '257' for 'threads' is out of range (0..256)"},
+    {"[server]\nthreads = 99999999999999999999999\n",
+     "t.conf:2: value '99999999999999999999999' for 'threads' is out of range (0..256)"},
+    {"[limits]\nheader_bytes_max = 16KB\n",
+     "t.conf:2: bad value '16KB' for 'header_bytes_max': expected bytes: an integer with optional "
+     "suffix k, KiB, m, MiB, g or GiB (powers of 1024)"},
+    {"[limits]\nheader_bytes_max = 16 KiB\n",
+     "t.conf:2: bad value '16 KiB' for 'header_bytes_max': expected bytes: an integer with "
+     "optional suffix k, KiB, m, MiB, g or GiB (powers of 1024)"},
+    {"[limits]\nheader_bytes_max = 2m\n",
+     "t.conf:2: value '2m' for 'header_bytes_max' is out of range (1024..1048576)"},
+    {"[limits]\nbody_bytes_max = 17179869184g\n",
+     "t.conf:2: value '17179869184g' for 'body_bytes_max' is out of range (1024..1073741824)"},
+    {"[limits]\nconnections_per_thread = 16k\n",
+     "t.conf:2: bad value '16k' for 'connections_per_thread': expected an unsigned decimal "
+     "integer"},
+    {"[limits]\nconnections_per_thread = 0\n",
+     "t.conf:2: value '0' for 'connections_per_thread' is out of range (1..1048576)"},
+    {"[timeouts]\nheader_ms = 0\n", "t.conf:2: value '0' for 'header_ms' is out of range (1..86400000)"},
+    {"[timeouts]\nheader_ms = 10s\n",
+     "t.conf:2: bad value '10s' for 'header_ms': expected an unsigned decimal integer"},
+    {"[bogus]\n", "t.conf:1: unknown section [bogus]"},
+    {"[Server]\n", "t.conf:1: unknown section [Server]"},
+    {"threads = 4\n", "t.conf:1: key 'threads' outside of any section"},
+    {"[server]\n[limits]\n[server]\n", "t.conf:3: duplicate section [server] (first on line 1)"},
+    {"[server main]\n", "t.conf:1: section [server] takes no name"},
+    {"[upstream]\n", "t.conf:1: section [upstream] needs a name: [upstream NAME]"},
+    {"[upstream a b]\n", "t.conf:1: bad upstream name 'a b': use 1..63 of A-Z a-z 0-9 _ . -"},
+    {"[upstream a/b]\n", "t.conf:1: bad upstream name 'a/b': use 1..63 of A-Z a-z 0-9 _ . -"},
+    {"[model a\"b]\n",
+     "t.conf:1: bad model name 'a\"b': use 1..127 printable ASCII bytes without spaces, '\"' or "
+     "'\\'"},
+    {"[model a b]\n",
+     "t.conf:1: bad model name 'a b': use 1..127 printable ASCII bytes without spaces, '\"' or "
+     "'\\'"},
+    {"[server\n", "t.conf:1: expected ']' at the end of the section header"},
+    {"[server] x\n", "t.conf:1: expected ']' at the end of the section header"},
+    {"[server]#x\n", "t.conf:1: expected ']' at the end of the section header"},
+    {"[server]\nthreads\n", "t.conf:2: expected '=' after 'threads'"},
+    {"[server]\nthreads: 4\n", "t.conf:2: expected '=' after 'threads'"},
+    {"[server]\n= 4\n", "t.conf:2: expected 'key = value', '[section]' or a comment"},
+    {"[server]\nthreads =\n", "t.conf:2: missing value for 'threads'"},
+    {"[server]\nthreads = # four\n", "t.conf:2: missing value for 'threads'"},
+    {"[server]\ndata_dir = \"\"\n", "t.conf:2: missing value for 'data_dir'"},
+    {"[server]\ndata_dir = \"abc\n", "t.conf:2: unterminated quoted value for 'data_dir'"},
+    {"[server]\ndata_dir = \"abc\" x\n",
+     "t.conf:2: unexpected text after the quoted value for 'data_dir'"},
+    {"[server]\ndata_dir = a\001b\n", "t.conf:2: control character in the value for 'data_dir'"},
+    {"[server]\ndata_dir = a\tb\n", "t.conf:2: control character in the value for 'data_dir'"},
+    {"[relay]\nclient_disconnect = abort\n",
+     "t.conf:2: bad value 'abort' for 'client_disconnect': expected drain or cancel"},
+    {"[server]\nlisten = 127.0.0.1\n",
+     "t.conf:2: bad value '127.0.0.1' for 'listen': missing :PORT; expected HOST:PORT such as "
+     "127.0.0.1:8080 or [::1]:8080"},
+    {"[server]\nlisten = 127.0.0.1:0\n",
+     "t.conf:2: bad value '127.0.0.1:0' for 'listen': bad port (expected 1..65535); expected "
+     "HOST:PORT such as 127.0.0.1:8080 or [::1]:8080"},
+    {"[server]\nlisten = 127.0.0.1:65536\n",
+     "t.conf:2: bad value '127.0.0.1:65536' for 'listen': bad port (expected 1..65535); expected "
+     "HOST:PORT such as 127.0.0.1:8080 or [::1]:8080"},
+    {"[server]\nadmin_listen = ::1:8080\n",
+     "t.conf:2: bad value '::1:8080' for 'admin_listen': an IPv6 address needs brackets, e.g. "
+     "[::1]; expected HOST:PORT such as 127.0.0.1:8080 or [::1]:8080"},
+    {"[server]\nlisten = 999.0.0.1:80\n",
+     "t.conf:2: bad value '999.0.0.1:80' for 'listen': bad host; expected HOST:PORT such as "
+     "127.0.0.1:8080 or [::1]:8080"},
+    {"[upstream u]\nverify = yes\n", "t.conf:2: bad value 'yes' for 'verify': expected true or false"},
+    {"[upstream u]\nbase_urll = https://a.example\n",
+     "t.conf:2: unknown key 'base_urll' in [upstream u]"},
+    {"[upstream u]\nbase_url = http://api.example.com/v1\n",
+     "t.conf:2: bad base_url 'http://api.example.com/v1': plain http is only allowed to loopback "
+     "hosts (127.0.0.0/8, ::1, localhost); use https"},
+    {"[upstream u]\nbase_url = ftp://api.example.com\n",
+     "t.conf:2: bad base_url 'ftp://api.example.com': expected https://HOST[:PORT][/PATH]"},
+    {"[upstream u]\nsni = a_b c\n", "t.conf:2: bad value 'a_b c' for 'sni': expected a host name"},
+    {"[upstream u]\napi_key = \"a b\"\n",
+     "t.conf:2: value for 'api_key' must be visible ASCII without spaces"},
+    {"[upstream u]\napi_key_env = RINGWAY_TEST_UNSET_VARIABLE\n",
+     "t.conf:2: environment variable 'RINGWAY_TEST_UNSET_VARIABLE' (api_key_env of [upstream u]) "
+     "is not set"},
+    {"[upstream u]\napi_key_env = 1BAD\n",
+     "t.conf:2: bad value '1BAD' for 'api_key_env': expected an environment variable name"},
+    {"[upstream u]\nbase_url = https://a.example\napi_key = k\napi_key_env = HOME\n",
+     "t.conf:4: [upstream u] sets both api_key and api_key_env (line 3); use one"},
+    {"[upstream u]\nconnect_ms = 86400001\n",
+     "t.conf:2: value '86400001' for 'connect_ms' is out of range (0..86400000)"},
+    {"[upstream u]\nbase_url = https://a.example\n[upstream u]\n",
+     "t.conf:3: duplicate section [upstream u] (first on line 1)"},
+    {"[model m]\n[model n]\n[model m]\n", "t.conf:3: duplicate section [model m] (first on line 1)"},
+    {"[model m]\nupstream = a b\n",
+     "t.conf:2: bad value 'a b' for 'upstream': expected an upstream name (1..63 of A-Z a-z 0-9 _ "
+     ". -)"},
+    {"[model m]\nowned_by = a\\b\n",
+     "t.conf:2: bad value 'a\\b' for 'owned_by': use printable ASCII without spaces, '\"' or '\\'"},
+    {"[model m]\nowned_by = 0123456789012345678901234567890123456789012345678901234567890123\n",
+     "t.conf:2: value for 'owned_by' is too long (max 63 bytes)"},
+    {"[model m]\nupstream = u\nupstream_model = \n", "t.conf:3: missing value for 'upstream_model'"},
+    /* Whole-file validation. */
+    {"[upstream u]\nbase_url = https://a.example\n[model m]\nupstream = nope\n",
+     "t.conf:4: unknown upstream 'nope' in [model m]"},
+    {"[upstream u]\nbase_url = https://a.example\n", "t.conf: at least one [model NAME] section is required"},
+    {"", "t.conf: at least one [model NAME] section is required"},
+    {"[upstream u]\napi_key = x\n[model m]\nupstream = u\n",
+     "t.conf:1: missing required key 'base_url' in [upstream u]"},
+    {"[upstream u]\nbase_url = https://a.example\n[model m]\nowned_by = me\n",
+     "t.conf:3: missing required key 'upstream' in [model m]"},
+    {"[upstream u]\nbase_url = http://127.0.0.1:9000\nca_file = x.pem\n[model m]\nupstream = u\n",
+     "t.conf:3: key 'ca_file' in [upstream u] needs an https base_url"},
+    {"[upstream u]\nverify = false\nbase_url = http://[::1]:9000\n[model m]\nupstream = u\n",
+     "t.conf:2: key 'verify' in [upstream u] needs an https base_url"},
+    {"[limits]\nconnections_per_thread = 10\n" MINIMAL_TAIL,
+     "t.conf:2: streams_per_thread (1024) must not exceed connections_per_thread (10)"},
+    {"[limits]\nrequest_buffer_bytes = 8k\n" MINIMAL_TAIL,
+     "t.conf:2: header_bytes_max (16384) must not exceed request_buffer_bytes (8192)"},
+    {"[server]\nadmin_listen = 0.0.0.0:8080\n" MINIMAL_TAIL,
+     "t.conf:2: admin_listen (0.0.0.0 port 8080) overlaps listen (127.0.0.1 port 8080)"},
+};
+
+static void test_bad_configurations(void) {
+    unsetenv("RINGWAY_TEST_UNSET_VARIABLE");
+    setenv("HOME", "/root", 0);
+    for (size_t i = 0; i < RW_ARRAY_LENGTH(bad_cases); i++) {
+        memset(error_a, 'x', sizeof error_a);
+        int result = parse_text(config_a, bad_cases[i].text, error_a, sizeof error_a);
+        CHECK_EQ_INT(result, -1);
+        if (strcmp(error_a, bad_cases[i].expected) != 0) {
+            fprintf(stderr, "  case %zu:\n    expected: %s\n    got:      %s\n", i,
+                    bad_cases[i].expected, error_a);
+            CHECK(strcmp(error_a, bad_cases[i].expected) == 0);
+        }
+    }
+
+    /* Errors that need bytes a string literal cannot end with. */
+    static const char nul_text[] = "[server]\nthreads = 4\0\n";
+    CHECK_EQ_INT(config_parse(config_a, nul_text, sizeof nul_text - 1, "t.conf", error_a,
+                              sizeof error_a),
+                 -1);
+    CHECK(strcmp(error_a, "t.conf:2: NUL byte in the text") == 0);
+
+    static char long_line[CONFIG_LINE_BYTES_MAX + 64];
+    size_t used = (size_t)snprintf(long_line, sizeof long_line, "[server]\n# ");
+    while (used < CONFIG_LINE_BYTES_MAX + 20) {
+        long_line[used++] = 'a';
+    }
+    long_line[used++] = '\n';
+    long_line[used] = '\0';
+    CHECK_EQ_INT(parse_text(config_a, long_line, error_a, sizeof error_a), -1);
+    CHECK(strcmp(error_a, "t.conf:2: line is longer than 8191 bytes") == 0);
+
+    /* A long value is echoed only in part; a small buffer truncates cleanly. */
+    static char long_value[4096];
+    used = (size_t)snprintf(long_value, sizeof long_value, "[server]\nthreads = ");
+    while (used < 1000) {
+        long_value[used++] = 'z';
+    }
+    long_value[used] = '\0';
+    CHECK_EQ_INT(parse_text(config_a, long_value, error_a, sizeof error_a), -1);
+    CHECK(strlen(error_a) < 300);
+    CHECK(strncmp(error_a, "t.conf:2: bad value 'zzz", 24) == 0);
+    char tiny[8];
+    CHECK_EQ_INT(parse_text(config_a, "[server]\ntreads = 4\n", tiny, sizeof tiny), -1);
+    CHECK(strcmp(tiny, "t.conf:") == 0);
+
+    /* The secret itself never appears in an error. */
+    CHECK_EQ_INT(parse_text(config_a, "[upstream u]\napi_key = \"sk-secret value\"\n", error_a,
+                            sizeof error_a),
+                 -1);
+    CHECK(strstr(error_a, "sk-secret") == NULL);
+
+    /* The upstream and model counts are bounded. */
+    static char many[CONFIG_UPSTREAMS_MAX * 64 + 4096];
+    used = 0;
+    for (int i = 0; i <= CONFIG_UPSTREAMS_MAX; i++) {
+        used += (size_t)snprintf(many + used, sizeof many - used,
+                                 "[upstream u%d]\nbase_url = https://a.example\n", i);
+    }
+    CHECK_EQ_INT(parse_text(config_a, many, error_a, sizeof error_a), -1);
+    CHECK(strcmp(error_a, "t.conf:129: too many [upstream] sections (max 64)") == 0);
+}
+
+static void test_missing_file(void) {
+    CHECK_EQ_INT(config_load(config_a, "conf/does-not-exist.conf", error_a, sizeof error_a), -1);
+    CHECK(strcmp(error_a, "conf/does-not-exist.conf: cannot read: No such file or directory") == 0);
+    CHECK_EQ_INT(config_load(config_a, "conf", error_a, sizeof error_a), -1);
+    CHECK(strcmp(error_a, "conf: cannot read: Is a directory") == 0);
+}
+
+typedef struct url_case {
+    const char *url;
+    bool tls;
+    const char *host;
+    uint16_t port;
+    const char *base_path;
+} url_case_t;
+
+static void test_base_urls(void) {
+    static const url_case_t good[] = {
+        {"https://api.deepseek.com/v1", true, "api.deepseek.com", 443, "/v1"},
+        {"https://api.deepseek.com", true, "api.deepseek.com", 443, ""},
+        {"https://api.deepseek.com/", true, "api.deepseek.com", 443, ""},
+        {"https://api.example.com:8443/openai/v1//", true, "api.example.com", 8443, "/openai/v1"},
+        {"HTTPS://API.example.com/V1", true, "API.example.com", 443, "/V1"},
+        {"https://10.1.2.3:1/x", true, "10.1.2.3", 1, "/x"},
+        {"https://[2001:db8::1]/v1", true, "2001:db8::1", 443, "/v1"},
+        {"https://[2001:db8::1]:65535", true, "2001:db8::1", 65535, ""},
+        {"http://127.0.0.1:9000/v1", false, "127.0.0.1", 9000, "/v1"},
+        {"http://127.255.1.2", false, "127.255.1.2", 80, ""},
+        {"http://localhost", false, "localhost", 80, ""},
+        {"http://LocalHost:1234/a/b", false, "LocalHost", 1234, "/a/b"},
+        {"http://[::1]:8080/v1", false, "::1", 8080, "/v1"},
+        {"http://[0:0:0:0:0:0:0:1]", false, "0:0:0:0:0:0:0:1", 80, ""},
+        {"http://[::ffff:127.0.0.1]:81", false, "::ffff:127.0.0.1", 81, ""},
+    };
+    for (size_t i = 0; i < RW_ARRAY_LENGTH(good); i++) {
+        char text[512];
+        snprintf(text, sizeof text, "[upstream u]\nbase_url = %s\n[model m]\nupstream = u\n",
+                 good[i].url);
+        int result = parse_text(config_a, text, error_a, sizeof error_a);
+        if (result != 0) {
+            fprintf(stderr, "  %s: %s\n", good[i].url, error_a);
+        }
+        CHECK_EQ_INT(result, 0);
+        const config_upstream_t *upstream = &config_a->upstreams[0];
+        CHECK(strcmp(upstream->base_url, good[i].url) == 0);
+        CHECK_EQ_INT(upstream->tls, good[i].tls);
+        CHECK(strcmp(upstream->host, good[i].host) == 0);
+        CHECK_EQ_INT(upstream->port, good[i].port);
+        CHECK(strcmp(upstream->base_path, good[i].base_path) == 0);
+    }
+
+    static const struct {
+        const char *url;
+        const char *reason;
+    } bad[] = {
+        {"http://10.0.0.1", "plain http is only allowed"},
+        {"http://[2001:db8::1]", "plain http is only allowed"},
+        {"http://localhost.evil.example", "plain http is only allowed"},
+        {"http://127.0.0.1.nip.io", "plain http is only allowed"},
+        {"http://[::ffff:10.0.0.1]", "plain http is only allowed"},
+        {"http://127.1", "bad host"},
+        {"http://0x7f000001", "plain http is only allowed"},
+        {"https://", "bad host"},
+        {"https:///v1", "bad host"},
+        {"https://-a.example", "bad host"},
+        {"https://a.example:0", "bad port"},
+        {"https://a.example:65536", "bad port"},
+        {"https://a.example:", "bad port"},
+        {"https://a.example:x1", "bad port"},
+        {"https://a.example:443:1", "an IPv6 address needs brackets"},
+        {"https://[::1", "missing ']'"},
+        {"https://[zz::1]/", "bad IPv6 address"},
+        {"https://[::1]x/", "unexpected text after the host"},
+        {"https://user:pw@a.example/v1", "user info is not allowed"},
+        {"https://a.example/v1?x=1", "a query or fragment is not allowed"},
+        {"https://a.example/v1#x", "a query or fragment is not allowed"},
+        {"https://a.example/a b", "only printable ASCII without spaces is allowed"},
+        {"api.example.com", "expected https://HOST[:PORT][/PATH]"},
+        {"https:/a.example", "expected https://HOST[:PORT][/PATH]"},
+    };
+    for (size_t i = 0; i < RW_ARRAY_LENGTH(bad); i++) {
+        char text[512];
+        snprintf(text, sizeof text, "[upstream u]\nbase_url = %s\n[model m]\nupstream = u\n",
+                 bad[i].url);
+        int result = parse_text(config_a, text, error_a, sizeof error_a);
+        CHECK_EQ_INT(result, -1);
+        char expected[512];
+        snprintf(expected, sizeof expected, "t.conf:2: bad base_url '%s': %s", bad[i].url,
+                 bad[i].reason);
+        if (strncmp(error_a, expected, strlen(expected)) != 0) {
+            fprintf(stderr, "  %s:\n    expected: %s\n    got:      %s\n", bad[i].url, expected,
+                    error_a);
+            CHECK(false);
+        }
+    }
+}
+
+static void test_model_lookup(void) {
+    static const char *const names[] = {"gpt-4o", "gpt-4", "gpt-4o-mini", "a", "zz", "gpt-4o-2024",
+                                        "Z/model:1", "deepseek-chat", "~"};
+    static char text[8192];
+    size_t used = (size_t)snprintf(text, sizeof text, "[upstream one]\nbase_url = https://a.example\n"
+                                                      "[upstream two]\nbase_url = https://b.example\n");
+    for (size_t i = 0; i < RW_ARRAY_LENGTH(names); i++) {
+        used += (size_t)snprintf(text + used, sizeof text - used, "[model %s]\nupstream = %s\n",
+                                 names[i], i % 2 == 0 ? "one" : "two");
+    }
+    CHECK_EQ_INT(parse_text(config_a, text, error_a, sizeof error_a), 0);
+    CHECK_EQ_INT(config_a->model_count, RW_ARRAY_LENGTH(names));
+    for (size_t i = 0; i < RW_ARRAY_LENGTH(names); i++) {
+        const config_model_t *model =
+            config_find_model(config_a, (const uint8_t *)names[i], strlen(names[i]));
+        CHECK(model == &config_a->models[i]);
+        CHECK_EQ_INT(model != NULL ? model->upstream_index : 99, i % 2);
+    }
+    static const char *const absent[] = {"gpt-4o-min", "gpt-4o-minii", "b", "", "gpt", "GPT-4o",
+                                         "zzz", "\x7f", " gpt-4o"};
+    for (size_t i = 0; i < RW_ARRAY_LENGTH(absent); i++) {
+        CHECK(config_find_model(config_a, (const uint8_t *)absent[i], strlen(absent[i])) == NULL);
+    }
+    /* Length is what counts, not a NUL: "gpt-4o" is found inside a longer buffer. */
+    CHECK(config_find_model(config_a, (const uint8_t *)"gpt-4o-mini", 6) == &config_a->models[0]);
+    CHECK(config_find_model(config_a, (const uint8_t *)"gpt-4\0", 6) == NULL);
+    CHECK(config_find_model(config_a, NULL, 0) == NULL);
+
+    /* The maximum number of models, inserted in descending order. */
+    static char big[CONFIG_MODELS_MAX * 48 + 1024];
+    used = (size_t)snprintf(big, sizeof big, "[upstream u]\nbase_url = https://a.example\n");
+    for (int i = CONFIG_MODELS_MAX - 1; i >= 0; i--) {
+        used += (size_t)snprintf(big + used, sizeof big - used, "[model m%03d]\nupstream = u\n", i);
+    }
+    CHECK_EQ_INT(parse_text(config_a, big, error_a, sizeof error_a), 0);
+    CHECK_EQ_INT(config_a->model_count, CONFIG_MODELS_MAX);
+    for (int i = 0; i < CONFIG_MODELS_MAX; i++) {
+        char name[16];
+        int length = snprintf(name, sizeof name, "m%03d", i);
+        const config_model_t *model = config_find_model(config_a, (const uint8_t *)name, (size_t)length);
+        CHECK(model != NULL && strcmp(model->name, name) == 0);
+    }
+    CHECK(config_find_model(config_a, (const uint8_t *)"m256", 4) == NULL);
+    used += (size_t)snprintf(big + used, sizeof big - used, "[model extra]\nupstream = u\n");
+    CHECK_EQ_INT(parse_text(config_a, big, error_a, sizeof error_a), -1);
+    CHECK(strcmp(error_a, "t.conf:515: too many [model] sections (max 256)") == 0);
+}
+
+/* Feeds `text` in pieces of the given sizes (cycled) into config_b. */
+static int parse_in_pieces(const char *text, size_t length, const size_t *sizes, size_t size_count) {
+    config_parser_t *parser = malloc(sizeof *parser);
+    RW_ASSERT(parser != NULL);
+    config_parser_begin(parser, config_b, "t.conf", error_b, sizeof error_b);
+    size_t offset = 0;
+    size_t turn = 0;
+    int result = 0;
+    while (offset < length && result == 0) {
+        size_t wanted = sizes[turn++ % size_count];
+        size_t piece = RW_MIN(wanted, length - offset);
+        result = config_parser_feed(parser, text + offset, piece);
+        offset += piece;
+    }
+    /* Empty feeds are harmless, and feeding after an error keeps failing. */
+    if (config_parser_feed(parser, text, 0) != result) {
+        result = 99;
+    }
+    int finished = config_parser_finish(parser);
+    free(parser);
+    return result != 0 ? result : finished;
+}
+
+/* Both parses of the same text must agree: same result, same error, and
+ * byte-identical configurations on success. */
+static void check_same_outcome(int whole, int pieces) {
+    CHECK_EQ_INT(pieces, whole);
+    if (pieces != whole) {
+        fprintf(stderr, "    whole: %s\n    pieces: %s\n", whole == 0 ? "ok" : error_a,
+                pieces == 0 ? "ok" : error_b);
+    }
+    if (whole == 0 && pieces == 0) {
+        CHECK(memcmp(config_a, config_b, sizeof *config_a) == 0);
+    } else {
+        CHECK(strcmp(error_a, error_b) == 0);
+    }
+}
+
+static void test_byte_by_byte(void) {
+    static char text[65536];
+    size_t length = read_file("conf/ringway.conf", text, sizeof text);
+    CHECK(length > 0);
+    int whole = config_parse(config_a, text, length, "t.conf", error_a, sizeof error_a);
+    CHECK_EQ_INT(whole, 0);
+    static const size_t one[] = {1};
+    check_same_outcome(whole, parse_in_pieces(text, length, one, 1));
+    static const size_t odd[] = {7, 1, 300, 2, 13};
+    check_same_outcome(whole, parse_in_pieces(text, length, odd, RW_ARRAY_LENGTH(odd)));
+
+    /* Every split point of a smaller file, valid and not. */
+    static const char *const samples[] = {
+        "[server]\r\nthreads = 3\r\ndata_dir = \" d # d \" \r\n[upstream u]\r\n"
+        "base_url = https://a.example/v1\r\napi_key = k#k\r\n[model m]\r\nupstream = u # c\r\nowned_by = o",
+        "[server]\nthreads = 3\n[upstream u]\nbase_url = http://a.example/v1\n",
+        "[limits]\nbody_bytes_max = 10MiB\n[model m]\nupstream = u\n[upstream u]\nbase_url = "
+        "https://[::1]:99\n",
+    };
+    for (size_t s = 0; s < RW_ARRAY_LENGTH(samples); s++) {
+        size_t sample_length = strlen(samples[s]);
+        int sample_whole = parse_text(config_a, samples[s], error_a, sizeof error_a);
+        CHECK_EQ_INT(sample_whole, s == 1 ? -1 : 0);
+        for (size_t split = 0; split <= sample_length; split++) {
+            size_t sizes[2] = {split, sample_length};
+            if (split == 0) {
+                sizes[0] = sample_length;
+            }
+            check_same_outcome(sample_whole, parse_in_pieces(samples[s], sample_length, sizes, 2));
+        }
+    }
+    CHECK(strcmp(config_a->upstreams[0].host, "::1") == 0);
+
+    /* CRLF line endings give the same configuration as LF. */
+    static char crlf[131072];
+    size_t crlf_length = 0;
+    for (size_t i = 0; i < length; i++) {
+        if (text[i] == '\n') {
+            crlf[crlf_length++] = '\r';
+        }
+        crlf[crlf_length++] = text[i];
+    }
+    CHECK_EQ_INT(config_parse(config_a, text, length, "t.conf", error_a, sizeof error_a), 0);
+    CHECK_EQ_INT(config_parse(config_b, crlf, crlf_length, "t.conf", error_b, sizeof error_b), 0);
+    CHECK(memcmp(config_a, config_b, sizeof *config_a) == 0);
+}
+
+/* Every prefix of the demo file: never a crash; either a valid configuration
+ * or an error pointing at a line that exists. */
+static void test_truncations(void) {
+    static char text[65536];
+    size_t length = read_file("conf/ringway.conf", text, sizeof text);
+    uint32_t total_lines = 1;
+    for (size_t i = 0; i < length; i++) {
+        total_lines += text[i] == '\n';
+    }
+    int successes = 0;
+    for (size_t cut = 0; cut <= length; cut += 3) {
+        int result = config_parse(config_a, text, cut, "t.conf", error_a, sizeof error_a);
+        if (result == 0) {
+            successes++;
+            CHECK(config_a->model_count == 1);
+            continue;
+        }
+        CHECK(strncmp(error_a, "t.conf:", 7) == 0);
+        unsigned line = (unsigned)strtoul(error_a + 7, NULL, 10);
+        CHECK(line <= total_lines);
+    }
+    CHECK(successes > 0);
+}
+
+static uint64_t random_state = 0x9e3779b97f4a7c15ull;
+
+static uint64_t random_next(void) {
+    random_state ^= random_state << 13;
+    random_state ^= random_state >> 7;
+    random_state ^= random_state << 17;
+    return random_state;
+}
+
+/* Seeded random mutations of the demo file: no crash, whole and split
+ * parses agree, and every accepted configuration satisfies the invariants
+ * the rest of Ringway relies on. */
+static void test_mutations(void) {
+    static char original[65536];
+    static char text[65536 + 4096];
+    size_t original_length = read_file("conf/ringway.conf", original, sizeof original);
+    CHECK(original_length > 0);
+    static const char interesting[] = "[]=#\"\n \t:/.0159kKmMiBg-_\r\\@?x\0";
+    int accepted = 0;
+    for (int iteration = 0; iteration < 3000; iteration++) {
+        memcpy(text, original, original_length);
+        size_t length = original_length;
+        int mutations = 1 + (int)(random_next() % 4);
+        for (int m = 0; m < mutations; m++) {
+            size_t position = (size_t)(random_next() % (length + 1));
+            switch (random_next() % 4) {
+            case 0: /* replace a byte */
+                if (position < length) {
+                    text[position] = random_next() % 2 == 0
+                                         ? interesting[random_next() % (sizeof interesting - 1)]
+                                         : (char)(random_next() & 0xff);
+                }
+                break;
+            case 1: { /* delete a range */
+                size_t wanted = (size_t)(random_next() % 40);
+                size_t count = RW_MIN(wanted, length - position);
+                memmove(text + position, text + position + count, length - position - count);
+                length -= count;
+                break;
+            }
+            case 2: { /* insert an interesting byte */
+                memmove(text + position + 1, text + position, length - position);
+                text[position] = interesting[random_next() % (sizeof interesting - 1)];
+                length++;
+                break;
+            }
+            default: { /* duplicate a range elsewhere */
+                size_t source = (size_t)(random_next() % (length + 1));
+                size_t wanted = (size_t)(random_next() % 200);
+                size_t count = RW_MIN(wanted, length - source);
+                if (length + count < sizeof text) {
+                    memmove(text + position + count, text + position, length - position);
+                    size_t from = source >= position ? source + count : source;
+                    memmove(text + position, text + from, count);
+                    length += count;
+                }
+                break;
+            }
+            }
+        }
+        int whole = config_parse(config_a, text, length, "t.conf", error_a, sizeof error_a);
+        CHECK(whole == 0 || whole == -1);
+        size_t sizes[3] = {1 + (size_t)(random_next() % 97), 1, 1 + (size_t)(random_next() % 4000)};
+        check_same_outcome(whole, parse_in_pieces(text, length, sizes, 3));
+        if (whole != 0) {
+            CHECK(strncmp(error_a, "t.conf:", 7) == 0 || strncmp(error_a, "t.conf: ", 8) == 0);
+            CHECK(strlen(error_a) > 8 && strlen(error_a) < sizeof error_a);
+            CHECK(strchr(error_a, '\n') == NULL);
+            continue;
+        }
+        accepted++;
+        CHECK(config_a->model_count >= 1 && config_a->model_count <= CONFIG_MODELS_MAX);
+        CHECK(config_a->upstream_count >= 1 && config_a->upstream_count <= CONFIG_UPSTREAMS_MAX);
+        CHECK(config_a->threads <= 256);
+        CHECK(config_a->streams_per_thread <= config_a->connections_per_thread);
+        CHECK(config_a->header_bytes_max <= config_a->request_buffer_bytes);
+        for (uint32_t i = 0; i < config_a->upstream_count; i++) {
+            const config_upstream_t *upstream = &config_a->upstreams[i];
+            CHECK(upstream->port != 0 && upstream->host[0] != '\0');
+            CHECK(upstream->connect_ms > 0 && upstream->first_byte_ms > 0 && upstream->idle_ms > 0);
+            CHECK(upstream->base_url[0] != '\0');
+        }
+        for (uint32_t i = 0; i < config_a->model_count; i++) {
+            const config_model_t *model = &config_a->models[i];
+            CHECK(model->upstream_index < config_a->upstream_count);
+            CHECK(model->upstream_model[0] != '\0' && model->owned_by[0] != '\0');
+            CHECK(config_find_model(config_a, (const uint8_t *)model->name, strlen(model->name)) ==
+                  model);
+        }
+    }
+    /* Some mutations (inside comments) leave the file valid. */
+    CHECK(accepted > 0);
+}
+
 int main(void) {
+    config_a = calloc(1, sizeof *config_a);
+    config_b = calloc(1, sizeof *config_b);
+    RW_ASSERT(config_a != NULL && config_b != NULL);
+    RUN_TEST(test_demo_configuration);
+    RUN_TEST(test_demo_provider_example);
+    RUN_TEST(test_defaults);
+    RUN_TEST(test_values);
+    RUN_TEST(test_bad_configurations);
+    RUN_TEST(test_missing_file);
+    RUN_TEST(test_base_urls);
+    RUN_TEST(test_model_lookup);
+    RUN_TEST(test_byte_by_byte);
+    RUN_TEST(test_truncations);
+    RUN_TEST(test_mutations);
+    free(config_a);
+    free(config_b);
     return UNIT_REPORT();
 }

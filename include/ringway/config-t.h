@@ -1,0 +1,163 @@
+/* Types of the configuration module: the loaded configuration (config_t) and
+ * the incremental parser that fills it (config_parser_t). Types only; the
+ * functions are in config.h.
+ *
+ * Everything is fixed-size so a configuration is one flat value: the caller
+ * allocates one config_t (about 545 KiB) at start, e.g.
+ * `config_t *config = calloc(1, sizeof *config)`, and nothing inside points
+ * anywhere else. A later reload parses into a second config_t and swaps. */
+#ifndef RINGWAY_CONFIG_T_H
+#define RINGWAY_CONFIG_T_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONFIG_UPSTREAMS_MAX 64
+#define CONFIG_MODELS_MAX 256
+
+/* Capacities include the terminating NUL: a name[64] holds 63 bytes. */
+#define CONFIG_SOURCE_PATH_BYTES 4096
+#define CONFIG_HOST_BYTES 256
+#define CONFIG_PATH_BYTES 4096
+#define CONFIG_UPSTREAM_NAME_BYTES 64
+#define CONFIG_BASE_URL_BYTES 1024
+#define CONFIG_BASE_PATH_BYTES 512
+#define CONFIG_API_KEY_BYTES 512
+#define CONFIG_MODEL_NAME_BYTES 128
+#define CONFIG_UPSTREAM_MODEL_BYTES 256
+#define CONFIG_OWNED_BY_BYTES 64
+
+/* The longest line the parser accepts, without its line ending. Large enough
+ * for the longest value (a 4095-byte path, quoted) plus its key. */
+#define CONFIG_LINE_BYTES_MAX 8192
+
+/* Keys a single section can have; sizes the parser's duplicate tracking. */
+#define CONFIG_SECTION_KEYS_MAX 12
+
+/* What happens to an upstream request when its client goes away mid-stream:
+ * DRAIN keeps reading it (up to drain_bytes_max / drain_ms) so the usage
+ * record and the pooled connection survive; CANCEL closes the upstream
+ * connection at once. */
+typedef enum config_disconnect_policy {
+    CONFIG_DISCONNECT_DRAIN = 0,
+    CONFIG_DISCONNECT_CANCEL = 1,
+} config_disconnect_policy_t;
+
+/* One [upstream NAME] section, validated and resolved. `host` holds no
+ * brackets even for an IPv6 literal: whoever writes a Host header or a URL
+ * must bracket a host that contains ':'. */
+typedef struct config_upstream {
+    char name[CONFIG_UPSTREAM_NAME_BYTES];
+    char base_url[CONFIG_BASE_URL_BYTES]; /* as written in the file */
+    bool tls;                             /* https (true) or loopback http (false) */
+    char host[CONFIG_HOST_BYTES];
+    uint16_t port;                          /* 443 / 80 unless the URL names one */
+    char base_path[CONFIG_BASE_PATH_BYTES]; /* "" or "/v1": no trailing '/' */
+    char api_key[CONFIG_API_KEY_BYTES];     /* sent as "Authorization: Bearer <api_key>" */
+    bool has_api_key;                       /* false: no Authorization header upstream */
+    char ca_file[CONFIG_PATH_BYTES];        /* "" = the system CA store */
+    bool verify;                            /* false only for testing: no certificate check */
+    char sni[CONFIG_HOST_BYTES];            /* "" = use host (the TLS module skips SNI for IP literals) */
+    uint32_t connect_ms;                    /* resolved: never 0 after a successful parse */
+    uint32_t first_byte_ms;
+    uint32_t idle_ms;
+} config_upstream_t;
+
+/* One [model NAME] section: the public name clients send and where it goes. */
+typedef struct config_model {
+    char name[CONFIG_MODEL_NAME_BYTES];
+    uint32_t upstream_index; /* into config_t.upstreams */
+    char upstream_model[CONFIG_UPSTREAM_MODEL_BYTES];
+    char owned_by[CONFIG_OWNED_BY_BYTES];
+} config_model_t;
+
+typedef struct config {
+    char source_path[CONFIG_SOURCE_PATH_BYTES]; /* the name errors were reported against */
+
+    /* [server] */
+    char listen_host[CONFIG_HOST_BYTES];
+    uint16_t listen_port;
+    uint32_t threads; /* 0 = one per online CPU, resolved by the caller */
+    char data_dir[CONFIG_PATH_BYTES];
+    char admin_listen_host[CONFIG_HOST_BYTES];
+    uint16_t admin_listen_port;
+
+    /* [limits], all per event-loop thread unless the name says otherwise */
+    uint32_t connections_per_thread;
+    uint32_t streams_per_thread;
+    uint32_t header_bytes_max;
+    uint32_t body_bytes_max;
+    uint32_t request_buffer_bytes;
+    uint32_t large_bodies_per_thread;
+    uint32_t stream_buffer_bytes;
+    uint32_t upstream_connections_per_thread; /* per upstream */
+    uint32_t drain_bytes_max;
+
+    /* [timeouts] */
+    uint32_t header_ms;
+    uint32_t body_ms;
+    uint32_t keepalive_idle_ms;
+    uint32_t upstream_connect_ms;
+    uint32_t upstream_first_byte_ms;
+    uint32_t upstream_idle_ms;
+    uint32_t drain_ms;
+    uint32_t upstream_keepalive_ms;
+
+    /* [relay] */
+    config_disconnect_policy_t client_disconnect;
+
+    config_upstream_t upstreams[CONFIG_UPSTREAMS_MAX];
+    uint32_t upstream_count;
+    config_model_t models[CONFIG_MODELS_MAX];
+    uint32_t model_count;
+
+    /* Indexes into models[], sorted by name (bytewise, shorter first on a
+     * common prefix), built at the end of a successful parse so
+     * config_find_model is a binary search. */
+    uint16_t models_by_name[CONFIG_MODELS_MAX];
+} config_t;
+
+/* Where the parser is: which section the current line belongs to. */
+typedef enum config_section_kind {
+    CONFIG_SECTION_NONE = 0,
+    CONFIG_SECTION_SERVER,
+    CONFIG_SECTION_LIMITS,
+    CONFIG_SECTION_TIMEOUTS,
+    CONFIG_SECTION_RELAY,
+    CONFIG_SECTION_UPSTREAM,
+    CONFIG_SECTION_MODEL,
+} config_section_kind_t;
+
+/* Sections the parser tracks lines for: the four singletons, then one slot
+ * per upstream, then one per model. */
+#define CONFIG_SECTION_SLOTS (4 + CONFIG_UPSTREAMS_MAX + CONFIG_MODELS_MAX)
+
+/* An incremental parser: bytes in (any split), a filled config_t out. It
+ * allocates nothing; it is about 40 KiB, so config_parse and config_load keep
+ * one on the stack. Fields are private to config.c. */
+typedef struct config_parser {
+    config_t *config;
+    char *error;
+    size_t error_size;
+    bool failed;
+    bool finished;
+
+    uint32_t line_number; /* 1-based number of the line being collected */
+    uint32_t line_length;
+    config_section_kind_t section_kind;
+    uint32_t section_slot; /* valid when section_kind != NONE */
+
+    /* Line of each section header (0 = not seen) and of each key that has
+     * been set (0 = not set), for duplicate detection and for pointing
+     * validation errors at the right line. */
+    uint32_t section_lines[CONFIG_SECTION_SLOTS];
+    uint32_t key_lines[CONFIG_SECTION_SLOTS][CONFIG_SECTION_KEYS_MAX];
+
+    /* The upstream each model names, resolved to an index at the end. */
+    char model_upstream_names[CONFIG_MODELS_MAX][CONFIG_UPSTREAM_NAME_BYTES];
+
+    char line[CONFIG_LINE_BYTES_MAX];
+} config_parser_t;
+
+#endif
