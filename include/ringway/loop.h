@@ -101,6 +101,7 @@ void loop_sleep(loop_t *loop, loop_operation_t *operation, struct __kernel_times
 void loop_close(loop_t *loop, int fd);
 void loop_cancel(loop_t *loop, loop_operation_t *operation);
 void loop_shutdown(loop_t *loop, int fd);
+void loop_shutdown_write(loop_t *loop, int fd);
 
 /* Provided buffers: a receive completion with IORING_CQE_F_BUFFER names a
  * buffer; its owner must give it back exactly once. */

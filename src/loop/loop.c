@@ -176,6 +176,12 @@ void loop_shutdown(loop_t *loop, int fd) {
     io_uring_sqe_set_data(sqe, NULL);
 }
 
+void loop_shutdown_write(loop_t *loop, int fd) {
+    struct io_uring_sqe *sqe = loop_sqe(loop);
+    io_uring_prep_shutdown(sqe, fd, SHUT_WR);
+    io_uring_sqe_set_data(sqe, NULL);
+}
+
 uint8_t *loop_buffer(loop_t *loop, uint16_t buffer_id) {
     RW_ASSERT(buffer_id < loop->buffer_count);
     return loop->buffer_memory + (size_t)buffer_id * loop->buffer_bytes;

@@ -43,6 +43,9 @@ struct server_connection {
     bool recv_wanted;    /* a multishot receive should be armed */
     bool tls_ready;
     bool refusing;       /* sending the static 503 before closing */
+    bool lingering;      /* response sent, write side shut: reading and discarding until
+                          * the client closes or the linger time ends, so a client still
+                          * sending does not get a reset that destroys our answer */
     uint32_t held_count;
     server_held_buffer_t held[SERVER_HELD_BUFFERS_MAX];
     /* Sends: one in flight; the queue lives in the exchange. */
@@ -78,6 +81,7 @@ struct server {
     loop_timer_list_t header_timers;
     loop_timer_list_t body_timers;
     loop_timer_list_t keepalive_timers;
+    loop_timer_list_t linger_timers;
     uint64_t request_counter;
 };
 
@@ -91,6 +95,8 @@ static void server_connection_process(server_connection_t *connection);
 static void server_flush(server_connection_t *connection);
 static void server_connection_close(server_connection_t *connection);
 static void server_connection_maybe_free(server_connection_t *connection);
+static void server_connection_linger(server_connection_t *connection);
+static void server_release_held(server_connection_t *connection);
 
 static void *server_map(size_t bytes) {
     if (bytes == 0) bytes = 1;
@@ -136,12 +142,17 @@ static server_exchange_t *server_exchange_acquire(server_t *server, server_conne
     return exchange;
 }
 
+/* Head, the largest body allowed, and room for chunk framing. */
+static size_t server_large_slot_bytes(const server_t *server) {
+    return (size_t)server->config.head_bytes_max + server->config.body_bytes_max + 64 * RW_KIB;
+}
+
 static void server_large_release(server_t *server, server_exchange_t *exchange) {
     if (!exchange->large) return;
-    size_t slot = (size_t)(exchange->buffer - server->large_memory) / server->config.body_bytes_max;
+    size_t slot = (size_t)(exchange->buffer - server->large_memory) / server_large_slot_bytes(server);
     RW_ASSERT(slot < server->config.large_bodies_max && server->large_used[slot]);
     /* Give the pages back: a large body is rare and 10 MiB each. */
-    madvise(exchange->buffer, server->config.body_bytes_max, MADV_DONTNEED);
+    madvise(exchange->buffer, server_large_slot_bytes(server), MADV_DONTNEED);
     server->large_used[slot] = false;
     size_t index = (size_t)(exchange - server->exchanges);
     exchange->buffer = server->exchange_memory + index * server->config.request_buffer_bytes;
@@ -154,10 +165,10 @@ static bool server_large_acquire(server_t *server, server_exchange_t *exchange) 
     for (uint32_t slot = 0; slot < server->config.large_bodies_max; slot++) {
         if (server->large_used[slot]) continue;
         server->large_used[slot] = true;
-        uint8_t *large = server->large_memory + (size_t)slot * server->config.body_bytes_max;
+        uint8_t *large = server->large_memory + (size_t)slot * server_large_slot_bytes(server);
         memcpy(large, exchange->buffer, exchange->buffer_length);
         exchange->buffer = large;
-        exchange->buffer_capacity = server->config.body_bytes_max;
+        exchange->buffer_capacity = server_large_slot_bytes(server);
         exchange->large = true;
         return true;
     }
@@ -271,6 +282,7 @@ static void server_refuse(server_exchange_t *exchange, uint16_t status, const ch
 }
 
 static void server_on_drained(server_connection_t *connection);
+static void server_exchange_progress(server_connection_t *connection);
 
 /* Drives the one send of this connection: TLS ciphertext first, then the
  * queued plaintext (encrypted on the way under TLS). */
@@ -356,7 +368,8 @@ static void server_on_send(loop_operation_t *operation, int32_t result, uint32_t
 /* ---- the exchange's end and keep-alive --------------------------------- */
 
 static void server_rearm_recv(server_connection_t *connection) {
-    if (connection->closing || connection->peer_gone || connection->starved) return;
+    if (connection->peer_gone || connection->starved) return;
+    if (connection->closing && !connection->lingering) return;
     if (connection->recv_operation.in_flight) return;
     loop_recv_multishot(connection->server->loop, &connection->recv_operation, connection->fd);
 }
@@ -367,8 +380,12 @@ static void server_exchange_finish(server_connection_t *connection) {
     server_exchange_t *exchange = connection->exchange;
     RW_ASSERT(exchange != NULL && exchange->ending);
     exchange->handler_owned = false;
-    if (connection->closing || exchange->aborted) {
+    if (exchange->aborted) {
         server_connection_close(connection);
+        return;
+    }
+    if (connection->closing) {
+        server_connection_linger(connection);
         return;
     }
     /* Pipelined bytes after this request move to the front of the buffer. */
@@ -386,6 +403,8 @@ static void server_exchange_finish(server_connection_t *connection) {
         next->buffer_length = leftover;
         connection->exchange = next;
         loop_timer_start(server->loop, &server->header_timers, &connection->timer);
+        server_exchange_progress(connection);
+        if (connection->exchange != next || next->handler_owned || connection->closing) return;
     } else {
         if (leftover > 0) {
             /* A large body's leftover is rare; refuse to keep pipelining. */
@@ -418,6 +437,24 @@ void server_exchange_release(server_exchange_t *exchange) {
 }
 
 /* ---- closing ----------------------------------------------------------- */
+
+enum { SERVER_LINGER_MS = 2000 };
+
+/* After the last response of a connection we close only our sending side
+ * and keep reading (and discarding) for a bounded time. */
+static void server_connection_linger(server_connection_t *connection) {
+    server_t *server = connection->server;
+    server_release_held(connection);
+    server_exchange_t *exchange = connection->exchange;
+    if (exchange != NULL) {
+        server_exchange_free(server, exchange);
+        connection->exchange = NULL;
+    }
+    connection->lingering = true;
+    loop_shutdown_write(server->loop, connection->fd);
+    loop_timer_start(server->loop, &server->linger_timers, &connection->timer);
+    server_rearm_recv(connection);
+}
 
 void server_exchange_abort(server_exchange_t *exchange) {
     RW_ASSERT(exchange->handler_owned);
@@ -489,7 +526,7 @@ static void server_connection_maybe_free(server_connection_t *connection) {
 static void server_on_timer(loop_timer_t *timer) {
     server_connection_t *connection = timer->owner;
     server_exchange_t *exchange = connection->exchange;
-    if (exchange == NULL || exchange->handler_owned || exchange->buffer_length == 0) {
+    if (connection->lingering || exchange == NULL || exchange->handler_owned || exchange->buffer_length == 0) {
         /* Keep-alive idle time is over, or nothing of a request came. */
         server_connection_close(connection);
         return;
@@ -624,7 +661,14 @@ static void server_exchange_progress(server_connection_t *connection) {
 static size_t server_exchange_room(server_connection_t *connection, server_exchange_t *exchange) {
     size_t room = exchange->buffer_capacity - exchange->buffer_length;
     if (room > 0) return room;
-    if (!exchange->head_done || exchange->large) return 0;
+    if (!exchange->head_done) return 0;
+    if (exchange->large) {
+        /* A large slot holds the head, the largest body allowed and a
+         * margin of chunk framing: full means the body is too large. */
+        server_refuse(exchange, 413, "invalid_request_error", "the request body is larger than the relay accepts",
+                      "request_too_large");
+        return 0;
+    }
     if (!server_large_acquire(connection->server, exchange)) {
         server_refuse(exchange, 503, "server_error", "the server is at capacity for large request bodies",
                       "server_busy");
@@ -850,7 +894,7 @@ int server_init(server_t **result, loop_t *loop, const server_config_t *config, 
     server->exchanges = server_map(sizeof(server_exchange_t) * config->exchanges_max);
     server->send_queues = server_map(sizeof(server_send_queue_t) * config->exchanges_max);
     server->exchange_memory = server_map((size_t)config->request_buffer_bytes * config->exchanges_max);
-    server->large_memory = server_map((size_t)config->body_bytes_max * RW_MAX(config->large_bodies_max, 1u));
+    server->large_memory = server_map(server_large_slot_bytes(server) * RW_MAX(config->large_bodies_max, 1u));
     server->large_used = calloc(RW_MAX(config->large_bodies_max, 1u), sizeof(bool));
     if (config->tls != NULL) {
         server->tls_sessions = server_map(sizeof(tls_session_t) * config->connections_max);
@@ -878,6 +922,7 @@ int server_init(server_t **result, loop_t *loop, const server_config_t *config, 
     loop_timer_list_init(loop, &server->header_timers, config->header_timeout_ms);
     loop_timer_list_init(loop, &server->body_timers, config->body_timeout_ms);
     loop_timer_list_init(loop, &server->keepalive_timers, config->keepalive_timeout_ms);
+    loop_timer_list_init(loop, &server->linger_timers, SERVER_LINGER_MS);
     server->listen_fd = loop_listen_socket(config->host, config->port, 4096, error, error_size);
     if (server->listen_fd < 0) return -1;
     server->accept_operation = (loop_operation_t){.callback = server_on_accept, .owner = server};
