@@ -76,7 +76,11 @@ def main(argv):
     passed += integration_passed
     failed += integration_failed
     sys.stdout.flush()
-    print(f"{passed} passed, {failed} failed")
+    summary = f"{passed} passed, {failed} failed"
+    print(summary)
+    os.makedirs(os.path.join(ROOT, ".zig-cache"), exist_ok=True)
+    with open(os.path.join(ROOT, ".zig-cache", "ringway-test-summary"), "w") as handle:
+        handle.write(summary + "\n")
     return 0 if failed == 0 else 1
 
 
