@@ -542,6 +542,11 @@ static bool relay_on_bytes(relay_stream_t *stream, size_t bytes) {
 }
 
 static void relay_read(relay_stream_t *stream) {
+    /* Bytes already buffered but not decoded (the span arrays filled up
+     * last time) are processed before anything new is read. */
+    if (stream->parsed < stream->filled && stream->phase != RELAY_PHASE_WAITING_HEAD) {
+        if (!relay_on_bytes(stream, 0)) return;
+    }
     for (;;) {
         if (stream->upstream == NULL) return;
         RW_ASSERT(stream->filled < stream->capacity);
