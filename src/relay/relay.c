@@ -42,6 +42,11 @@ enum {
     RELAY_EDITS_MAX = 2,
     RELAY_TICK_MS = 50,
     RELAY_RETRIES_MAX = 2,
+    /* Provided receive buffers per thread. A request's bytes are copied out
+     * of them at once, so few are busy at any moment; the ring hands them
+     * out in FIFO order, so every one of them ends up resident: keep the
+     * count small (512 x 16 KiB = 8 MiB per thread at most). */
+    RELAY_RECEIVE_BUFFERS = 512,
 };
 
 typedef struct relay_span {
@@ -974,7 +979,7 @@ relay_worker_t *relay_worker_create(const relay_shared_t *shared, uint32_t index
     worker->config = config;
     worker->index = index;
     uint32_t exchanges = config->streams_per_thread;
-    if (loop_init(&worker->loop, 4096, 4096, 16 * 1024, error, error_size) != 0) return NULL;
+    if (loop_init(&worker->loop, 4096, RELAY_RECEIVE_BUFFERS, 16 * 1024, error, error_size) != 0) return NULL;
     worker->streams = calloc(exchanges, sizeof(relay_stream_t));
     worker->stream_memory = mmap(NULL, (size_t)exchanges * config->stream_buffer_bytes, PROT_READ | PROT_WRITE,
                                  MAP_ANONYMOUS | MAP_PRIVATE | MAP_NORESERVE, -1, 0);
