@@ -49,6 +49,7 @@ static void *main_worker_thread(void *argument) {
     }
     atomic_fetch_add(&main_workers_ready, 1);
     relay_worker_run(thread->worker);
+    tls_thread_release();
     return NULL;
 }
 

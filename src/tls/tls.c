@@ -44,8 +44,97 @@ _Static_assert(TLS_ALERT_BYTES_MAX < TLS_BUFFER_CAPACITY_MIN, "an alert must fit
 static pthread_once_t tls_global_once = PTHREAD_ONCE_INIT;
 static bool tls_global_ready;
 
+/* ---- wolfSSL's memory ------------------------------------------------------
+ * wolfSSL grows and shrinks its record buffers around every record it reads
+ * or writes (this build has no large static buffers), which would put
+ * malloc and free on the relay's hot path several times per request. Its
+ * allocations go through these callbacks instead: blocks come in power-of-two
+ * size classes and freed blocks wait in a cache owned by the freeing thread,
+ * bounded per class, so in steady state a thread reuses its own blocks and
+ * never reaches the system allocator. A block freed by another thread just
+ * joins that thread's cache: blocks carry their class, not their owner. */
+enum {
+    TLS_MEMORY_CLASS_MIN_SHIFT = 6,   /* 64 bytes */
+    TLS_MEMORY_CLASSES = 10,          /* up to 32 KiB */
+    TLS_MEMORY_CACHED_PER_CLASS = 256,
+    TLS_MEMORY_HEADER_BYTES = 16,     /* keeps the payload 16-byte aligned */
+    TLS_MEMORY_CLASS_LARGE = 0xffff,  /* larger blocks go straight to malloc */
+};
+
+typedef struct tls_memory_cache {
+    void *blocks[TLS_MEMORY_CLASSES][TLS_MEMORY_CACHED_PER_CLASS];
+    uint32_t counts[TLS_MEMORY_CLASSES];
+} tls_memory_cache_t;
+
+static _Thread_local tls_memory_cache_t tls_memory_cache;
+
+static size_t tls_memory_class_bytes(uint32_t size_class) {
+    return (size_t)1 << (TLS_MEMORY_CLASS_MIN_SHIFT + size_class);
+}
+
+static void *tls_memory_allocate(size_t size) {
+    uint32_t size_class = 0;
+    while (size_class < TLS_MEMORY_CLASSES && tls_memory_class_bytes(size_class) < size) size_class++;
+    uint8_t *block = NULL;
+    if (size_class == TLS_MEMORY_CLASSES) {
+        block = malloc(TLS_MEMORY_HEADER_BYTES + size);
+        size_class = TLS_MEMORY_CLASS_LARGE;
+    } else if (tls_memory_cache.counts[size_class] > 0) {
+        block = tls_memory_cache.blocks[size_class][--tls_memory_cache.counts[size_class]];
+    } else {
+        block = malloc(TLS_MEMORY_HEADER_BYTES + tls_memory_class_bytes(size_class));
+    }
+    if (block == NULL) return NULL;
+    memcpy(block, &size_class, sizeof size_class);
+    return block + TLS_MEMORY_HEADER_BYTES;
+}
+
+static void tls_memory_free(void *pointer) {
+    if (pointer == NULL) return;
+    uint8_t *block = (uint8_t *)pointer - TLS_MEMORY_HEADER_BYTES;
+    uint32_t size_class = 0;
+    memcpy(&size_class, block, sizeof size_class);
+    RW_ASSERT(size_class < TLS_MEMORY_CLASSES || size_class == TLS_MEMORY_CLASS_LARGE);
+    if (size_class != TLS_MEMORY_CLASS_LARGE && tls_memory_cache.counts[size_class] < TLS_MEMORY_CACHED_PER_CLASS) {
+        tls_memory_cache.blocks[size_class][tls_memory_cache.counts[size_class]++] = block;
+        return;
+    }
+    free(block);
+}
+
+static void *tls_memory_reallocate(void *pointer, size_t size) {
+    if (pointer == NULL) return tls_memory_allocate(size);
+    uint8_t *block = (uint8_t *)pointer - TLS_MEMORY_HEADER_BYTES;
+    uint32_t size_class = 0;
+    memcpy(&size_class, block, sizeof size_class);
+    if (size_class != TLS_MEMORY_CLASS_LARGE && size <= tls_memory_class_bytes(size_class)) return pointer;
+    void *grown = tls_memory_allocate(size);
+    if (grown == NULL) return NULL;
+    /* The old block's usable size bounds what is copied; for a large block
+     * it is unknown here, so large blocks are reallocated by the system. */
+    if (size_class == TLS_MEMORY_CLASS_LARGE) {
+        tls_memory_free(grown);
+        uint8_t *resized = realloc(block, TLS_MEMORY_HEADER_BYTES + size);
+        return resized == NULL ? NULL : resized + TLS_MEMORY_HEADER_BYTES;
+    }
+    memcpy(grown, pointer, tls_memory_class_bytes(size_class));
+    tls_memory_free(pointer);
+    return grown;
+}
+
+/* Returns this thread's cached blocks to the system (at thread exit). */
+static void tls_memory_release_cache(void) {
+    for (uint32_t size_class = 0; size_class < TLS_MEMORY_CLASSES; size_class++) {
+        while (tls_memory_cache.counts[size_class] > 0) {
+            free(tls_memory_cache.blocks[size_class][--tls_memory_cache.counts[size_class]]);
+        }
+    }
+}
+
 static void tls_global_init_once(void) {
-    tls_global_ready = wolfSSL_Init() == WOLFSSL_SUCCESS;
+    /* Before wolfSSL_Init: every block wolfSSL frees must be one of ours. */
+    bool allocators = wolfSSL_SetAllocators(tls_memory_allocate, tls_memory_free, tls_memory_reallocate) == 0;
+    tls_global_ready = allocators && wolfSSL_Init() == WOLFSSL_SUCCESS;
 }
 
 bool tls_global_init(void) {
@@ -59,6 +148,7 @@ void tls_thread_release(void) {
      * fixed-point table per thread; nothing else frees it. */
     wc_ecc_fp_free();
     wolfSSL_ERR_clear_error();
+    tls_memory_release_cache();
 }
 
 void tls_global_release(void) {
