@@ -24,6 +24,14 @@ const core_sources = [_][]const u8{
     "src/server/server.c",
     "src/relay/relay.c",
     "src/mock/mock.c",
+    "src/channel/channel.c",
+    "src/account/account.c",
+    "src/auth/auth.c",
+    "src/auth/jwt.c",
+    "src/auth/password.c",
+    "src/ledger/ledger.c",
+    "src/store/store.c",
+    "src/admin/admin.c",
 };
 
 /// One executable per file; each prints "N passed, N failed" last.
@@ -33,6 +41,11 @@ const unit_tests = [_][]const u8{
     "sse",
     "tls",
     "config",
+    "channel",
+    "account",
+    "auth",
+    "ledger",
+    "store",
 };
 
 const c_flags = [_][]const u8{
@@ -46,7 +59,7 @@ const c_flags = [_][]const u8{
     "-fno-strict-aliasing",
 };
 
-const system_libraries = [_][]const u8{ "uring", "wolfssl", "pthread" };
+const system_libraries = [_][]const u8{ "uring", "wolfssl", "rocksdb", "argon2", "pthread" };
 
 fn addCore(b: *std.Build, module: *std.Build.Module) void {
     module.addIncludePath(b.path("include"));

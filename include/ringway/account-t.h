@@ -1,0 +1,77 @@
+/* Types of the shared in-memory account tables: users (wallets) and API
+ * keys. They are the one place where relay threads meet: every mutable
+ * field is an atomic, slots are published once (EMPTY -> READY with release
+ * order) and never reused, and only the control thread creates slots. The
+ * store (RocksDB) is the durable copy; these tables are loaded from it at
+ * start and kept in step with every change. Functions are in account.h. */
+#ifndef RINGWAY_ACCOUNT_T_H
+#define RINGWAY_ACCOUNT_T_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum {
+    ACCOUNT_SLOT_EMPTY = 0,
+    ACCOUNT_SLOT_READY = 1,
+};
+
+typedef enum account_user_status {
+    ACCOUNT_USER_ACTIVE = 0,
+    ACCOUNT_USER_SUSPENDED = 1,
+} account_user_status_t;
+
+typedef enum account_key_status {
+    ACCOUNT_KEY_ACTIVE = 0,
+    ACCOUNT_KEY_DISABLED = 1,
+} account_key_status_t;
+
+enum {
+    ACCOUNT_EMAIL_BYTES = 256,
+    ACCOUNT_KEY_NAME_BYTES = 64,
+    ACCOUNT_KEY_PREFIX_BYTES = 12, /* "sk-" and the first 8 characters, NUL-terminated */
+    ACCOUNT_KEY_LAST4_BYTES = 8,
+    ACCOUNT_KEY_HASH_BYTES = 32,   /* SHA-256 */
+    ACCOUNT_MODEL_WORDS = 4,       /* 256 bits: one per configured model */
+};
+
+typedef struct account_user {
+    _Atomic uint32_t state;           /* ACCOUNT_SLOT_*; fields below are valid once READY */
+    uint64_t id;                      /* the store's id; users[id - 1] */
+    _Atomic int64_t available_micros; /* settled balance minus open holds; admission CASes on it */
+    _Atomic uint32_t status;          /* account_user_status_t */
+    char email[ACCOUNT_EMAIL_BYTES];  /* lower-case, immutable once READY */
+} account_user_t;
+
+typedef struct account_key {
+    _Atomic uint32_t state;           /* ACCOUNT_SLOT_*; slots are never reused */
+    uint8_t hash[ACCOUNT_KEY_HASH_BYTES];
+    uint64_t id;                      /* the store's id */
+    uint32_t user_index;              /* into account_tables_t.users */
+    char name[ACCOUNT_KEY_NAME_BYTES];
+    char prefix[ACCOUNT_KEY_PREFIX_BYTES];
+    char last4[ACCOUNT_KEY_LAST4_BYTES];
+    _Atomic uint32_t status;          /* account_key_status_t */
+    _Atomic int64_t expires_at_ms;    /* wall clock, ms since the epoch; 0 = never */
+    _Atomic uint32_t all_models;      /* 1: no allowlist */
+    _Atomic uint64_t model_bits[ACCOUNT_MODEL_WORDS]; /* allowlist over config model indexes */
+    _Atomic int64_t spend_cap_micros; /* -1: no cap */
+    _Atomic int64_t spend_available_micros; /* cap - spent - open holds; used only with a cap */
+    _Atomic uint32_t tier;            /* rate-limit tier (the rate-limit issue) */
+} account_key_t;
+
+typedef struct account_tables {
+    account_user_t *users;            /* users_max slots; users[i].id == i + 1 */
+    uint32_t users_max;
+    _Atomic uint32_t user_count;      /* slots [0, user_count) have been handed out */
+    account_key_t *keys;              /* keys_max slots, in creation order */
+    uint32_t keys_max;
+    _Atomic uint32_t key_count;
+    /* Open addressing by the hash's first 8 bytes: entries are slot + 1,
+     * 0 is empty; a power of two, twice keys_max. */
+    _Atomic uint32_t *key_index;
+    uint32_t key_index_mask;
+} account_tables_t;
+
+#endif

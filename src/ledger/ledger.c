@@ -1,0 +1,1 @@
+#include "ringway/common.h"
