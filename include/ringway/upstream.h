@@ -108,6 +108,9 @@ void upstream_send(upstream_connection_t *connection, const struct iovec *pieces
  * once (TLS plaintext already decrypted, no callback), or 0 when a receive
  * was started (on_received follows). One at a time. */
 size_t upstream_receive(upstream_connection_t *connection, uint8_t *destination, size_t capacity);
+/* True when response bytes are already buffered (decrypted or not) so that
+ * upstream_receive can return some without waiting for the network. */
+bool upstream_has_buffered(const upstream_connection_t *connection);
 /* The user is done: reusable connections go back to the idle pool (and may
  * serve the next request at once); others are closed. */
 void upstream_release(upstream_connection_t *connection, bool reusable);

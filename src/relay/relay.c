@@ -47,6 +47,9 @@ enum {
      * out in FIFO order, so every one of them ends up resident: keep the
      * count small (512 x 16 KiB = 8 MiB per thread at most). */
     RELAY_RECEIVE_BUFFERS = 512,
+    /* Decrypt another buffered record before sending only while this much
+     * room is left in the stream buffer. */
+    RELAY_BATCH_ROOM_MIN = 2048,
 };
 
 typedef struct relay_span {
@@ -512,6 +515,13 @@ static bool relay_on_bytes(relay_stream_t *stream, size_t bytes) {
         return false;
     }
     if (stream->ready_count > 0) {
+        /* More records already sit in the TLS buffer: decrypt them too, so
+         * one send carries every event that has arrived. */
+        if (stream->upstream != NULL && upstream_has_buffered(stream->upstream) &&
+            stream->capacity - stream->filled >= RELAY_BATCH_ROOM_MIN &&
+            stream->ready_count + stream->pending_count + 8 < RELAY_SPANS_MAX) {
+            return true;
+        }
         relay_forward(stream);
         return false;
     }

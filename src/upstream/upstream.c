@@ -242,6 +242,10 @@ static void upstream_on_recv(loop_operation_t *operation, int32_t result, uint32
     }
 }
 
+bool upstream_has_buffered(const upstream_connection_t *connection) {
+    return connection->tls_enabled && tls_has_buffered_input(&connection->tls);
+}
+
 size_t upstream_receive(upstream_connection_t *connection, uint8_t *destination, size_t capacity) {
     RW_ASSERT(connection->state == UPSTREAM_READY);
     RW_ASSERT(!connection->receiving && capacity > 0);
