@@ -9,6 +9,7 @@
 
 #include <liburing.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 typedef struct loop loop_t;
 typedef struct loop_operation loop_operation_t;
@@ -102,6 +103,11 @@ void loop_close(loop_t *loop, int fd);
 void loop_cancel(loop_t *loop, loop_operation_t *operation);
 void loop_shutdown(loop_t *loop, int fd);
 void loop_shutdown_write(loop_t *loop, int fd);
+
+/* After a send of `sent` bytes from pieces[*index, count): moves *index and
+ * trims the first unsent piece so the rest can be sent again. A stream
+ * socket may send part of what was asked. */
+void loop_iovec_advance(struct iovec *pieces, uint32_t count, uint32_t *index, size_t sent);
 
 /* Provided buffers: a receive completion with IORING_CQE_F_BUFFER names a
  * buffer; its owner must give it back exactly once. */

@@ -182,6 +182,18 @@ void loop_shutdown_write(loop_t *loop, int fd) {
     io_uring_sqe_set_data(sqe, NULL);
 }
 
+void loop_iovec_advance(struct iovec *pieces, uint32_t count, uint32_t *index, size_t sent) {
+    while (sent > 0 && *index < count) {
+        struct iovec *piece = &pieces[*index];
+        size_t step = RW_MIN(sent, piece->iov_len);
+        piece->iov_base = (uint8_t *)piece->iov_base + step;
+        piece->iov_len -= step;
+        sent -= step;
+        if (piece->iov_len == 0) (*index)++;
+    }
+    RW_ASSERT(sent == 0);
+}
+
 uint8_t *loop_buffer(loop_t *loop, uint16_t buffer_id) {
     RW_ASSERT(buffer_id < loop->buffer_count);
     return loop->buffer_memory + (size_t)buffer_id * loop->buffer_bytes;

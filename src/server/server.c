@@ -85,11 +85,14 @@ struct server {
     uint64_t request_counter;
 };
 
+/* Sent from static memory when no exchange is free (there is nowhere else
+ * to format it); its length is checked against the body at start-up. */
+#define SERVER_BUSY_BODY                                                                                  \
+    "{\"error\":{\"message\":\"the server is at capacity, retry shortly\",\"type\":\"server_error\","       \
+    "\"param\":null,\"code\":\"server_busy\"}}"
 static const char server_busy_response[] =
-    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 113\r\n"
-    "x-request-id: refused\r\nConnection: close\r\n\r\n"
-    "{\"error\":{\"message\":\"the server is at capacity, retry shortly\",\"type\":\"server_error\","
-    "\"param\":null,\"code\":\"server_busy\"}}";
+    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 120\r\n"
+    "x-request-id: refused\r\nConnection: close\r\n\r\n" SERVER_BUSY_BODY;
 
 static void server_connection_process(server_connection_t *connection);
 static void server_flush(server_connection_t *connection);
@@ -350,16 +353,7 @@ static void server_on_send(loop_operation_t *operation, int32_t result, uint32_t
         tls_output_consume(connection->tls, (size_t)result);
     } else {
         server_send_queue_t *queue = server_queue(connection->exchange);
-        size_t remaining = (size_t)result;
-        while (remaining > 0 && queue->index < queue->count) {
-            struct iovec *piece = &queue->pieces[queue->index];
-            size_t step = RW_MIN(remaining, piece->iov_len);
-            piece->iov_base = (uint8_t *)piece->iov_base + step;
-            piece->iov_len -= step;
-            remaining -= step;
-            if (piece->iov_len == 0) queue->index++;
-        }
-        RW_ASSERT(remaining == 0);
+        loop_iovec_advance(queue->pieces, queue->count, &queue->index, (size_t)result);
     }
     server_flush(connection);
     server_connection_maybe_free(connection);
@@ -689,11 +683,29 @@ static bool server_ensure_exchange(server_connection_t *connection) {
     return false;
 }
 
+/* Copies up to `capacity` bytes of the oldest held receive buffer to
+ * `destination`, giving the buffer back to the ring once it is used up.
+ * Returns the bytes copied (> 0: there is a held buffer). */
+static size_t server_take_held(server_connection_t *connection, uint8_t *destination, size_t capacity) {
+    RW_ASSERT(connection->held_count > 0 && capacity > 0);
+    loop_t *loop = connection->server->loop;
+    server_held_buffer_t *held = &connection->held[0];
+    size_t step = RW_MIN(capacity, (size_t)held->length);
+    memcpy(destination, loop_buffer(loop, held->id) + held->offset, step);
+    held->offset += (uint32_t)step;
+    held->length -= (uint32_t)step;
+    if (held->length == 0) {
+        loop_buffer_release(loop, held->id);
+        memmove(&connection->held[0], &connection->held[1], (connection->held_count - 1) * sizeof connection->held[0]);
+        connection->held_count--;
+    }
+    return step;
+}
+
 /* Consumes held receive buffers into the exchange while it can take bytes:
  * plain bytes are copied into the request buffer, TLS bytes go through the
  * session and are decrypted into it. */
 static void server_connection_process(server_connection_t *connection) {
-    loop_t *loop = connection->server->loop;
     for (;;) {
         if (connection->closing || connection->refusing) return;
         server_exchange_t *exchange = connection->exchange;
@@ -702,22 +714,11 @@ static void server_connection_process(server_connection_t *connection) {
         if (connection->tls != NULL) {
             /* Ciphertext from held buffers into the session. */
             while (connection->held_count > 0) {
-                server_held_buffer_t *held = &connection->held[0];
                 size_t space = 0;
                 uint8_t *input = tls_input_space(connection->tls, &space);
                 if (space == 0) break;
-                size_t step = RW_MIN(space, (size_t)held->length);
-                memcpy(input, loop_buffer(loop, held->id) + held->offset, step);
-                tls_input_commit(connection->tls, step);
-                held->offset += (uint32_t)step;
-                held->length -= (uint32_t)step;
+                tls_input_commit(connection->tls, server_take_held(connection, input, space));
                 progressed = true;
-                if (held->length == 0) {
-                    loop_buffer_release(loop, held->id);
-                    memmove(&connection->held[0], &connection->held[1],
-                            (connection->held_count - 1) * sizeof connection->held[0]);
-                    connection->held_count--;
-                }
             }
             if (!connection->tls_ready) {
                 tls_result_t result = tls_handshake(connection->tls);
@@ -755,19 +756,8 @@ static void server_connection_process(server_connection_t *connection) {
             exchange = connection->exchange;
             size_t room = server_exchange_room(connection, exchange);
             if (room == 0) break;
-            server_held_buffer_t *held = &connection->held[0];
-            size_t step = RW_MIN(room, (size_t)held->length);
-            memcpy(exchange->buffer + exchange->buffer_length, loop_buffer(loop, held->id) + held->offset, step);
-            exchange->buffer_length += step;
-            held->offset += (uint32_t)step;
-            held->length -= (uint32_t)step;
+            exchange->buffer_length += server_take_held(connection, exchange->buffer + exchange->buffer_length, room);
             progressed = true;
-            if (held->length == 0) {
-                loop_buffer_release(loop, held->id);
-                memmove(&connection->held[0], &connection->held[1],
-                        (connection->held_count - 1) * sizeof connection->held[0]);
-                connection->held_count--;
-            }
         }
         if (connection->exchange != NULL) server_exchange_progress(connection);
         if (!progressed) break;
@@ -880,6 +870,11 @@ static void server_on_tick(server_t *server) {
 static void server_loop_tick(loop_t *loop) { server_on_tick(loop->owner); }
 
 int server_init(server_t **result, loop_t *loop, const server_config_t *config, char *error, size_t error_size) {
+    {
+        char expected[32];
+        snprintf(expected, sizeof expected, "Content-Length: %zu\r\n", sizeof SERVER_BUSY_BODY - 1);
+        RW_ASSERT(strstr(server_busy_response, expected) != NULL);
+    }
     RW_ASSERT(config->connections_max > 0 && config->exchanges_max > 0);
     RW_ASSERT(config->request_buffer_bytes >= config->head_bytes_max);
     RW_ASSERT(config->handlers.on_request && config->handlers.on_sent && config->handlers.on_abort);

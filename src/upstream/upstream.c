@@ -137,16 +137,7 @@ static void upstream_on_send(loop_operation_t *operation, int32_t result, uint32
     if (connection->tls_enabled) {
         tls_output_consume(&connection->tls, (size_t)result);
     } else {
-        size_t remaining = (size_t)result;
-        while (remaining > 0 && connection->piece_index < connection->piece_count) {
-            struct iovec *piece = &connection->pieces[connection->piece_index];
-            size_t step = RW_MIN(remaining, piece->iov_len);
-            piece->iov_base = (uint8_t *)piece->iov_base + step;
-            piece->iov_len -= step;
-            remaining -= step;
-            if (piece->iov_len == 0) connection->piece_index++;
-        }
-        RW_ASSERT(remaining == 0);
+        loop_iovec_advance(connection->pieces, connection->piece_count, &connection->piece_index, (size_t)result);
     }
     upstream_flush(connection);
 }
