@@ -77,6 +77,7 @@ struct server_exchange {
     bool aborted;
     bool chunked_response;
     bool continue_sent;
+    bool first_on_connection; /* the connection's first request */
     uint16_t response_status;
     uint64_t started_ms;
     char request_id[SERVER_REQUEST_ID_BYTES];

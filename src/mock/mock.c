@@ -38,6 +38,7 @@ typedef struct mock_options {
     const char *key_file;
     const char *api_key;
     uint32_t threads;
+    uint32_t idle_ms; /* idle keep-alive connections are closed after this */
 } mock_options_t;
 
 typedef struct mock_directives {
@@ -100,6 +101,8 @@ static uint8_t mock_filler[MOCK_FILLER_BYTES];
 static volatile sig_atomic_t mock_stop_requested;
 static tls_context_t *mock_tls;
 static atomic_uint mock_workers_ready;
+static atomic_ullong mock_connections_total;
+static atomic_ullong mock_requests_total;
 
 /* ---- directives -------------------------------------------------------- */
 
@@ -494,6 +497,8 @@ static void mock_on_request(server_exchange_t *exchange) {
     stream->exchange = exchange;
     stream->worker = worker;
     stream->serial = ++worker->serial;
+    atomic_fetch_add_explicit(&mock_requests_total, 1, memory_order_relaxed);
+    if (exchange->first_on_connection) atomic_fetch_add_explicit(&mock_connections_total, 1, memory_order_relaxed);
     stream->directives.chunks = 8;
     stream->directives.disconnect_after = -1;
     stream->sleep_operation = (loop_operation_t){.callback = mock_on_sleep, .owner = stream};
@@ -501,6 +506,16 @@ static void mock_on_request(server_exchange_t *exchange) {
     snprintf(stream->model, sizeof stream->model, "mock-small");
 
     const http_request_t *request = &exchange->request;
+    if (request->method == HTTP_METHOD_GET && mock_path_is(exchange, "/mock/stats")) {
+        /* For tests of the relay's connection reuse: how many connections
+         * (and so TLS handshakes) and requests the mock has seen. */
+        mock_text_t text = {.bytes = stream->scratch, .capacity = MOCK_SCRATCH_BYTES};
+        mock_append_format(&text, "{\"connections\":%llu,\"requests\":%llu}",
+                           (unsigned long long)atomic_load(&mock_connections_total),
+                           (unsigned long long)atomic_load(&mock_requests_total));
+        mock_respond_json(stream, 200, &text);
+        return;
+    }
     if (request->method == HTTP_METHOD_GET && mock_path_is(exchange, "/healthz")) {
         stream->responded = true;
         server_respond(exchange, 200, "text/plain", "ok", 2, NULL);
@@ -609,7 +624,7 @@ static void *mock_worker_run(void *argument) {
         .head_bytes_max = 16 * 1024,
         .header_timeout_ms = 30000,
         .body_timeout_ms = 60000,
-        .keepalive_timeout_ms = 300000,
+        .keepalive_timeout_ms = options->idle_ms,
         .tls = mock_tls,
         .handlers = {.on_request = mock_on_request, .on_sent = mock_on_sent, .on_abort = mock_on_abort},
         .handler_context = worker,
@@ -628,7 +643,7 @@ static void *mock_worker_run(void *argument) {
 static void mock_usage(FILE *out) {
     fprintf(out,
             "usage: ringway-mock --listen HOST:PORT [--tls-cert CERT.pem --tls-key KEY.pem]\n"
-            "                    [--threads N] [--api-key KEY]\n"
+            "                    [--threads N] [--api-key KEY] [--idle-ms MS]\n"
             "An OpenAI-compatible mock upstream for Ringway's tests and benchmarks.\n"
             "Per-request directives (x-mock header \"k=v;k=v\", body \"mock\" string, or model suffix\n"
             "\":k=v\"): chunks, gap_ms, first_byte_ms, status, disconnect_after, line_bytes, split,\n"
@@ -660,7 +675,7 @@ static void mock_on_signal(int signal_number) {
 
 int mock_main(int argc, char **argv) {
     static char host[256] = "127.0.0.1";
-    mock_options_t options = {.host = host, .port = 9443, .threads = 1};
+    mock_options_t options = {.host = host, .port = 9443, .threads = 1, .idle_ms = 300000};
     for (int index = 1; index < argc; index++) {
         const char *argument = argv[index];
         const char *value = index + 1 < argc ? argv[index + 1] : NULL;
@@ -688,6 +703,13 @@ int mock_main(int argc, char **argv) {
             index++;
         } else if (strcmp(argument, "--api-key") == 0) {
             options.api_key = value;
+            index++;
+        } else if (strcmp(argument, "--idle-ms") == 0) {
+            options.idle_ms = (uint32_t)atoi(value);
+            if (options.idle_ms == 0) {
+                fprintf(stderr, "ringway-mock: --idle-ms must be a positive number of milliseconds\n");
+                return 2;
+            }
             index++;
         } else if (strcmp(argument, "--threads") == 0) {
             options.threads = (uint32_t)atoi(value);

@@ -659,16 +659,21 @@ static void relay_start_upstream(relay_stream_t *stream) {
 }
 
 /* A reused keep-alive connection can turn out closed by the upstream before
- * it read our request; sending it again on a fresh connection is safe
- * because no byte of an answer came. Returns true when a retry started. */
+ * it read our request (the keep-alive race): no byte of an answer came, so
+ * the same request goes again on another connection, at most
+ * RELAY_RETRIES_MAX times. The request pieces are intact: the upstream
+ * module sends from its own copy of them. Returns true when it retried (or
+ * answered: a retry that finds no free connection answers 503). */
 static bool relay_retry(relay_stream_t *stream) {
     if (!stream->reused || stream->retries >= RELAY_RETRIES_MAX || stream->client_gone) return false;
+    if (stream->filled > 0 || stream->request_piece_count == 0) return false;
     stream->retries++;
     relay_release_upstream(stream, false);
     loop_timer_stop(&stream->timer);
-    /* The pieces were advanced by the first send: plan them again. */
-    stream->request_piece_count = 0;
-    return false;
+    stream->parsed = 0;
+    http_response_parser_init(&stream->response_parser, stream->worker->config->header_bytes_max);
+    relay_start_upstream(stream);
+    return true;
 }
 
 /* ---- planning the upstream request ------------------------------------ */

@@ -47,6 +47,7 @@ struct server_connection {
                           * the client closes or the linger time ends, so a client still
                           * sending does not get a reset that destroys our answer */
     uint32_t held_count;
+    uint32_t requests; /* exchanges started on this connection */
     server_held_buffer_t held[SERVER_HELD_BUFFERS_MAX];
     /* Sends: one in flight; the queue lives in the exchange. */
     struct msghdr message;
@@ -393,6 +394,7 @@ static void server_exchange_finish(server_connection_t *connection) {
         connection->exchange = NULL;
         server_exchange_t *next = server_exchange_acquire(server, connection);
         RW_ASSERT(next != NULL); /* we just freed one */
+        connection->requests++;
         if (next->buffer != buffer) memcpy(next->buffer, buffer, leftover);
         next->buffer_length = leftover;
         connection->exchange = next;
@@ -674,7 +676,11 @@ static size_t server_exchange_room(server_connection_t *connection, server_excha
 static bool server_ensure_exchange(server_connection_t *connection) {
     if (connection->exchange != NULL) return true;
     connection->exchange = server_exchange_acquire(connection->server, connection);
-    if (connection->exchange != NULL) return true;
+    if (connection->exchange != NULL) {
+        connection->exchange->first_on_connection = connection->requests == 0;
+        connection->requests++;
+        return true;
+    }
     /* Every exchange is busy: answer 503 from static memory and close. */
     connection->refusing = true;
     connection->closing = true;
