@@ -98,11 +98,17 @@ void loop_connect(loop_t *loop, loop_operation_t *operation, int fd, const struc
 /* Completes once `duration` (which must stay valid until then) has passed;
  * result -ETIME is the normal outcome. */
 void loop_sleep(loop_t *loop, loop_operation_t *operation, struct __kernel_timespec *duration);
-/* Fire-and-forget: their completions reach nobody. */
+/* Fire-and-forget: its completion reaches nobody. Submit it only when no
+ * operation on `fd` is in flight any more (a close can overtake an
+ * operation that io_uring runs asynchronously, and the descriptor number
+ * may then belong to a new connection). */
 void loop_close(loop_t *loop, int fd);
-void loop_cancel(loop_t *loop, loop_operation_t *operation);
-void loop_shutdown(loop_t *loop, int fd);
-void loop_shutdown_write(loop_t *loop, int fd);
+/* Tracked, like every operation that names a descriptor or another
+ * operation: the owner waits for `operation` before it closes the
+ * descriptor or reuses the target's struct. A cancel is skipped when the
+ * target is not in flight or a cancel through `operation` still is. */
+void loop_cancel(loop_t *loop, loop_operation_t *operation, loop_operation_t *target);
+void loop_shutdown(loop_t *loop, loop_operation_t *operation, int fd, int how);
 
 /* After a send of `sent` bytes from pieces[*index, count): moves *index and
  * trims the first unsent piece so the rest can be sent again. A stream

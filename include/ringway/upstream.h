@@ -38,6 +38,8 @@ struct upstream_connection {
     loop_operation_t connect_operation;
     loop_operation_t send_operation;
     loop_operation_t recv_operation;
+    loop_operation_t shutdown_operation;
+    loop_operation_t cancel_operation;
     loop_timer_t timer; /* connect timeout, then keep-alive expiry while pooled */
     upstream_pool_t *pool;
     upstream_connection_t *next; /* free or idle list */

@@ -163,23 +163,17 @@ void loop_close(loop_t *loop, int fd) {
     io_uring_sqe_set_data(sqe, NULL);
 }
 
-void loop_cancel(loop_t *loop, loop_operation_t *operation) {
-    if (!operation->in_flight) return;
+void loop_cancel(loop_t *loop, loop_operation_t *operation, loop_operation_t *target) {
+    if (!target->in_flight || operation->in_flight) return;
     struct io_uring_sqe *sqe = loop_sqe(loop);
-    io_uring_prep_cancel(sqe, operation, 0);
-    io_uring_sqe_set_data(sqe, NULL);
+    io_uring_prep_cancel(sqe, target, 0);
+    loop_track(sqe, operation);
 }
 
-void loop_shutdown(loop_t *loop, int fd) {
+void loop_shutdown(loop_t *loop, loop_operation_t *operation, int fd, int how) {
     struct io_uring_sqe *sqe = loop_sqe(loop);
-    io_uring_prep_shutdown(sqe, fd, SHUT_RDWR);
-    io_uring_sqe_set_data(sqe, NULL);
-}
-
-void loop_shutdown_write(loop_t *loop, int fd) {
-    struct io_uring_sqe *sqe = loop_sqe(loop);
-    io_uring_prep_shutdown(sqe, fd, SHUT_WR);
-    io_uring_sqe_set_data(sqe, NULL);
+    io_uring_prep_shutdown(sqe, fd, how);
+    loop_track(sqe, operation);
 }
 
 void loop_iovec_advance(struct iovec *pieces, uint32_t count, uint32_t *index, size_t sent) {

@@ -29,6 +29,8 @@ typedef struct server_held_buffer {
 struct server_connection {
     loop_operation_t recv_operation;
     loop_operation_t send_operation;
+    loop_operation_t shutdown_operation;
+    loop_operation_t cancel_operation;
     loop_timer_t timer;
     server_t *server;
     server_exchange_t *exchange;
@@ -68,6 +70,7 @@ struct server {
     int listen_fd;
     bool accepting;
     loop_operation_t accept_operation;
+    loop_operation_t accept_cancel_operation;
     server_connection_t *connections;
     server_connection_t *free_connections;
     server_exchange_t *exchanges;
@@ -341,6 +344,11 @@ static void server_flush(server_connection_t *connection) {
     }
 }
 
+/* A shutdown or cancel of ours ended: the connection may now be free. */
+static void server_on_control_done(loop_operation_t *operation, int32_t result, uint32_t flags) {
+    server_connection_maybe_free(operation->owner);
+}
+
 static void server_on_send(loop_operation_t *operation, int32_t result, uint32_t flags) {
     server_connection_t *connection = operation->owner;
     if (result <= 0) {
@@ -447,7 +455,7 @@ static void server_connection_linger(server_connection_t *connection) {
         connection->exchange = NULL;
     }
     connection->lingering = true;
-    loop_shutdown_write(server->loop, connection->fd);
+    loop_shutdown(server->loop, &connection->shutdown_operation, connection->fd, SHUT_WR);
     loop_timer_start(server->loop, &server->linger_timers, &connection->timer);
     server_rearm_recv(connection);
 }
@@ -476,12 +484,12 @@ static void server_connection_close(server_connection_t *connection) {
     connection->closing = true;
     loop_timer_stop(&connection->timer);
     server_release_held(connection);
-    if (connection->fd >= 0 && !connection->peer_gone) {
+    if (connection->fd >= 0 && !connection->peer_gone && !connection->shutdown_operation.in_flight) {
         /* Ends the multishot receive and any send: their completions come back. */
-        loop_shutdown(server->loop, connection->fd);
+        loop_shutdown(server->loop, &connection->shutdown_operation, connection->fd, SHUT_RDWR);
     }
     connection->peer_gone = true;
-    loop_cancel(server->loop, &connection->recv_operation);
+    loop_cancel(server->loop, &connection->cancel_operation, &connection->recv_operation);
     server_exchange_t *exchange = connection->exchange;
     if (exchange != NULL && exchange->handler_owned && !exchange->ending && !exchange->aborted) {
         exchange->aborted = true;
@@ -495,7 +503,10 @@ static void server_connection_close(server_connection_t *connection) {
 
 static void server_connection_maybe_free(server_connection_t *connection) {
     if (!connection->in_use || !connection->closing || !connection->peer_gone) return;
-    if (connection->recv_operation.in_flight || connection->send_operation.in_flight) return;
+    if (connection->recv_operation.in_flight || connection->send_operation.in_flight ||
+        connection->shutdown_operation.in_flight || connection->cancel_operation.in_flight) {
+        return;
+    }
     server_exchange_t *exchange = connection->exchange;
     if (exchange != NULL && exchange->handler_owned) return;
     server_t *server = connection->server;
@@ -770,6 +781,21 @@ static void server_connection_process(server_connection_t *connection) {
     }
 }
 
+/* While bytes are held, new bytes go after the last held ones when they fit
+ * in its buffer: the new buffer goes straight back to the ring. Returns
+ * false when there is nothing held or no room. */
+static bool server_hold_append(server_connection_t *connection, uint16_t buffer_id, uint32_t length) {
+    if (connection->held_count == 0) return false;
+    loop_t *loop = connection->server->loop;
+    server_held_buffer_t *last = &connection->held[connection->held_count - 1];
+    uint32_t end = last->offset + last->length;
+    if (loop->buffer_bytes - end < length) return false;
+    memcpy(loop_buffer(loop, last->id) + end, loop_buffer(loop, buffer_id), length);
+    last->length += length;
+    loop_buffer_release(loop, buffer_id);
+    return true;
+}
+
 static void server_on_recv(loop_operation_t *operation, int32_t result, uint32_t flags) {
     server_connection_t *connection = operation->owner;
     server_t *server = connection->server;
@@ -777,6 +803,10 @@ static void server_on_recv(loop_operation_t *operation, int32_t result, uint32_t
         uint16_t buffer_id = loop_buffer_id(flags);
         if (connection->closing || connection->peer_gone) {
             loop_buffer_release(server->loop, buffer_id);
+        } else if (server_hold_append(connection, buffer_id, (uint32_t)result)) {
+            /* Coalesced into the last held buffer (a client trickling bytes
+             * while its previous response is still being sent). */
+            loop_cancel(server->loop, &connection->cancel_operation, &connection->recv_operation);
         } else if (connection->held_count == SERVER_HELD_BUFFERS_MAX) {
             /* The client keeps sending while we cannot take more: bounded. */
             loop_buffer_release(server->loop, buffer_id);
@@ -786,8 +816,8 @@ static void server_on_recv(loop_operation_t *operation, int32_t result, uint32_t
                 (server_held_buffer_t){.id = buffer_id, .offset = 0, .length = (uint32_t)result};
             server_connection_process(connection);
             /* Bytes we could not take yet: stop receiving until they are. */
-            if (connection->held_count > 0 && connection->recv_operation.in_flight) {
-                loop_cancel(server->loop, &connection->recv_operation);
+            if (connection->held_count > 0) {
+                loop_cancel(server->loop, &connection->cancel_operation, &connection->recv_operation);
             }
         }
     } else if (result == -ENOBUFS) {
@@ -816,6 +846,8 @@ static void server_on_recv(loop_operation_t *operation, int32_t result, uint32_t
 
 /* ---- accepting --------------------------------------------------------- */
 
+static void server_on_accept_cancelled(loop_operation_t *operation, int32_t result, uint32_t flags) {}
+
 static void server_arm_accept(server_t *server) {
     if (!server->accepting) return;
     loop_accept_multishot(server->loop, &server->accept_operation, server->listen_fd);
@@ -837,6 +869,8 @@ static void server_on_accept(loop_operation_t *operation, int32_t result, uint32
             connection->in_use = true;
             connection->recv_operation = (loop_operation_t){.callback = server_on_recv, .owner = connection};
             connection->send_operation = (loop_operation_t){.callback = server_on_send, .owner = connection};
+            connection->shutdown_operation = (loop_operation_t){.callback = server_on_control_done, .owner = connection};
+            connection->cancel_operation = (loop_operation_t){.callback = server_on_control_done, .owner = connection};
             loop_timer_init(&connection->timer, server_on_timer, connection);
             int one = 1;
             setsockopt(result, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -927,6 +961,7 @@ int server_init(server_t **result, loop_t *loop, const server_config_t *config, 
     server->listen_fd = loop_listen_socket(config->host, config->port, 4096, error, error_size);
     if (server->listen_fd < 0) return -1;
     server->accept_operation = (loop_operation_t){.callback = server_on_accept, .owner = server};
+    server->accept_cancel_operation = (loop_operation_t){.callback = server_on_accept_cancelled, .owner = server};
     loop->owner = server;
     loop->on_tick = server_loop_tick;
     *result = server;
@@ -940,5 +975,5 @@ void server_start(server_t *server) {
 
 void server_stop(server_t *server) {
     server->accepting = false;
-    loop_cancel(server->loop, &server->accept_operation);
+    loop_cancel(server->loop, &server->accept_cancel_operation, &server->accept_operation);
 }

@@ -19,8 +19,12 @@ static void upstream_handshake_step(upstream_connection_t *connection);
 
 static bool upstream_operations_idle(const upstream_connection_t *connection) {
     return !connection->connect_operation.in_flight && !connection->send_operation.in_flight &&
-           !connection->recv_operation.in_flight;
+           !connection->recv_operation.in_flight && !connection->shutdown_operation.in_flight &&
+           !connection->cancel_operation.in_flight;
 }
+
+/* A shutdown or cancel of ours ended: a closing connection may be free now. */
+static void upstream_on_control_done(loop_operation_t *operation, int32_t result, uint32_t flags);
 
 static void upstream_maybe_free(upstream_connection_t *connection) {
     if (connection->state != UPSTREAM_CLOSING || !upstream_operations_idle(connection)) return;
@@ -33,6 +37,10 @@ static void upstream_maybe_free(upstream_connection_t *connection) {
     pool->connections_open--;
     connection->next = pool->free;
     pool->free = connection;
+}
+
+static void upstream_on_control_done(loop_operation_t *operation, int32_t result, uint32_t flags) {
+    upstream_maybe_free(operation->owner);
 }
 
 static void upstream_idle_remove(upstream_connection_t *connection) {
@@ -54,8 +62,8 @@ static void upstream_close(upstream_connection_t *connection) {
     loop_timer_stop(&connection->timer);
     if (!upstream_operations_idle(connection) && connection->fd >= 0) {
         /* Ends whatever is pending; its completion frees the connection. */
-        loop_shutdown(connection->pool->loop, connection->fd);
-        loop_cancel(connection->pool->loop, &connection->recv_operation);
+        loop_shutdown(connection->pool->loop, &connection->shutdown_operation, connection->fd, SHUT_RDWR);
+        loop_cancel(connection->pool->loop, &connection->cancel_operation, &connection->recv_operation);
     }
     upstream_maybe_free(connection);
 }
@@ -335,6 +343,8 @@ upstream_connection_t *upstream_acquire(upstream_pool_t *pool, const upstream_ev
     connection->connect_operation = (loop_operation_t){.callback = upstream_on_connect, .owner = connection};
     connection->send_operation = (loop_operation_t){.callback = upstream_on_send, .owner = connection};
     connection->recv_operation = (loop_operation_t){.callback = upstream_on_recv, .owner = connection};
+    connection->shutdown_operation = (loop_operation_t){.callback = upstream_on_control_done, .owner = connection};
+    connection->cancel_operation = (loop_operation_t){.callback = upstream_on_control_done, .owner = connection};
     loop_timer_init(&connection->timer, upstream_on_timer, connection);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);

@@ -1,0 +1,273 @@
+"""Errors in the OpenAI shape: the relay's own 400/404, upstream statuses passed
+through or turned into 502, an unreachable upstream, a slow upstream (504),
+and an upstream that dies in the middle of a stream."""
+
+import json
+import time
+
+import openai
+import pytest
+
+from helpers import (RawConnection, chat_json, content_of_chunk_dicts, curl, decode_chunk_events, expected_tokens,
+                     http_request, parse_sse, raw_request)
+
+MESSAGES = [{"role": "user", "content": "Say hi"}]
+
+
+def post_raw(relay, body, path="/v1/chat/completions"):
+    """POSTs raw bytes; returns (status, headers, decoded JSON or None)."""
+    status, headers, data = http_request(relay.url + path, "POST", body=body,
+                                         headers={"Content-Type": "application/json"})
+    try:
+        document = json.loads(data)
+    except ValueError:
+        document = None
+    return status, headers, document, data
+
+
+def assert_error_shape(document, error_type=None, param="<any>", code="<any>"):  # "<any>": not checked
+    assert isinstance(document, dict) and set(document) == {"error"}, document
+    error = document["error"]
+    assert {"message", "type", "param", "code"} <= set(error), error
+    assert isinstance(error["message"], str) and error["message"]
+    if error_type is not None:
+        assert error["type"] == error_type, error
+    if param != "<any>":
+        assert error["param"] == param, error
+    if code != "<any>":
+        assert error["code"] == code, error
+    return error
+
+
+ANY = "<any>"
+INVALID_REQUESTS = [
+    ("invalid-json", b'{"model": "ringway-demo", "messages": [', None),
+    ("empty-body", b"", None),
+    ("trailing-garbage", b'{"model": "ringway-demo", "messages": []} x', None),
+    ("not-an-object", b'[{"model": "ringway-demo"}]', ANY),
+    ("missing-model", b'{"messages": [{"role": "user", "content": "hi"}]}', "model"),
+    ("model-not-string", b'{"model": 42, "messages": [{"role": "user", "content": "hi"}]}', "model"),
+    ("model-null", b'{"model": null, "messages": [{"role": "user", "content": "hi"}]}', "model"),
+    ("missing-messages", b'{"model": "ringway-demo"}', "messages"),
+    ("messages-not-array", b'{"model": "ringway-demo", "messages": "hi"}', "messages"),
+    ("messages-object", b'{"model": "ringway-demo", "messages": {"role": "user"}}', "messages"),
+]
+
+
+@pytest.mark.parametrize("body,param", [case[1:] for case in INVALID_REQUESTS],
+                         ids=[case[0] for case in INVALID_REQUESTS])
+def test_invalid_request_raw(relay, body, param):
+    status, headers, document, data = post_raw(relay, body)
+    assert status == 400, data
+    assert headers.get("x-request-id")
+    assert_error_shape(document, "invalid_request_error", param=param)
+
+
+@pytest.mark.parametrize("body,param", [case[1:] for case in INVALID_REQUESTS],
+                         ids=[case[0] for case in INVALID_REQUESTS])
+def test_invalid_request_sdk(client, body, param):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.post("/chat/completions", cast_to=object, content=body,
+                    options={"headers": {"Content-Type": "application/json"}})
+    error = caught.value
+    assert error.status_code == 400
+    assert error.type == "invalid_request_error"
+    if param != ANY:
+        assert error.param == param
+    assert error.request_id, "x-request-id missing on the 400"
+
+
+def test_missing_model_via_sdk_create(client):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=None, messages=MESSAGES)
+    assert caught.value.param == "model"
+
+
+def test_messages_not_array_via_sdk_create(client):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="ringway-demo", messages="not an array")
+    assert caught.value.param == "messages"
+    assert caught.value.type == "invalid_request_error"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_unknown_model_is_404(client, relay, stream):
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model="no-such-model", messages=MESSAGES, stream=stream)
+    assert caught.value.status_code == 404
+    assert caught.value.code == "model_not_found"
+    assert caught.value.request_id
+    status, _, document, _ = post_raw(relay, chat_json(model="no-such-model"))
+    assert status == 404
+    assert_error_shape(document, code="model_not_found")
+
+
+PASSED_THROUGH = [
+    (400, openai.BadRequestError),
+    (404, openai.NotFoundError),
+    (413, openai.APIStatusError),
+    (422, openai.UnprocessableEntityError),
+    (429, openai.RateLimitError),
+]
+
+
+def mock_error_body(status):
+    return {"message": f"mock error {status}", "type": "mock_error", "param": None, "code": f"mock_{status}"}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("status,exception", PASSED_THROUGH, ids=[str(case[0]) for case in PASSED_THROUGH])
+def test_upstream_client_errors_pass_through(client, status, exception, stream):
+    with pytest.raises(exception) as caught:
+        client.chat.completions.create(model="ringway-demo", messages=MESSAGES, stream=stream,
+                                       extra_body={"mock": f"status={status}"})
+    assert caught.value.status_code == status
+    assert caught.value.body == mock_error_body(status)
+    assert caught.value.request_id
+
+
+def test_upstream_429_raw_body_is_the_mocks(relay):
+    status, headers, document, _ = post_raw(relay, chat_json(mock="status=429"))
+    assert status == 429
+    assert document == {"error": mock_error_body(429)}
+    assert headers.get("x-request-id")
+
+
+BECOME_502 = [500, 502, 503, 401, 403, 418]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("status", BECOME_502)
+def test_upstream_server_and_auth_errors_become_502(client, status, stream):
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.chat.completions.create(model="ringway-demo", messages=MESSAGES, stream=stream,
+                                       extra_body={"mock": f"status={status}"})
+    assert caught.value.status_code == 502
+    assert caught.value.type == "upstream_error"
+    assert caught.value.code == "upstream_error"
+    assert caught.value.request_id
+
+
+def test_upstream_500_raw_shape(relay):
+    status, headers, document, _ = post_raw(relay, chat_json(mock="status=500"))
+    assert status == 502
+    assert headers.get("x-request-id")
+    assert_error_shape(document, "upstream_error", code="upstream_error")
+
+
+def test_upstream_refusing_our_key_is_502_not_401(client):
+    """The upstream answers 401 to a wrong upstream key: the client must not see a 401 (its own key is fine)."""
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.chat.completions.create(model="wrongkey-demo", messages=MESSAGES)
+    assert caught.value.status_code == 502
+    assert caught.value.type == "upstream_error"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_upstream_down_is_502(client, relay, stream):
+    started = time.monotonic()
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.chat.completions.create(model="dead-demo", messages=MESSAGES, stream=stream)
+    assert caught.value.status_code == 502
+    assert caught.value.request_id
+    assert time.monotonic() - started < 10
+    status, _, document, _ = post_raw(relay, chat_json(model="dead-demo"))
+    assert status == 502
+    assert_error_shape(document)
+
+
+def test_upstream_closes_without_answer_non_stream_is_502(client):
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.chat.completions.create(model="ringway-demo", messages=MESSAGES,
+                                       extra_body={"mock": "disconnect_after=1"})
+    assert caught.value.status_code == 502
+
+
+@pytest.mark.parametrize("model", ["ringway-demo", "plain-demo"])
+def test_mid_stream_disconnect_sdk(client, model):
+    stream = client.chat.completions.create(model=model, messages=MESSAGES, stream=True,
+                                            extra_body={"mock": "disconnect_after=3"})
+    received = []
+    with pytest.raises(openai.APIError) as caught:
+        with stream:
+            for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    received.append(chunk.choices[0].delta.content)
+    error = caught.value
+    assert not isinstance(error, openai.APIConnectionError), \
+        "the stream broke at the transport level instead of ending with an error event"
+    assert not isinstance(error, openai.APIStatusError)
+    assert received == expected_tokens(3)
+    assert isinstance(error.body, dict) and isinstance(error.body.get("message"), str)
+
+
+@pytest.mark.parametrize("model", ["ringway-demo", "plain-demo"])
+def test_mid_stream_disconnect_raw_sse(relay, model):
+    body = chat_json(model=model, stream=True, mock="disconnect_after=3")
+    result = curl(relay.url + "/v1/chat/completions", "-N", "-H", "Content-Type: application/json",
+                  "--data-binary", body.decode())
+    assert result.returncode == 0, f"curl: {result.stderr} (the response did not end cleanly)"
+    assert result.status == 200
+    events, problems = parse_sse(result.body)
+    assert problems == []
+    assert events, result.body
+    final = json.loads(events[-1].data)
+    assert set(final) == {"error"}, final
+    assert isinstance(final["error"].get("message"), str) and final["error"]["message"]
+    objects, saw_done = decode_chunk_events(events[:-1])
+    assert not saw_done
+    assert content_of_chunk_dicts(objects) == expected_tokens(3)
+
+
+@pytest.fixture(scope="module")
+def impatient_relay(relay_factory):
+    """A relay that waits at most 1 s for the upstream's first byte (key named after config_t)."""
+    return relay_factory("relay-first-byte", {"timeouts": {"upstream_first_byte_ms": 1000}})
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_upstream_first_byte_timeout_is_504(impatient_relay, stream):
+    with impatient_relay.client() as sdk:
+        started = time.monotonic()
+        with pytest.raises(openai.InternalServerError) as caught:
+            sdk.chat.completions.create(model="ringway-demo", messages=MESSAGES, stream=stream,
+                                        extra_body={"mock": "first_byte_ms=4000"})
+        elapsed = time.monotonic() - started
+    assert caught.value.status_code == 504
+    assert elapsed < 3.5, "the relay waited for the upstream instead of timing out"
+    with impatient_relay.client() as sdk:
+        completion = sdk.chat.completions.create(model="ringway-demo", messages=MESSAGES,
+                                                 extra_body={"mock": "first_byte_ms=100;chunks=1"})
+        assert completion.choices[0].message.content.split() == ["tok0"]
+
+
+@pytest.fixture(scope="module")
+def one_stream_relay(relay_factory):
+    """One event-loop thread with room for a single active request."""
+    return relay_factory("relay-one-stream", {"server": {"threads": 1}, "limits": {"streams_per_thread": 1}})
+
+
+def test_pool_exhausted_is_503_server_busy(one_stream_relay):
+    with RawConnection(one_stream_relay.port, timeout_s=20) as busy:
+        busy.send(raw_request("POST", "/v1/chat/completions", chat_json(stream=True, mock="gap_ms=200;chunks=6")))
+        head = busy.read_head()
+        assert head.status == 200
+        pieces = busy.iter_body(head, timeout_s=20)
+        received = b""
+        for piece in pieces:
+            received += piece
+            if b"tok0 " in received:
+                break
+        # The only stream slot is taken until this stream ends (about 1 s from now).
+        status, headers, data = http_request(one_stream_relay.url + "/v1/chat/completions", "POST",
+                                             body=chat_json(mock="chunks=1"),
+                                             headers={"Content-Type": "application/json"})
+        assert status == 503, data
+        assert headers.get("x-request-id")
+        assert_error_shape(json.loads(data), "server_error", code="server_busy")
+        for piece in pieces:
+            received += piece
+    assert received.rstrip().endswith(b"data: [DONE]")
+    status, _, data = http_request(one_stream_relay.url + "/v1/chat/completions", "POST",
+                                   body=chat_json(mock="chunks=1"), headers={"Content-Type": "application/json"})
+    assert status == 200, data
