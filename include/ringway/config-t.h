@@ -3,7 +3,7 @@
  * functions are in config.h.
  *
  * Everything is fixed-size so a configuration is one flat value: the caller
- * allocates one config_t (about 545 KiB) at start, e.g.
+ * allocates one config_t (about 555 KiB) at start, e.g.
  * `config_t *config = calloc(1, sizeof *config)`, and nothing inside points
  * anywhere else. A later reload parses into a second config_t and swaps. */
 #ifndef RINGWAY_CONFIG_T_H
@@ -27,6 +27,12 @@
 #define CONFIG_MODEL_NAME_BYTES 128
 #define CONFIG_UPSTREAM_MODEL_BYTES 256
 #define CONFIG_OWNED_BY_BYTES 64
+#define CONFIG_SECRET_BYTES 512 /* admin_token, jwt_secret */
+
+/* Shortest secrets accepted: an admin token is a password for the whole
+ * service; an HS256 key should carry at least 256 bits. */
+#define CONFIG_ADMIN_TOKEN_BYTES_MIN 16
+#define CONFIG_JWT_SECRET_BYTES_MIN 32
 
 /* The longest line the parser accepts, without its line ending. Large enough
  * for the longest value (a 4095-byte path, quoted) plus its key. */
@@ -64,12 +70,20 @@ typedef struct config_upstream {
     uint32_t idle_ms;
 } config_upstream_t;
 
-/* One [model NAME] section: the public name clients send and where it goes. */
+/* One [model NAME] section: the public name clients send, where it goes and
+ * what it costs. Prices are integer micro-units of the reseller's currency
+ * (1 unit = 1,000,000 micros; see ledger.h), each at most
+ * LEDGER_MONEY_MICROS_MAX. */
 typedef struct config_model {
     char name[CONFIG_MODEL_NAME_BYTES];
     uint32_t upstream_index; /* into config_t.upstreams */
     char upstream_model[CONFIG_UPSTREAM_MODEL_BYTES];
     char owned_by[CONFIG_OWNED_BY_BYTES];
+    int64_t input_price_micros;        /* per 1,000,000 prompt tokens not served from cache */
+    int64_t cached_input_price_micros; /* per 1,000,000 cached prompt tokens; defaults to input */
+    int64_t output_price_micros;       /* per 1,000,000 completion tokens (reasoning included) */
+    int64_t request_price_micros;      /* per call, on top of the token prices */
+    uint32_t max_output_tokens;        /* sent upstream when a request names no max_tokens */
 } config_model_t;
 
 typedef struct config {
@@ -107,6 +121,19 @@ typedef struct config {
     /* [relay] */
     config_disconnect_policy_t client_disconnect;
 
+    /* [billing] */
+    uint32_t sync_interval_ms;  /* the store's group-commit (fsync) period */
+    int64_t free_grant_micros;  /* starting balance of a self-registered account */
+    uint32_t users_max;         /* slots in the in-memory user table */
+    uint32_t keys_max;          /* slots in the in-memory API key table */
+
+    /* [auth] */
+    char admin_token[CONFIG_SECRET_BYTES];
+    bool has_admin_token;       /* false: the admin API refuses every request */
+    char jwt_secret[CONFIG_SECRET_BYTES];
+    bool has_jwt_secret;        /* false: generated at first start and kept in the store */
+    uint32_t jwt_ttl_s;         /* lifetime of a login token */
+
     config_upstream_t upstreams[CONFIG_UPSTREAMS_MAX];
     uint32_t upstream_count;
     config_model_t models[CONFIG_MODELS_MAX];
@@ -125,13 +152,15 @@ typedef enum config_section_kind {
     CONFIG_SECTION_LIMITS,
     CONFIG_SECTION_TIMEOUTS,
     CONFIG_SECTION_RELAY,
+    CONFIG_SECTION_BILLING,
+    CONFIG_SECTION_AUTH,
     CONFIG_SECTION_UPSTREAM,
     CONFIG_SECTION_MODEL,
 } config_section_kind_t;
 
-/* Sections the parser tracks lines for: the four singletons, then one slot
+/* Sections the parser tracks lines for: the six singletons, then one slot
  * per upstream, then one per model. */
-#define CONFIG_SECTION_SLOTS (4 + CONFIG_UPSTREAMS_MAX + CONFIG_MODELS_MAX)
+#define CONFIG_SECTION_SLOTS (6 + CONFIG_UPSTREAMS_MAX + CONFIG_MODELS_MAX)
 
 /* An incremental parser: bytes in (any split), a filled config_t out. It
  * allocates nothing; it is about 40 KiB, so config_parse and config_load keep

@@ -9,6 +9,7 @@
 #include "ringway/config.h"
 
 #include "ringway/common.h"
+#include "ringway/ledger.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -27,14 +28,17 @@ enum {
     CONFIG_SLOT_LIMITS = 1,
     CONFIG_SLOT_TIMEOUTS = 2,
     CONFIG_SLOT_RELAY = 3,
-    CONFIG_SLOT_UPSTREAM_FIRST = 4,
-    CONFIG_SLOT_MODEL_FIRST = 4 + CONFIG_UPSTREAMS_MAX,
+    CONFIG_SLOT_BILLING = 4,
+    CONFIG_SLOT_AUTH = 5,
+    CONFIG_SLOT_UPSTREAM_FIRST = 6,
+    CONFIG_SLOT_MODEL_FIRST = 6 + CONFIG_UPSTREAMS_MAX,
 };
 
 /* How many bytes of an offending value an error message repeats. */
 #define CONFIG_ECHO_BYTES_MAX 100
 
 #define CONFIG_TIMEOUT_MS_MAX 86400000u /* one day */
+#define CONFIG_MAX_OUTPUT_TOKENS_DEFAULT 4096
 #define CONFIG_GIB ((uint64_t)1024 * 1024 * 1024)
 
 typedef enum config_value_kind {
@@ -47,8 +51,9 @@ typedef enum config_value_kind {
     CONFIG_VALUE_HOSTNAME,      /* a DNS name or IPv4 literal */
     CONFIG_VALUE_DISCONNECT,    /* drain | cancel */
     CONFIG_VALUE_BASE_URL,      /* upstream only: fills tls, host, port, base_path */
-    CONFIG_VALUE_API_KEY,       /* upstream only: a literal secret */
-    CONFIG_VALUE_API_KEY_ENV,   /* upstream only: a secret read from the environment */
+    CONFIG_VALUE_SECRET,        /* a literal secret (api_key, admin_token, jwt_secret) */
+    CONFIG_VALUE_SECRET_ENV,    /* the same secret read from a named environment variable */
+    CONFIG_VALUE_MONEY,         /* int64_t micros from an exact decimal (ledger_parse_money) */
     CONFIG_VALUE_UPSTREAM_NAME, /* model only: resolved to an index at finish */
 } config_value_kind_t;
 
@@ -59,8 +64,13 @@ typedef struct config_key {
     size_t offset;      /* of the field inside the section's struct */
     size_t size;        /* of that field (capacity for strings) */
     size_t port_offset; /* CONFIG_VALUE_ADDRESS: the uint16_t port field */
-    uint32_t minimum;   /* integers and bytes */
+    uint32_t minimum;   /* integers and bytes; secrets: the shortest length accepted */
     uint32_t maximum;
+    /* Secrets: the bool set once the secret is known, and the index (in the
+     * same section) of the other way of giving it: a literal and its _env
+     * form exclude each other. */
+    size_t flag_offset;
+    uint32_t pair_index;
 } config_key_t;
 
 typedef struct config_section_spec {
@@ -75,6 +85,18 @@ typedef struct config_section_spec {
 #define CONFIG_KEY(type, field, value_kind, low, high)                                   \
     {.name = #field, .kind = (value_kind), .offset = offsetof(type, field),              \
      .size = CONFIG_FIELD_SIZE(type, field), .minimum = (low), .maximum = (high)}
+
+/* A secret and its environment-variable form, e.g. api_key / api_key_env,
+ * both writing `field` and setting `flag_field`; `other` is the index of the
+ * other form in the same table. */
+#define CONFIG_KEY_SECRET(type, key_name, value_kind, field, flag_field, other, length_min) \
+    {.name = (key_name), .kind = (value_kind), .offset = offsetof(type, field),           \
+     .size = CONFIG_FIELD_SIZE(type, field), .flag_offset = offsetof(type, flag_field),    \
+     .pair_index = (other), .minimum = (length_min)}
+
+#define CONFIG_KEY_MONEY(type, key_name, field)                                          \
+    {.name = (key_name), .kind = CONFIG_VALUE_MONEY, .offset = offsetof(type, field),     \
+     .size = CONFIG_FIELD_SIZE(type, field)}
 
 #define CONFIG_KEY_ADDRESS(key_name, host_field, port_field)                             \
     {.name = (key_name), .kind = CONFIG_VALUE_ADDRESS, .offset = offsetof(config_t, host_field), \
@@ -121,19 +143,33 @@ static const config_key_t config_relay_keys[] = {
     CONFIG_KEY(config_t, client_disconnect, CONFIG_VALUE_DISCONNECT, 0, 0),
 };
 
-static const config_key_t config_upstream_keys[] = {
-    CONFIG_KEY(config_upstream_t, base_url, CONFIG_VALUE_BASE_URL, 0, 0),
-    CONFIG_KEY(config_upstream_t, api_key, CONFIG_VALUE_API_KEY, 0, 0),
-    {.name = "api_key_env", .kind = CONFIG_VALUE_API_KEY_ENV,
-     .offset = offsetof(config_upstream_t, api_key),
-     .size = CONFIG_FIELD_SIZE(config_upstream_t, api_key)},
-    CONFIG_KEY(config_upstream_t, ca_file, CONFIG_VALUE_PATH, 0, 0),
-    CONFIG_KEY(config_upstream_t, verify, CONFIG_VALUE_BOOL, 0, 0),
-    CONFIG_KEY(config_upstream_t, sni, CONFIG_VALUE_HOSTNAME, 0, 0),
-    CONFIG_KEY(config_upstream_t, connect_ms, CONFIG_VALUE_INTEGER, 0, CONFIG_TIMEOUT_MS_MAX),
-    CONFIG_KEY(config_upstream_t, first_byte_ms, CONFIG_VALUE_INTEGER, 0, CONFIG_TIMEOUT_MS_MAX),
-    CONFIG_KEY(config_upstream_t, idle_ms, CONFIG_VALUE_INTEGER, 0, CONFIG_TIMEOUT_MS_MAX),
+/* [billing]: users_max and keys_max stop at 2^24, the most the account
+ * tables accept (ACCOUNT_USERS_MAX_LIMIT, ACCOUNT_KEYS_MAX_LIMIT). */
+static const config_key_t config_billing_keys[] = {
+    CONFIG_KEY(config_t, sync_interval_ms, CONFIG_VALUE_INTEGER, 1, 10000),
+    CONFIG_KEY_MONEY(config_t, "free_grant", free_grant_micros),
+    CONFIG_KEY(config_t, users_max, CONFIG_VALUE_INTEGER, 1, 16777216),
+    CONFIG_KEY(config_t, keys_max, CONFIG_VALUE_INTEGER, 1, 16777216),
 };
+
+enum {
+    CONFIG_AUTH_KEY_ADMIN_TOKEN = 0,
+    CONFIG_AUTH_KEY_ADMIN_TOKEN_ENV = 1,
+    CONFIG_AUTH_KEY_JWT_SECRET = 2,
+    CONFIG_AUTH_KEY_JWT_SECRET_ENV = 3,
+};
+static const config_key_t config_auth_keys[] = {
+    CONFIG_KEY_SECRET(config_t, "admin_token", CONFIG_VALUE_SECRET, admin_token, has_admin_token,
+                      CONFIG_AUTH_KEY_ADMIN_TOKEN_ENV, CONFIG_ADMIN_TOKEN_BYTES_MIN),
+    CONFIG_KEY_SECRET(config_t, "admin_token_env", CONFIG_VALUE_SECRET_ENV, admin_token,
+                      has_admin_token, CONFIG_AUTH_KEY_ADMIN_TOKEN, CONFIG_ADMIN_TOKEN_BYTES_MIN),
+    CONFIG_KEY_SECRET(config_t, "jwt_secret", CONFIG_VALUE_SECRET, jwt_secret, has_jwt_secret,
+                      CONFIG_AUTH_KEY_JWT_SECRET_ENV, CONFIG_JWT_SECRET_BYTES_MIN),
+    CONFIG_KEY_SECRET(config_t, "jwt_secret_env", CONFIG_VALUE_SECRET_ENV, jwt_secret,
+                      has_jwt_secret, CONFIG_AUTH_KEY_JWT_SECRET, CONFIG_JWT_SECRET_BYTES_MIN),
+    CONFIG_KEY(config_t, jwt_ttl_s, CONFIG_VALUE_INTEGER, 60, 31536000),
+};
+
 enum {
     CONFIG_UPSTREAM_KEY_BASE_URL = 0,
     CONFIG_UPSTREAM_KEY_API_KEY = 1,
@@ -142,16 +178,36 @@ enum {
     CONFIG_UPSTREAM_KEY_VERIFY = 4,
     CONFIG_UPSTREAM_KEY_SNI = 5,
 };
+static const config_key_t config_upstream_keys[] = {
+    CONFIG_KEY(config_upstream_t, base_url, CONFIG_VALUE_BASE_URL, 0, 0),
+    CONFIG_KEY_SECRET(config_upstream_t, "api_key", CONFIG_VALUE_SECRET, api_key, has_api_key,
+                      CONFIG_UPSTREAM_KEY_API_KEY_ENV, 1),
+    CONFIG_KEY_SECRET(config_upstream_t, "api_key_env", CONFIG_VALUE_SECRET_ENV, api_key,
+                      has_api_key, CONFIG_UPSTREAM_KEY_API_KEY, 1),
+    CONFIG_KEY(config_upstream_t, ca_file, CONFIG_VALUE_PATH, 0, 0),
+    CONFIG_KEY(config_upstream_t, verify, CONFIG_VALUE_BOOL, 0, 0),
+    CONFIG_KEY(config_upstream_t, sni, CONFIG_VALUE_HOSTNAME, 0, 0),
+    CONFIG_KEY(config_upstream_t, connect_ms, CONFIG_VALUE_INTEGER, 0, CONFIG_TIMEOUT_MS_MAX),
+    CONFIG_KEY(config_upstream_t, first_byte_ms, CONFIG_VALUE_INTEGER, 0, CONFIG_TIMEOUT_MS_MAX),
+    CONFIG_KEY(config_upstream_t, idle_ms, CONFIG_VALUE_INTEGER, 0, CONFIG_TIMEOUT_MS_MAX),
+};
 
 static const config_key_t config_model_keys[] = {
     {.name = "upstream", .kind = CONFIG_VALUE_UPSTREAM_NAME},
     CONFIG_KEY(config_model_t, upstream_model, CONFIG_VALUE_TOKEN, 0, 0),
     CONFIG_KEY(config_model_t, owned_by, CONFIG_VALUE_TOKEN, 0, 0),
+    CONFIG_KEY_MONEY(config_model_t, "input_price", input_price_micros),
+    CONFIG_KEY_MONEY(config_model_t, "cached_input_price", cached_input_price_micros),
+    CONFIG_KEY_MONEY(config_model_t, "output_price", output_price_micros),
+    CONFIG_KEY_MONEY(config_model_t, "request_price", request_price_micros),
+    CONFIG_KEY(config_model_t, max_output_tokens, CONFIG_VALUE_INTEGER, 1, 10000000),
 };
 enum {
     CONFIG_MODEL_KEY_UPSTREAM = 0,
     CONFIG_MODEL_KEY_UPSTREAM_MODEL = 1,
     CONFIG_MODEL_KEY_OWNED_BY = 2,
+    CONFIG_MODEL_KEY_INPUT_PRICE = 3,
+    CONFIG_MODEL_KEY_CACHED_INPUT_PRICE = 4,
 };
 
 #define CONFIG_SECTION(section_name, is_named, key_table)                                \
@@ -163,6 +219,8 @@ static const config_section_spec_t config_sections[] = {
     [CONFIG_SECTION_LIMITS] = CONFIG_SECTION("limits", false, config_limits_keys),
     [CONFIG_SECTION_TIMEOUTS] = CONFIG_SECTION("timeouts", false, config_timeouts_keys),
     [CONFIG_SECTION_RELAY] = CONFIG_SECTION("relay", false, config_relay_keys),
+    [CONFIG_SECTION_BILLING] = CONFIG_SECTION("billing", false, config_billing_keys),
+    [CONFIG_SECTION_AUTH] = CONFIG_SECTION("auth", false, config_auth_keys),
     [CONFIG_SECTION_UPSTREAM] = CONFIG_SECTION("upstream", true, config_upstream_keys),
     [CONFIG_SECTION_MODEL] = CONFIG_SECTION("model", true, config_model_keys),
 };
@@ -170,6 +228,8 @@ static const config_section_spec_t config_sections[] = {
 _Static_assert(RW_ARRAY_LENGTH(config_server_keys) <= CONFIG_SECTION_KEYS_MAX, "server keys");
 _Static_assert(RW_ARRAY_LENGTH(config_limits_keys) <= CONFIG_SECTION_KEYS_MAX, "limits keys");
 _Static_assert(RW_ARRAY_LENGTH(config_timeouts_keys) <= CONFIG_SECTION_KEYS_MAX, "timeout keys");
+_Static_assert(RW_ARRAY_LENGTH(config_billing_keys) <= CONFIG_SECTION_KEYS_MAX, "billing keys");
+_Static_assert(RW_ARRAY_LENGTH(config_auth_keys) <= CONFIG_SECTION_KEYS_MAX, "auth keys");
 _Static_assert(RW_ARRAY_LENGTH(config_upstream_keys) <= CONFIG_SECTION_KEYS_MAX, "upstream keys");
 _Static_assert(RW_ARRAY_LENGTH(config_model_keys) <= CONFIG_SECTION_KEYS_MAX, "model keys");
 _Static_assert(CONFIG_MODELS_MAX <= UINT16_MAX, "models_by_name holds uint16_t indexes");
@@ -246,7 +306,9 @@ static void config_section_label(const config_parser_t *parser, uint32_t slot, c
         snprintf(label, label_size, "[upstream %s]",
                  config->upstreams[slot - CONFIG_SLOT_UPSTREAM_FIRST].name);
     } else {
-        static const char *const singletons[] = {"[server]", "[limits]", "[timeouts]", "[relay]"};
+        static const char *const singletons[] = {"[server]", "[limits]", "[timeouts]", "[relay]",
+                                                 "[billing]", "[auth]"};
+        RW_ASSERT(slot < RW_ARRAY_LENGTH(singletons));
         snprintf(label, label_size, "%s", singletons[slot]);
     }
 }
@@ -623,21 +685,24 @@ static int config_apply_value(config_parser_t *parser, const config_key_t *key, 
         config_copy(upstream->base_url, sizeof upstream->base_url, value, value_length);
         return 0;
     }
-    case CONFIG_VALUE_API_KEY:
-    case CONFIG_VALUE_API_KEY_ENV: {
-        config_upstream_t *upstream = (config_upstream_t *)(void *)target;
-        uint32_t *key_lines = parser->key_lines[parser->section_slot];
-        uint32_t other_line = key->kind == CONFIG_VALUE_API_KEY
-                                  ? key_lines[CONFIG_UPSTREAM_KEY_API_KEY_ENV]
-                                  : key_lines[CONFIG_UPSTREAM_KEY_API_KEY];
+    case CONFIG_VALUE_SECRET:
+    case CONFIG_VALUE_SECRET_ENV: {
+        /* The secret itself is never echoed in an error. */
+        const config_section_spec_t *spec = &config_sections[parser->section_kind];
+        RW_ASSERT(key->pair_index < spec->key_count);
+        const config_key_t *other = &spec->keys[key->pair_index];
+        RW_ASSERT(other->pair_index == (uint32_t)(key - spec->keys));
+        uint32_t other_line = parser->key_lines[parser->section_slot][key->pair_index];
         if (other_line != 0) {
-            return config_fail(parser, line, "%s sets both api_key and api_key_env (line %u); use one",
-                               label, (unsigned)other_line);
+            const char *literal_name = key->kind == CONFIG_VALUE_SECRET ? key->name : other->name;
+            const char *env_name = key->kind == CONFIG_VALUE_SECRET ? other->name : key->name;
+            return config_fail(parser, line, "%s sets both %s and %s (line %u); use one", label,
+                               literal_name, env_name, (unsigned)other_line);
         }
         const char *secret = value;
         size_t secret_length = value_length;
         char variable[128];
-        if (key->kind == CONFIG_VALUE_API_KEY_ENV) {
+        if (key->kind == CONFIG_VALUE_SECRET_ENV) {
             bool name_ok = value_length > 0 && value_length < sizeof variable &&
                            !config_is_digit(value[0]);
             for (size_t i = 0; name_ok && i < value_length; i++) {
@@ -651,36 +716,70 @@ static int config_apply_value(config_parser_t *parser, const config_key_t *key, 
             config_copy(variable, sizeof variable, value, value_length);
             secret = getenv(variable);
             if (secret == NULL) {
-                return config_fail(parser, line,
-                                   "environment variable '%s' (api_key_env of %s) is not set",
-                                   variable, label);
+                return config_fail(parser, line, "environment variable '%s' (%s of %s) is not set",
+                                   variable, key->name, label);
             }
             secret_length = strlen(secret);
-            if (secret_length >= sizeof upstream->api_key) {
+            if (secret_length >= key->size) {
                 return config_fail(parser, line,
-                                   "environment variable '%s' (api_key_env of %s) is too long "
-                                   "(max %u bytes)",
-                                   variable, label, (unsigned)(sizeof upstream->api_key - 1));
+                                   "environment variable '%s' (%s of %s) is too long (max %u bytes)",
+                                   variable, key->name, label, (unsigned)(key->size - 1));
             }
             if (!config_secret_is_valid(secret, secret_length)) {
                 return config_fail(parser, line,
-                                   "environment variable '%s' (api_key_env of %s) must be "
-                                   "non-empty visible ASCII without spaces",
-                                   variable, label);
+                                   "environment variable '%s' (%s of %s) must be non-empty visible "
+                                   "ASCII without spaces",
+                                   variable, key->name, label);
+            }
+            if (secret_length < key->minimum) {
+                return config_fail(parser, line,
+                                   "environment variable '%s' (%s of %s) is too short (min %u bytes)",
+                                   variable, key->name, label, (unsigned)key->minimum);
             }
         } else {
-            if (secret_length >= sizeof upstream->api_key) {
-                return config_fail(parser, line, "value for 'api_key' is too long (max %u bytes)",
-                                   (unsigned)(sizeof upstream->api_key - 1));
+            if (secret_length >= key->size) {
+                return config_fail(parser, line, "value for '%s' is too long (max %u bytes)",
+                                   key->name, (unsigned)(key->size - 1));
             }
             if (!config_secret_is_valid(secret, secret_length)) {
-                return config_fail(parser, line,
-                                   "value for 'api_key' must be visible ASCII without spaces");
+                return config_fail(parser, line, "value for '%s' must be visible ASCII without spaces",
+                                   key->name);
+            }
+            if (secret_length < key->minimum) {
+                return config_fail(parser, line, "value for '%s' is too short (min %u bytes)",
+                                   key->name, (unsigned)key->minimum);
             }
         }
-        config_copy(upstream->api_key, sizeof upstream->api_key, secret, secret_length);
-        upstream->has_api_key = true;
+        config_copy(target + key->offset, key->size, secret, secret_length);
+        bool known = true;
+        memcpy(target + key->flag_offset, &known, sizeof known);
         return 0;
+    }
+    case CONFIG_VALUE_MONEY: {
+        RW_ASSERT(key->size == sizeof(int64_t));
+        int64_t micros = 0;
+        switch (ledger_parse_money(value, value_length, &micros)) {
+        case LEDGER_MONEY_OK:
+            RW_ASSERT(micros >= 0 && micros <= LEDGER_MONEY_MICROS_MAX);
+            memcpy(target + key->offset, &micros, sizeof micros);
+            return 0;
+        case LEDGER_MONEY_SYNTAX:
+            return config_fail(parser, line,
+                               "bad value '%.*s' for '%s': expected a non-negative decimal amount "
+                               "such as 0.25",
+                               echo_length, value, key->name);
+        case LEDGER_MONEY_PRECISION:
+            return config_fail(parser, line,
+                               "bad value '%.*s' for '%s': at most 6 decimal places (0.000001 is "
+                               "the smallest amount)",
+                               echo_length, value, key->name);
+        case LEDGER_MONEY_RANGE:
+            return config_fail(parser, line, "value '%.*s' for '%s' is out of range (0..%lld)",
+                               echo_length, value, key->name,
+                               (long long)(LEDGER_MONEY_MICROS_MAX / LEDGER_MICROS_PER_UNIT));
+        }
+        RW_ASSERT(!"unknown money result");
+        return -1;
     }
     case CONFIG_VALUE_UPSTREAM_NAME: {
         RW_ASSERT(parser->section_slot >= CONFIG_SLOT_MODEL_FIRST);
@@ -804,6 +903,7 @@ static int config_open_section(config_parser_t *parser, const char *content, siz
         uint32_t index = config->model_count++;
         config_copy(config->models[index].name, sizeof config->models[index].name, name,
                     name_length);
+        config->models[index].max_output_tokens = CONFIG_MAX_OUTPUT_TOKENS_DEFAULT;
         parser->section_slot = CONFIG_SLOT_MODEL_FIRST + index;
     }
     parser->section_lines[parser->section_slot] = line;
@@ -1043,6 +1143,10 @@ static int config_validate(config_parser_t *parser) {
         if (key_lines[CONFIG_MODEL_KEY_OWNED_BY] == 0) {
             config_copy_truncated(model->owned_by, sizeof model->owned_by, upstream_name);
         }
+        if (key_lines[CONFIG_MODEL_KEY_CACHED_INPUT_PRICE] == 0) {
+            model->cached_input_price_micros = model->input_price_micros;
+        }
+        RW_ASSERT(model->max_output_tokens >= 1);
     }
     if (config->model_count == 0) {
         return config_fail(parser, 0, "at least one [model NAME] section is required");
@@ -1116,6 +1220,16 @@ void config_set_defaults(config_t *config) {
     config->upstream_keepalive_ms = 60000;
 
     config->client_disconnect = CONFIG_DISCONNECT_DRAIN;
+
+    config->sync_interval_ms = 10;
+    config->free_grant_micros = 1 * LEDGER_MICROS_PER_UNIT;
+    config->users_max = 100000;
+    config->keys_max = 262144;
+
+    config->has_admin_token = false;
+    config->has_jwt_secret = false;
+    config->jwt_ttl_s = 86400;
+
     config->upstream_count = 0;
     config->model_count = 0;
 }
@@ -1140,6 +1254,13 @@ static void config_check_key_tables(void) {
     RW_ASSERT(strcmp(config_model_keys[CONFIG_MODEL_KEY_UPSTREAM].name, "upstream") == 0);
     RW_ASSERT(strcmp(config_model_keys[CONFIG_MODEL_KEY_UPSTREAM_MODEL].name, "upstream_model") == 0);
     RW_ASSERT(strcmp(config_model_keys[CONFIG_MODEL_KEY_OWNED_BY].name, "owned_by") == 0);
+    RW_ASSERT(strcmp(config_model_keys[CONFIG_MODEL_KEY_INPUT_PRICE].name, "input_price") == 0);
+    RW_ASSERT(strcmp(config_model_keys[CONFIG_MODEL_KEY_CACHED_INPUT_PRICE].name,
+                     "cached_input_price") == 0);
+    RW_ASSERT(strcmp(config_auth_keys[CONFIG_AUTH_KEY_ADMIN_TOKEN].name, "admin_token") == 0);
+    RW_ASSERT(strcmp(config_auth_keys[CONFIG_AUTH_KEY_ADMIN_TOKEN_ENV].name, "admin_token_env") == 0);
+    RW_ASSERT(strcmp(config_auth_keys[CONFIG_AUTH_KEY_JWT_SECRET].name, "jwt_secret") == 0);
+    RW_ASSERT(strcmp(config_auth_keys[CONFIG_AUTH_KEY_JWT_SECRET_ENV].name, "jwt_secret_env") == 0);
 }
 
 void config_parser_begin(config_parser_t *parser, config_t *config, const char *source_name,

@@ -1,9 +1,11 @@
 /* Unit tests for src/config/config.c: the demo configuration, defaults, each
- * error with its exact "FILE:LINE: problem" text, base_url parsing, model
- * lookup, byte-by-byte and split feeding, and a seeded mutation loop.
+ * error with its exact "FILE:LINE: problem" text, base_url parsing, prices,
+ * [billing] and [auth], model lookup, byte-by-byte and split feeding, and a
+ * seeded mutation loop.
  * Runs with the working directory at the repository root. */
 #include "ringway/common.h"
 #include "ringway/config.h"
+#include "ringway/ledger.h"
 #include "unit.h"
 
 #include <stdint.h>
@@ -80,7 +82,24 @@ static void test_demo_configuration(void) {
         CHECK_EQ_INT(model->upstream_index, 0);
         CHECK(strcmp(model->upstream_model, "mock-small") == 0);
         CHECK(strcmp(model->owned_by, "mock") == 0);
+        CHECK_EQ_INT(model->input_price_micros, 250000);
+        CHECK_EQ_INT(model->cached_input_price_micros, 125000);
+        CHECK_EQ_INT(model->output_price_micros, 1000000);
+        CHECK_EQ_INT(model->request_price_micros, 0);
+        CHECK_EQ_INT(model->max_output_tokens, 4096);
     }
+
+    CHECK_EQ_INT(config_a->sync_interval_ms, 10);
+    CHECK_EQ_INT(config_a->free_grant_micros, 1000000);
+    CHECK_EQ_INT(config_a->users_max, 100000);
+    CHECK_EQ_INT(config_a->keys_max, 262144);
+    /* The demo keeps a clearly marked admin token so the README's ringctl
+     * examples work; no JWT secret, so the store generates one. */
+    CHECK(config_a->has_admin_token);
+    CHECK(strcmp(config_a->admin_token, "demo-admin-token-CHANGE-ME") == 0);
+    CHECK(!config_a->has_jwt_secret);
+    CHECK(strcmp(config_a->jwt_secret, "") == 0);
+    CHECK_EQ_INT(config_a->jwt_ttl_s, 86400);
 }
 
 /* The commented-out provider example in the demo file is itself valid once
@@ -133,6 +152,11 @@ static void test_demo_provider_example(void) {
         CHECK(strcmp(upstream->api_key, "sk-test-deepseek") == 0);
         CHECK(strcmp(model->upstream_model, "deepseek-chat") == 0);
         CHECK(strcmp(model->owned_by, "deepseek") == 0);
+        CHECK_EQ_INT(model->input_price_micros, 270000);
+        CHECK_EQ_INT(model->cached_input_price_micros, 70000);
+        CHECK_EQ_INT(model->output_price_micros, 1100000);
+        CHECK_EQ_INT(model->request_price_micros, 0);
+        CHECK_EQ_INT(model->max_output_tokens, 8192);
     }
     unsetenv("DEEPSEEK_API_KEY");
     CHECK_EQ_INT(parse_text(config_a, edited, error_a, sizeof error_a), -1);
@@ -165,6 +189,15 @@ static void test_defaults(void) {
     CHECK_EQ_INT(config_a->drain_ms, 30000);
     CHECK_EQ_INT(config_a->upstream_keepalive_ms, 60000);
     CHECK_EQ_INT(config_a->client_disconnect, CONFIG_DISCONNECT_DRAIN);
+    CHECK_EQ_INT(config_a->sync_interval_ms, 10);
+    CHECK_EQ_INT(config_a->free_grant_micros, 1000000);
+    CHECK_EQ_INT(config_a->users_max, 100000);
+    CHECK_EQ_INT(config_a->keys_max, 262144);
+    CHECK(!config_a->has_admin_token);
+    CHECK(strcmp(config_a->admin_token, "") == 0);
+    CHECK(!config_a->has_jwt_secret);
+    CHECK(strcmp(config_a->jwt_secret, "") == 0);
+    CHECK_EQ_INT(config_a->jwt_ttl_s, 86400);
     CHECK_EQ_INT(config_a->upstream_count, 0);
     CHECK_EQ_INT(config_a->model_count, 0);
 
@@ -187,6 +220,150 @@ static void test_defaults(void) {
     CHECK(strcmp(model->name, "m") == 0);
     CHECK(strcmp(model->upstream_model, "m") == 0);
     CHECK(strcmp(model->owned_by, "u") == 0);
+    CHECK_EQ_INT(model->input_price_micros, 0);
+    CHECK_EQ_INT(model->cached_input_price_micros, 0);
+    CHECK_EQ_INT(model->output_price_micros, 0);
+    CHECK_EQ_INT(model->request_price_micros, 0);
+    CHECK_EQ_INT(model->max_output_tokens, 4096);
+    CHECK(!config_b->has_admin_token);
+    CHECK(!config_b->has_jwt_secret);
+    CHECK_EQ_INT(config_b->free_grant_micros, 1000000);
+}
+
+/* [billing], [auth] and model prices: exact decimal money, secrets from
+ * literals and from the environment, defaults that follow other keys. */
+static void test_billing_and_auth(void) {
+    const char *text =
+        "[billing]\n"
+        "sync_interval_ms = 10000\n"
+        "free_grant = 0.000001\n"
+        "users_max = 1\n"
+        "keys_max = 16777216\n"
+        "[auth]\n"
+        "admin_token = 0123456789abcdef   # exactly 16\n"
+        "jwt_secret = \"0123456789abcdef0123456789abcdef\"\n"
+        "jwt_ttl_s = 60\n"
+        "[upstream u]\nbase_url = https://a.example\n"
+        "[model cheap]\n"
+        "upstream = u\n"
+        "input_price = 0.25\n"
+        "output_price = 1\n"
+        "request_price = 0.01\n"
+        "max_output_tokens = 10000000\n"
+        "[model priced]\n"
+        "upstream = u\n"
+        "cached_input_price = 0.000001\n"
+        "input_price = 1000000000\n"
+        "output_price = 007.500000\n"
+        "max_output_tokens = 1\n";
+    int result = parse_text(config_a, text, error_a, sizeof error_a);
+    if (result != 0) {
+        fprintf(stderr, "  %s\n", error_a);
+    }
+    CHECK_EQ_INT(result, 0);
+    CHECK_EQ_INT(config_a->sync_interval_ms, 10000);
+    CHECK_EQ_INT(config_a->free_grant_micros, 1);
+    CHECK_EQ_INT(config_a->users_max, 1);
+    CHECK_EQ_INT(config_a->keys_max, 16777216);
+    CHECK(config_a->has_admin_token);
+    CHECK(strcmp(config_a->admin_token, "0123456789abcdef") == 0);
+    CHECK(config_a->has_jwt_secret);
+    CHECK(strcmp(config_a->jwt_secret, "0123456789abcdef0123456789abcdef") == 0);
+    CHECK_EQ_INT(config_a->jwt_ttl_s, 60);
+    const config_model_t *cheap = &config_a->models[0];
+    CHECK_EQ_INT(cheap->input_price_micros, 250000);
+    CHECK_EQ_INT(cheap->cached_input_price_micros, 250000); /* follows input_price */
+    CHECK_EQ_INT(cheap->output_price_micros, 1000000);
+    CHECK_EQ_INT(cheap->request_price_micros, 10000);
+    CHECK_EQ_INT(cheap->max_output_tokens, 10000000);
+    const config_model_t *priced = &config_a->models[1];
+    CHECK_EQ_INT(priced->input_price_micros, LEDGER_MONEY_MICROS_MAX);
+    CHECK_EQ_INT(priced->cached_input_price_micros, 1); /* set before input_price: kept */
+    CHECK_EQ_INT(priced->output_price_micros, 7500000);
+    CHECK_EQ_INT(priced->request_price_micros, 0);
+    CHECK_EQ_INT(priced->max_output_tokens, 1);
+
+    /* free_grant = 0 is allowed (accounts start empty). */
+    CHECK_EQ_INT(parse_text(config_a, "[billing]\nfree_grant = 0\n" MINIMAL_TAIL, error_a,
+                            sizeof error_a),
+                 0);
+    CHECK_EQ_INT(config_a->free_grant_micros, 0);
+
+    /* Secrets from the environment. */
+    setenv("RINGWAY_TEST_ADMIN", "admin-token-from-environment", 1);
+    setenv("RINGWAY_TEST_JWT", "jwt-secret-from-environment-0123456789", 1);
+    CHECK_EQ_INT(parse_text(config_a,
+                            "[auth]\nadmin_token_env = RINGWAY_TEST_ADMIN\n"
+                            "jwt_secret_env = RINGWAY_TEST_JWT\n" MINIMAL_TAIL,
+                            error_a, sizeof error_a),
+                 0);
+    CHECK(config_a->has_admin_token);
+    CHECK(strcmp(config_a->admin_token, "admin-token-from-environment") == 0);
+    CHECK(config_a->has_jwt_secret);
+    CHECK(strcmp(config_a->jwt_secret, "jwt-secret-from-environment-0123456789") == 0);
+
+    setenv("RINGWAY_TEST_ADMIN", "short-token", 1);
+    CHECK_EQ_INT(parse_text(config_a, "[auth]\nadmin_token_env = RINGWAY_TEST_ADMIN\n" MINIMAL_TAIL,
+                            error_a, sizeof error_a),
+                 -1);
+    CHECK(strcmp(error_a, "t.conf:2: environment variable 'RINGWAY_TEST_ADMIN' (admin_token_env "
+                          "of [auth]) is too short (min 16 bytes)") == 0);
+    setenv("RINGWAY_TEST_ADMIN", "", 1);
+    CHECK_EQ_INT(parse_text(config_a, "[auth]\nadmin_token_env = RINGWAY_TEST_ADMIN\n" MINIMAL_TAIL,
+                            error_a, sizeof error_a),
+                 -1);
+    CHECK(strcmp(error_a, "t.conf:2: environment variable 'RINGWAY_TEST_ADMIN' (admin_token_env "
+                          "of [auth]) must be non-empty visible ASCII without spaces") == 0);
+    setenv("RINGWAY_TEST_JWT", "thirty-one-bytes-of-jwt-secret!", 1);
+    CHECK_EQ_INT(parse_text(config_a, "[auth]\njwt_secret_env = RINGWAY_TEST_JWT\n" MINIMAL_TAIL,
+                            error_a, sizeof error_a),
+                 -1);
+    CHECK(strcmp(error_a, "t.conf:2: environment variable 'RINGWAY_TEST_JWT' (jwt_secret_env of "
+                          "[auth]) is too short (min 32 bytes)") == 0);
+    CHECK(strstr(error_a, "thirty-one") == NULL);
+    unsetenv("RINGWAY_TEST_ADMIN");
+    unsetenv("RINGWAY_TEST_JWT");
+
+    /* Money errors through the configuration, one per kind of refusal. */
+    static const struct {
+        const char *value;
+        const char *problem;
+    } bad_money[] = {
+        {"-1", "bad value '-1' for 'input_price': expected a non-negative decimal amount such as "
+               "0.25"},
+        {"+1", "bad value '+1' for 'input_price': expected a non-negative decimal amount such as "
+               "0.25"},
+        {"1e3", "bad value '1e3' for 'input_price': expected a non-negative decimal amount such as "
+                "0.25"},
+        {"1.", "bad value '1.' for 'input_price': expected a non-negative decimal amount such as "
+               "0.25"},
+        {".5", "bad value '.5' for 'input_price': expected a non-negative decimal amount such as "
+               "0.25"},
+        {"1,5", "bad value '1,5' for 'input_price': expected a non-negative decimal amount such as "
+                "0.25"},
+        {"0.0000001", "bad value '0.0000001' for 'input_price': at most 6 decimal places "
+                      "(0.000001 is the smallest amount)"},
+        {"1.0000000", "bad value '1.0000000' for 'input_price': at most 6 decimal places "
+                      "(0.000001 is the smallest amount)"},
+        {"1000000000.000001", "value '1000000000.000001' for 'input_price' is out of range "
+                              "(0..1000000000)"},
+        {"99999999999999999999999", "value '99999999999999999999999' for 'input_price' is out of "
+                                    "range (0..1000000000)"},
+    };
+    for (size_t i = 0; i < RW_ARRAY_LENGTH(bad_money); i++) {
+        char buffer[512];
+        snprintf(buffer, sizeof buffer,
+                 "[upstream u]\nbase_url = https://a.example\n[model m]\nupstream = u\n"
+                 "input_price = %s\n",
+                 bad_money[i].value);
+        CHECK_EQ_INT(parse_text(config_a, buffer, error_a, sizeof error_a), -1);
+        char expected[512];
+        snprintf(expected, sizeof expected, "t.conf:5: %s", bad_money[i].problem);
+        if (strcmp(error_a, expected) != 0) {
+            fprintf(stderr, "  expected: %s\n  got:      %s\n", expected, error_a);
+            CHECK(false);
+        }
+    }
 }
 
 /* Values: sizes with suffixes, quotes, comments, overrides, order
@@ -400,6 +577,65 @@ static const bad_case_t bad_cases[] = {
      "t.conf:4: [upstream u] sets both api_key and api_key_env (line 3); use one"},
     {"[upstream u]\nconnect_ms = 86400001\n",
      "t.conf:2: value '86400001' for 'connect_ms' is out of range (0..86400000)"},
+    /* [billing], [auth], prices. */
+    {"[billing]\nsync_interval_ms = 0\n",
+     "t.conf:2: value '0' for 'sync_interval_ms' is out of range (1..10000)"},
+    {"[billing]\nsync_interval_ms = 10001\n",
+     "t.conf:2: value '10001' for 'sync_interval_ms' is out of range (1..10000)"},
+    {"[billing]\nusers_max = 0\n", "t.conf:2: value '0' for 'users_max' is out of range (1..16777216)"},
+    {"[billing]\nkeys_max = 16777217\n",
+     "t.conf:2: value '16777217' for 'keys_max' is out of range (1..16777216)"},
+    {"[billing]\nfree_grant = 1.5 EUR\n",
+     "t.conf:2: bad value '1.5 EUR' for 'free_grant': expected a non-negative decimal amount such "
+     "as 0.25"},
+    {"[billing]\nfree_grant = -0.01\n",
+     "t.conf:2: bad value '-0.01' for 'free_grant': expected a non-negative decimal amount such "
+     "as 0.25"},
+    {"[billing]\nfree_grant = 0.1234567\n",
+     "t.conf:2: bad value '0.1234567' for 'free_grant': at most 6 decimal places (0.000001 is the "
+     "smallest amount)"},
+    {"[billing]\nfree_grant = 1\nfree_grant = 2\n",
+     "t.conf:3: duplicate key 'free_grant' in [billing] (first on line 2)"},
+    {"[billing]\n[billing]\n", "t.conf:2: duplicate section [billing] (first on line 1)"},
+    {"[billing x]\n", "t.conf:1: section [billing] takes no name"},
+    {"[billing]\nadmin_token = 0123456789abcdef\n",
+     "t.conf:2: unknown key 'admin_token' in [billing]"},
+    {"[auth]\nadmin_token = 0123456789abcde\n",
+     "t.conf:2: value for 'admin_token' is too short (min 16 bytes)"},
+    {"[auth]\nadmin_token = \"0123456789 abcdef\"\n",
+     "t.conf:2: value for 'admin_token' must be visible ASCII without spaces"},
+    {"[auth]\nadmin_token = 0123456789abcdef\nadmin_token_env = HOME\n",
+     "t.conf:3: [auth] sets both admin_token and admin_token_env (line 2); use one"},
+    {"[auth]\nadmin_token_env = RINGWAY_TEST_LONG_SECRET\nadmin_token = 0123456789abcdef\n",
+     "t.conf:3: [auth] sets both admin_token and admin_token_env (line 2); use one"},
+    {"[auth]\nadmin_token_env = RINGWAY_TEST_UNSET_VARIABLE\n",
+     "t.conf:2: environment variable 'RINGWAY_TEST_UNSET_VARIABLE' (admin_token_env of [auth]) "
+     "is not set"},
+    {"[auth]\nadmin_token_env = A-B\n",
+     "t.conf:2: bad value 'A-B' for 'admin_token_env': expected an environment variable name"},
+    {"[auth]\njwt_secret = 0123456789abcdef0123456789abcde\n",
+     "t.conf:2: value for 'jwt_secret' is too short (min 32 bytes)"},
+    {"[auth]\njwt_secret_env = RINGWAY_TEST_LONG_SECRET\n"
+     "jwt_secret = 0123456789abcdef0123456789abcdef\n",
+     "t.conf:3: [auth] sets both jwt_secret and jwt_secret_env (line 2); use one"},
+    {"[auth]\njwt_ttl_s = 59\n", "t.conf:2: value '59' for 'jwt_ttl_s' is out of range (60..31536000)"},
+    {"[auth]\njwt_ttl_s = 31536001\n",
+     "t.conf:2: value '31536001' for 'jwt_ttl_s' is out of range (60..31536000)"},
+    {"[auth]\nadmin_token =\n", "t.conf:2: missing value for 'admin_token'"},
+    {"[model m]\nmax_output_tokens = 0\n",
+     "t.conf:2: value '0' for 'max_output_tokens' is out of range (1..10000000)"},
+    {"[model m]\nmax_output_tokens = 10000001\n",
+     "t.conf:2: value '10000001' for 'max_output_tokens' is out of range (1..10000000)"},
+    {"[model m]\noutput_price = 0.5.1\n",
+     "t.conf:2: bad value '0.5.1' for 'output_price': expected a non-negative decimal amount such "
+     "as 0.25"},
+    {"[model m]\nrequest_price = 2000000000\n",
+     "t.conf:2: value '2000000000' for 'request_price' is out of range (0..1000000000)"},
+    {"[model m]\ncached_input_price = 1e-3\n",
+     "t.conf:2: bad value '1e-3' for 'cached_input_price': expected a non-negative decimal amount "
+     "such as 0.25"},
+    {"[model m]\ninput_price = 1\ninput_price = 1\n",
+     "t.conf:3: duplicate key 'input_price' in [model m] (first on line 2)"},
     {"[upstream u]\nbase_url = https://a.example\n[upstream u]\n",
      "t.conf:3: duplicate section [upstream u] (first on line 1)"},
     {"[model m]\n[model n]\n[model m]\n", "t.conf:3: duplicate section [model m] (first on line 1)"},
@@ -435,6 +671,7 @@ static const bad_case_t bad_cases[] = {
 static void test_bad_configurations(void) {
     unsetenv("RINGWAY_TEST_UNSET_VARIABLE");
     setenv("HOME", "/root", 0);
+    setenv("RINGWAY_TEST_LONG_SECRET", "a-secret-long-enough-for-any-key-0123456789", 1);
     for (size_t i = 0; i < RW_ARRAY_LENGTH(bad_cases); i++) {
         memset(error_a, 'x', sizeof error_a);
         int result = parse_text(config_a, bad_cases[i].text, error_a, sizeof error_a);
@@ -482,6 +719,14 @@ static void test_bad_configurations(void) {
                             sizeof error_a),
                  -1);
     CHECK(strstr(error_a, "sk-secret") == NULL);
+    CHECK_EQ_INT(parse_text(config_a, "[auth]\nadmin_token = admin-secret-short\x01\n", error_a,
+                            sizeof error_a),
+                 -1);
+    CHECK(strstr(error_a, "admin-secret") == NULL);
+    CHECK_EQ_INT(parse_text(config_a, "[auth]\njwt_secret = jwt-secret-too-short\n", error_a,
+                            sizeof error_a),
+                 -1);
+    CHECK(strstr(error_a, "jwt-secret-too") == NULL);
 
     /* The upstream and model counts are bounded. */
     static char many[CONFIG_UPSTREAMS_MAX * 64 + 4096];
@@ -692,6 +937,9 @@ static void test_byte_by_byte(void) {
         "[server]\r\nthreads = 3\r\ndata_dir = \" d # d \" \r\n[upstream u]\r\n"
         "base_url = https://a.example/v1\r\napi_key = k#k\r\n[model m]\r\nupstream = u # c\r\nowned_by = o",
         "[server]\nthreads = 3\n[upstream u]\nbase_url = http://a.example/v1\n",
+        "[billing]\r\nfree_grant = 2.5\r\n[auth]\nadmin_token = \"0123456789abcdef\" # c\n"
+        "[upstream u]\nbase_url = https://a.example\n[model m]\nupstream = u\n"
+        "input_price = 0.25 # c\noutput_price = 1.000001",
         "[limits]\nbody_bytes_max = 10MiB\n[model m]\nupstream = u\n[upstream u]\nbase_url = "
         "https://[::1]:99\n",
     };
@@ -829,9 +1077,25 @@ static void test_mutations(void) {
             CHECK(upstream->connect_ms > 0 && upstream->first_byte_ms > 0 && upstream->idle_ms > 0);
             CHECK(upstream->base_url[0] != '\0');
         }
+        CHECK(config_a->sync_interval_ms >= 1 && config_a->sync_interval_ms <= 10000);
+        CHECK(config_a->free_grant_micros >= 0 && config_a->free_grant_micros <= LEDGER_MONEY_MICROS_MAX);
+        CHECK(config_a->users_max >= 1 && config_a->keys_max >= 1);
+        CHECK(!config_a->has_admin_token || strlen(config_a->admin_token) >= 16);
+        CHECK(config_a->has_admin_token || config_a->admin_token[0] == '\0');
+        CHECK(!config_a->has_jwt_secret || strlen(config_a->jwt_secret) >= 32);
+        CHECK(config_a->jwt_ttl_s >= 60 && config_a->jwt_ttl_s <= 31536000);
         for (uint32_t i = 0; i < config_a->model_count; i++) {
             const config_model_t *model = &config_a->models[i];
             CHECK(model->upstream_index < config_a->upstream_count);
+            CHECK(model->input_price_micros >= 0 &&
+                  model->input_price_micros <= LEDGER_MONEY_MICROS_MAX);
+            CHECK(model->cached_input_price_micros >= 0 &&
+                  model->cached_input_price_micros <= LEDGER_MONEY_MICROS_MAX);
+            CHECK(model->output_price_micros >= 0 &&
+                  model->output_price_micros <= LEDGER_MONEY_MICROS_MAX);
+            CHECK(model->request_price_micros >= 0 &&
+                  model->request_price_micros <= LEDGER_MONEY_MICROS_MAX);
+            CHECK(model->max_output_tokens >= 1 && model->max_output_tokens <= 10000000);
             CHECK(model->upstream_model[0] != '\0' && model->owned_by[0] != '\0');
             CHECK(config_find_model(config_a, (const uint8_t *)model->name, strlen(model->name)) ==
                   model);
@@ -849,6 +1113,7 @@ int main(void) {
     RUN_TEST(test_demo_provider_example);
     RUN_TEST(test_defaults);
     RUN_TEST(test_values);
+    RUN_TEST(test_billing_and_auth);
     RUN_TEST(test_bad_configurations);
     RUN_TEST(test_missing_file);
     RUN_TEST(test_base_urls);
