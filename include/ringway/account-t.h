@@ -61,6 +61,16 @@ typedef struct account_key {
     _Atomic uint32_t tier;            /* rate-limit tier (the rate-limit issue) */
 } account_key_t;
 
+/* Returned by the publish functions when they refuse (see account.h). */
+#define ACCOUNT_INDEX_NONE UINT32_MAX
+
+/* Capacity limits accepted by account_tables_init: entries of the indexes
+ * are 32-bit slot numbers and the index is twice keys_max. */
+enum {
+    ACCOUNT_USERS_MAX_LIMIT = 1 << 24,
+    ACCOUNT_KEYS_MAX_LIMIT = 1 << 24,
+};
+
 typedef struct account_tables {
     account_user_t *users;            /* users_max slots; users[i].id == i + 1 */
     uint32_t users_max;
@@ -69,9 +79,16 @@ typedef struct account_tables {
     uint32_t keys_max;
     _Atomic uint32_t key_count;
     /* Open addressing by the hash's first 8 bytes: entries are slot + 1,
-     * 0 is empty; a power of two, twice keys_max. */
+     * 0 is empty; a power of two, twice keys_max (rounded up), so at most
+     * half full and every probe sequence meets an empty entry. */
     _Atomic uint32_t *key_index;
     uint32_t key_index_mask;
+    /* The same scheme keyed by the key's store id (a multiplicative hash),
+     * same size and mask: account_key_by_id. */
+    _Atomic uint32_t *key_id_index;
+    /* 1 while a publish runs: a second writer entering at the same time is
+     * a programmer error caught by an assertion, not a silent race. */
+    _Atomic uint32_t writer_active;
 } account_tables_t;
 
 #endif
