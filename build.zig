@@ -119,4 +119,26 @@ pub fn build(b: *std.Build) void {
     run_tests.has_side_effects = true;
     run_tests.setCwd(b.path("."));
     b.step("test", "Run the unit and integration tests").dependOn(&run_tests.step);
+
+    // ---- Fuzz harnesses (see tests/fuzz/README.md) --------------------------
+    // `zig build test` also runs every harness without libFuzzer: replay.c
+    // feeds it its seed corpus and a few thousand seeded mutations (debug,
+    // like the unit tests). `zig build fuzz -- [harness] [seconds]` is the
+    // real coverage-guided campaign with clang's libFuzzer and sanitizers.
+    const fuzz_harnesses = [_][]const u8{ "http_request", "http_response", "http_chunked", "json", "sse", "config" };
+    for (fuzz_harnesses) |name| {
+        const module = b.createModule(.{ .target = target, .optimize = .debug, .link_libc = true });
+        addCore(b, module);
+        module.addCSourceFiles(.{
+            .files = &.{ b.fmt("tests/fuzz/fuzz_{s}.c", .{name}), "tests/fuzz/replay.c" },
+            .flags = &c_flags,
+        });
+        const exe = b.addExecutable(.{ .name = b.fmt("fuzz_{s}", .{name}), .root_module = module });
+        run_tests.addArtifactArg2(exe, .{ .prefix = "--unit=", .suffix = b.fmt("::tests/fuzz/corpus/{s}", .{name}) });
+    }
+    const run_fuzz = b.addSystemCommand(&.{ "bash", "tests/fuzz/run.sh" });
+    run_fuzz.addPassthruArgs();
+    run_fuzz.has_side_effects = true;
+    run_fuzz.setCwd(b.path("."));
+    b.step("fuzz", "Fuzz the parsers with libFuzzer (`-- [harness] [seconds]`, default all, 30 s each)").dependOn(&run_fuzz.step);
 }

@@ -1,7 +1,8 @@
 """Runs every Ringway test and prints one closing line, "N passed, N failed".
 
 Called by `zig build test` with the built binaries:
-  --unit=PATH      a unit-test executable (repeatable); each prints "N passed, N failed" last
+  --unit=PATH      a unit-test executable (repeatable); each prints "N passed, N failed" last;
+                   PATH::ARG[::ARG...] also passes arguments (e.g. a fuzz replay's corpus)
   --ringway=PATH   the relay, for the integration tests
   --mock=PATH      the mock upstream, for the integration tests
 Any other argument goes to pytest (e.g. `tools/zig build test -- -k stream`).
@@ -18,10 +19,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUMMARY = re.compile(r"^(\d+) passed, (\d+) failed\s*$")
 
 
-def run_unit(path):
-    """Runs one unit-test binary; returns (passed, failed). A crash counts as one failure."""
-    name = os.path.basename(path)
-    completed = subprocess.run([path], cwd=ROOT, capture_output=True, text=True, timeout=600)
+def run_unit(spec):
+    """Runs one unit-test binary ("PATH" or "PATH::ARG..."); returns (passed, failed).
+    A crash counts as one failure."""
+    command = spec.split("::")
+    name = os.path.basename(command[0])
+    completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     sys.stderr.write(completed.stderr)
     lines = completed.stdout.strip().splitlines()
     match = SUMMARY.match(lines[-1]) if lines else None
