@@ -31,6 +31,8 @@ const core_sources = [_][]const u8{
     "src/auth/password.c",
     "src/ledger/ledger.c",
     "src/store/store.c",
+    "src/store/codec.c",
+    "src/store/thread.c",
     "src/admin/admin.c",
 };
 

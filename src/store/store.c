@@ -1,1 +1,834 @@
-#include "ringway/common.h"
+/* The store's RocksDB side: opening, loading at start (with the resolution
+ * of holds left open by a crash), reads for the control thread, meta values,
+ * and the helpers the store thread (thread.c) writes through. */
+#include "store-internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+enum {
+    /* kPointInTimeRecovery: replay the WAL up to the first torn or corrupt
+     * record, which a kill -9 or power loss can leave at its tail. */
+    STORE_WAL_RECOVERY_POINT_IN_TIME = 2,
+    STORE_SCHEMA_VERSION = 1,
+};
+
+/* ---- Helpers shared with thread.c ---- */
+
+void store_write_be64(uint8_t *out, uint64_t value) {
+    for (int index = 0; index < 8; index++) out[index] = (uint8_t)(value >> (56 - 8 * index));
+}
+
+uint64_t store_read_be64(const uint8_t *bytes) {
+    uint64_t value = 0;
+    for (int index = 0; index < 8; index++) value = value << 8 | bytes[index];
+    return value;
+}
+
+size_t store_key_id(uint8_t *out, char prefix, uint64_t id) {
+    out[0] = (uint8_t)prefix;
+    out[1] = '/';
+    store_write_be64(out + 2, id);
+    return STORE_KEY_ID_BYTES;
+}
+
+size_t store_key_usage(uint8_t *out, uint64_t user_id, uint64_t usage_id) {
+    out[0] = 'r';
+    out[1] = '/';
+    store_write_be64(out + 2, user_id);
+    out[10] = '/';
+    store_write_be64(out + 11, usage_id);
+    return STORE_KEY_USAGE_BYTES;
+}
+
+size_t store_key_text(uint8_t *out, char prefix, const char *text, bool lower_case) {
+    size_t length = strlen(text);
+    RW_ASSERT(length + 2 <= STORE_KEY_TEXT_BYTES);
+    out[0] = (uint8_t)prefix;
+    out[1] = '/';
+    for (size_t index = 0; index < length; index++) {
+        uint8_t byte = (uint8_t)text[index];
+        if (lower_case && byte >= 'A' && byte <= 'Z') byte = (uint8_t)(byte - 'A' + 'a');
+        out[2 + index] = byte;
+    }
+    return length + 2;
+}
+
+size_t store_key_meta(uint8_t *out, size_t capacity, const char *name) {
+    size_t length = strlen(name);
+    RW_ASSERT(length >= 1 && length < STORE_META_NAME_BYTES);
+    RW_ASSERT(length + 2 <= capacity);
+    out[0] = 'm';
+    out[1] = '/';
+    memcpy(out + 2, name, length);
+    return length + 2;
+}
+
+size_t store_format_u64(char *out, uint64_t value) {
+    char digits[24];
+    size_t count = 0;
+    do {
+        digits[count++] = (char)('0' + value % 10);
+        value /= 10;
+    } while (value != 0);
+    for (size_t index = 0; index < count; index++) out[index] = digits[count - 1 - index];
+    return count;
+}
+
+int64_t store_wall_ms(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+void store_log(const char *format, ...) {
+    char line[1024];
+    va_list arguments;
+    va_start(arguments, format);
+    vsnprintf(line, sizeof line, format, arguments);
+    va_end(arguments);
+    fprintf(stderr, "ringway: store: %s\n", line);
+}
+
+/* True when this write attempt is one the options say must fail. */
+static bool store_fault_hit(store_t *store) {
+    uint64_t attempt = atomic_fetch_add(&store->writes, 1) + 1;
+    uint64_t first = store->config.fault_write_fail_at;
+    if (first == 0) return false;
+    uint64_t count = store->config.fault_write_fail_count == 0 ? 1 : store->config.fault_write_fail_count;
+    return attempt >= first && attempt - first < count;
+}
+
+int store_write(store_t *store, rocksdb_writebatch_t *batch, bool sync, char *error, size_t error_size) {
+    RW_ASSERT(store->db != NULL && batch != NULL);
+    if (store_fault_hit(store)) {
+        snprintf(error, error_size, "IO error: injected fault");
+        return -EIO;
+    }
+    char *failure = NULL;
+    rocksdb_write(store->db, sync ? store->write_options_sync : store->write_options, batch, &failure);
+    if (failure != NULL) {
+        snprintf(error, error_size, "%s", failure);
+        rocksdb_free(failure);
+        return -EIO;
+    }
+    return 0;
+}
+
+int store_sync_wal(store_t *store, char *error, size_t error_size) {
+    RW_ASSERT(store->db != NULL);
+    if (store_fault_hit(store)) {
+        snprintf(error, error_size, "IO error: injected fault");
+        return -EIO;
+    }
+    char *failure = NULL;
+    rocksdb_flush_wal(store->db, 1, &failure);
+    if (failure != NULL) {
+        snprintf(error, error_size, "%s", failure);
+        rocksdb_free(failure);
+        return -EIO;
+    }
+    return 0;
+}
+
+int store_get(store_t *store, const uint8_t *key, size_t key_length, uint8_t *value, size_t capacity,
+              size_t *length, const char *what) {
+    RW_ASSERT(store->db != NULL);
+    char *failure = NULL;
+    rocksdb_pinnableslice_t *slice =
+        rocksdb_get_pinned(store->db, store->read_options, (const char *)key, key_length, &failure);
+    if (failure != NULL) {
+        store_log("while reading %s: %s", what, failure);
+        rocksdb_free(failure);
+        if (slice != NULL) rocksdb_pinnableslice_destroy(slice);
+        return -EIO;
+    }
+    if (slice == NULL) return -ENOENT;
+    size_t found_length = 0;
+    const char *found = rocksdb_pinnableslice_value(slice, &found_length);
+    memcpy(value, found, RW_MIN(found_length, capacity));
+    *length = found_length;
+    rocksdb_pinnableslice_destroy(slice);
+    return 0;
+}
+
+/* ---- Range scans ---- */
+
+typedef struct store_scan {
+    rocksdb_readoptions_t *options;
+    rocksdb_iterator_t *iterator;
+    bool backwards;
+    /* The bounds: RocksDB keeps pointers to them, so they live here. */
+    uint8_t lower[STORE_KEY_USAGE_BYTES];
+    uint8_t upper[STORE_KEY_USAGE_BYTES];
+} store_scan_t;
+
+/* Iterates keys in [lower, upper) forward or backwards. */
+static void store_scan_open(store_t *store, store_scan_t *scan, const uint8_t *lower, size_t lower_length,
+                            const uint8_t *upper, size_t upper_length, bool backwards) {
+    RW_ASSERT(lower_length <= sizeof scan->lower && upper_length <= sizeof scan->upper);
+    memcpy(scan->lower, lower, lower_length);
+    memcpy(scan->upper, upper, upper_length);
+    scan->backwards = backwards;
+    scan->options = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_iterate_lower_bound(scan->options, (const char *)scan->lower, lower_length);
+    rocksdb_readoptions_set_iterate_upper_bound(scan->options, (const char *)scan->upper, upper_length);
+    scan->iterator = rocksdb_create_iterator(store->db, scan->options);
+    if (backwards) {
+        rocksdb_iter_seek_to_last(scan->iterator);
+    } else {
+        rocksdb_iter_seek_to_first(scan->iterator);
+    }
+}
+
+/* A two-byte prefix such as "u/": the range [prefix, prefix with '/'+1). */
+static void store_scan_open_prefix(store_t *store, store_scan_t *scan, char prefix, bool backwards) {
+    uint8_t lower[2] = {(uint8_t)prefix, '/'};
+    uint8_t upper[2] = {(uint8_t)prefix, '/' + 1};
+    store_scan_open(store, scan, lower, sizeof lower, upper, sizeof upper, backwards);
+}
+
+static bool store_scan_valid(const store_scan_t *scan) { return rocksdb_iter_valid(scan->iterator) != 0; }
+
+static void store_scan_next(store_scan_t *scan) {
+    if (scan->backwards) {
+        rocksdb_iter_prev(scan->iterator);
+    } else {
+        rocksdb_iter_next(scan->iterator);
+    }
+}
+
+static const uint8_t *store_scan_key(const store_scan_t *scan, size_t *length) {
+    return (const uint8_t *)rocksdb_iter_key(scan->iterator, length);
+}
+
+static const uint8_t *store_scan_value(const store_scan_t *scan, size_t *length) {
+    return (const uint8_t *)rocksdb_iter_value(scan->iterator, length);
+}
+
+/* Closes the scan; returns 0, or -EIO when the iteration stopped on an
+ * error (logged with `what`). */
+static int store_scan_close(store_scan_t *scan, const char *what) {
+    char *failure = NULL;
+    rocksdb_iter_get_error(scan->iterator, &failure);
+    rocksdb_iter_destroy(scan->iterator);
+    rocksdb_readoptions_destroy(scan->options);
+    scan->iterator = NULL;
+    scan->options = NULL;
+    if (failure != NULL) {
+        store_log("while %s: %s", what, failure);
+        rocksdb_free(failure);
+        return -EIO;
+    }
+    return 0;
+}
+
+/* ---- Open and close ---- */
+
+static int store_make_directories(const char *path, char *error, size_t error_size) {
+    char partial[STORE_PATH_BYTES];
+    size_t length = strlen(path);
+    if (length == 0 || length >= sizeof partial) {
+        snprintf(error, error_size, "store path is empty or too long");
+        return -1;
+    }
+    memcpy(partial, path, length + 1);
+    for (size_t index = 1; index <= length; index++) {
+        if (partial[index] != '/' && partial[index] != '\0') continue;
+        char saved = partial[index];
+        partial[index] = '\0';
+        if (mkdir(partial, 0700) != 0 && errno != EEXIST) {
+            snprintf(error, error_size, "cannot create %s: %s", partial, strerror(errno));
+            return -1;
+        }
+        partial[index] = saved;
+    }
+    return 0;
+}
+
+/* Reads m/<name> as a decimal u64; `fallback` when absent. */
+static int store_meta_read_u64(store_t *store, const char *name, uint64_t fallback, uint64_t *value) {
+    uint8_t text[32];
+    int length = store_meta_get(store, name, text, sizeof text);
+    if (length == -ENOENT) {
+        *value = fallback;
+        return 0;
+    }
+    if (length < 1 || (size_t)length > 20) return -EIO;
+    uint64_t parsed = 0;
+    for (int index = 0; index < length; index++) {
+        if (text[index] < '0' || text[index] > '9') return -EIO;
+        uint64_t digit = text[index] - '0';
+        if (parsed > (UINT64_MAX - digit) / 10) return -EIO;
+        parsed = parsed * 10 + digit;
+    }
+    *value = parsed;
+    return 0;
+}
+
+/* The highest id under a "<prefix>/<be64>" range, 0 when empty. */
+static int store_last_id(store_t *store, char prefix, uint64_t *id) {
+    store_scan_t scan;
+    store_scan_open_prefix(store, &scan, prefix, true);
+    *id = 0;
+    if (store_scan_valid(&scan)) {
+        size_t length = 0;
+        const uint8_t *key = store_scan_key(&scan, &length);
+        if (length == STORE_KEY_ID_BYTES) *id = store_read_be64(key + 2);
+    }
+    return store_scan_close(&scan, "finding the last id");
+}
+
+static int store_open_meta(store_t *store, char *error, size_t error_size) {
+    uint8_t schema[16];
+    int schema_length = store_meta_get(store, "schema", schema, sizeof schema);
+    if (schema_length == -ENOENT) {
+        char *failure = NULL;
+        uint8_t key[16];
+        size_t key_length = store_key_meta(key, sizeof key, "schema");
+        rocksdb_put(store->db, store->write_options_sync, (const char *)key, key_length, "1", 1, &failure);
+        if (failure != NULL) {
+            snprintf(error, error_size, "while writing the schema version: %s", failure);
+            rocksdb_free(failure);
+            return -1;
+        }
+    } else if (schema_length != 1 || schema[0] != '0' + STORE_SCHEMA_VERSION) {
+        snprintf(error, error_size, "the store at %s has an unknown schema version (this relay reads version %d)",
+                 store->path, STORE_SCHEMA_VERSION);
+        return -1;
+    }
+    if (store_meta_read_u64(store, "next_user", 1, &store->next_user_id) != 0 ||
+        store_meta_read_u64(store, "next_key", 1, &store->next_key_id) != 0 ||
+        store_meta_read_u64(store, "next_usage", 1, &store->next_usage_id) != 0 ||
+        store_meta_read_u64(store, "next_audit", 1, &store->next_audit_id) != 0) {
+        snprintf(error, error_size, "while reading the next ids: a meta value is unreadable");
+        return -1;
+    }
+    /* The counters are written in the same batches as the records, so they
+     * agree; the records win if they ever did not. */
+    uint64_t last_usage = 0;
+    uint64_t last_audit = 0;
+    if (store_last_id(store, 's', &last_usage) != 0 || store_last_id(store, 'a', &last_audit) != 0) {
+        snprintf(error, error_size, "while reading the last usage and audit ids");
+        return -1;
+    }
+    store->next_usage_id = RW_MAX(store->next_usage_id, last_usage + 1);
+    store->next_audit_id = RW_MAX(store->next_audit_id, last_audit + 1);
+    store->usage_created_ms_last = 0;
+    if (last_usage != 0) {
+        uint8_t index_key[STORE_KEY_ID_BYTES];
+        uint8_t usage_key[STORE_KEY_USAGE_BYTES];
+        size_t length = 0;
+        store_key_id(index_key, 's', last_usage);
+        if (store_get(store, index_key, sizeof index_key, usage_key, sizeof usage_key, &length,
+                      "the last usage index entry") != 0 ||
+            length != sizeof usage_key) {
+            snprintf(error, error_size, "while reading the last usage record: the s/ index entry is bad");
+            return -1;
+        }
+        char json[STORE_JSON_BYTES_MAX];
+        store_usage_record_t record;
+        if (store_get(store, usage_key, sizeof usage_key, (uint8_t *)json, sizeof json, &length,
+                      "the last usage record") != 0 ||
+            length > sizeof json || store_usage_decode(json, length, &record) != 0) {
+            snprintf(error, error_size, "while reading the last usage record: it does not decode");
+            return -1;
+        }
+        store->usage_created_ms_last = record.created_ms;
+    }
+    return 0;
+}
+
+int store_open(store_t *store, const char *path, const store_options_t *options, char *error,
+               size_t error_size) {
+    RW_ASSERT(store != NULL && path != NULL && options != NULL);
+    RW_ASSERT(options->users_max >= 1 && options->keys_max >= 1);
+    memset(store, 0, sizeof *store);
+    atomic_init(&store->writes, 0);
+    store->config = *options;
+    if (strlen(path) >= sizeof store->path) {
+        snprintf(error, error_size, "store path too long");
+        return -1;
+    }
+    snprintf(store->path, sizeof store->path, "%s", path);
+    if (store_make_directories(path, error, error_size) != 0) return -1;
+
+    store->user_balance_micros = calloc(options->users_max, sizeof *store->user_balance_micros);
+    store->user_present = calloc(options->users_max, sizeof *store->user_present);
+    store->key_spent_micros = calloc(options->keys_max, sizeof *store->key_spent_micros);
+    store->key_present = calloc(options->keys_max, sizeof *store->key_present);
+    if (store->user_balance_micros == NULL || store->user_present == NULL || store->key_spent_micros == NULL ||
+        store->key_present == NULL) {
+        snprintf(error, error_size, "out of memory for %u users and %u keys", options->users_max,
+                 options->keys_max);
+        store_close(store);
+        return -1;
+    }
+
+    store->options = rocksdb_options_create();
+    rocksdb_options_set_create_if_missing(store->options, 1);
+    rocksdb_options_set_wal_recovery_mode(store->options, STORE_WAL_RECOVERY_POINT_IN_TIME);
+    rocksdb_options_set_keep_log_file_num(store->options, 4);
+    store->write_options = rocksdb_writeoptions_create();
+    rocksdb_writeoptions_set_sync(store->write_options, 0);
+    store->write_options_sync = rocksdb_writeoptions_create();
+    rocksdb_writeoptions_set_sync(store->write_options_sync, 1);
+    store->read_options = rocksdb_readoptions_create();
+
+    char *failure = NULL;
+    store->db = rocksdb_open(store->options, path, &failure);
+    if (failure != NULL || store->db == NULL) {
+        snprintf(error, error_size, "cannot open the store at %s: %s", path, failure ? failure : "unknown error");
+        rocksdb_free(failure);
+        store->db = NULL;
+        store_close(store);
+        return -1;
+    }
+    if (store_open_meta(store, error, error_size) != 0) {
+        store_close(store);
+        return -1;
+    }
+    return 0;
+}
+
+void store_close(store_t *store) {
+    RW_ASSERT(store != NULL);
+    if (store->db != NULL) rocksdb_close(store->db);
+    store->db = NULL;
+    if (store->options != NULL) rocksdb_options_destroy(store->options);
+    store->options = NULL;
+    if (store->write_options != NULL) rocksdb_writeoptions_destroy(store->write_options);
+    store->write_options = NULL;
+    if (store->write_options_sync != NULL) rocksdb_writeoptions_destroy(store->write_options_sync);
+    store->write_options_sync = NULL;
+    if (store->read_options != NULL) rocksdb_readoptions_destroy(store->read_options);
+    store->read_options = NULL;
+    free(store->user_balance_micros);
+    store->user_balance_micros = NULL;
+    free(store->user_present);
+    store->user_present = NULL;
+    free(store->key_spent_micros);
+    store->key_spent_micros = NULL;
+    free(store->key_present);
+    store->key_present = NULL;
+}
+
+/* ---- Loading ---- */
+
+static int store_load_users(store_t *store, const store_load_callbacks_t *callbacks, void *context,
+                            store_load_result_t *result, char *error, size_t error_size) {
+    store_scan_t scan;
+    store_scan_open_prefix(store, &scan, 'u', false);
+    int status = 0;
+    for (; store_scan_valid(&scan); store_scan_next(&scan)) {
+        size_t key_length = 0;
+        size_t value_length = 0;
+        const uint8_t *key = store_scan_key(&scan, &key_length);
+        const uint8_t *value = store_scan_value(&scan, &value_length);
+        store_user_record_t record;
+        if (key_length != STORE_KEY_ID_BYTES || store_user_decode(value, value_length, &record) != 0 ||
+            record.id != store_read_be64(key + 2) || record.id == 0) {
+            snprintf(error, error_size, "while loading users: a user record does not decode");
+            status = -1;
+            break;
+        }
+        if (record.id > store->config.users_max) {
+            snprintf(error, error_size, "while loading users: user id %llu is beyond users_max (%u)",
+                     (unsigned long long)record.id, store->config.users_max);
+            status = -1;
+            break;
+        }
+        store->user_present[record.id - 1] = 1;
+        store->user_balance_micros[record.id - 1] = record.balance_micros;
+        result->users++;
+        result->user_id_max = RW_MAX(result->user_id_max, record.id);
+        if (callbacks != NULL && callbacks->on_user != NULL && callbacks->on_user(context, &record) != 0) {
+            snprintf(error, error_size, "while loading users: user %llu was refused",
+                     (unsigned long long)record.id);
+            status = -1;
+            break;
+        }
+    }
+    if (store_scan_close(&scan, "loading users") != 0 && status == 0) {
+        snprintf(error, error_size, "while loading users: read error");
+        status = -1;
+    }
+    return status;
+}
+
+static int store_load_keys(store_t *store, const store_load_callbacks_t *callbacks, void *context,
+                           store_load_result_t *result, char *error, size_t error_size) {
+    store_scan_t scan;
+    store_scan_open_prefix(store, &scan, 'k', false);
+    int status = 0;
+    for (; store_scan_valid(&scan); store_scan_next(&scan)) {
+        size_t key_length = 0;
+        size_t value_length = 0;
+        const uint8_t *key = store_scan_key(&scan, &key_length);
+        const uint8_t *value = store_scan_value(&scan, &value_length);
+        store_key_record_t record;
+        if (key_length != STORE_KEY_ID_BYTES || store_key_decode(value, value_length, &record) != 0 ||
+            record.id != store_read_be64(key + 2) || record.id == 0) {
+            snprintf(error, error_size, "while loading keys: a key record does not decode");
+            status = -1;
+            break;
+        }
+        if (record.id > store->config.keys_max) {
+            snprintf(error, error_size, "while loading keys: key id %llu is beyond keys_max (%u)",
+                     (unsigned long long)record.id, store->config.keys_max);
+            status = -1;
+            break;
+        }
+        if (record.user_id == 0 || record.user_id > store->config.users_max ||
+            !store->user_present[record.user_id - 1]) {
+            snprintf(error, error_size, "while loading keys: key %llu belongs to unknown user %llu",
+                     (unsigned long long)record.id, (unsigned long long)record.user_id);
+            status = -1;
+            break;
+        }
+        store->key_present[record.id - 1] = 1;
+        store->key_spent_micros[record.id - 1] = record.spent_micros;
+        result->keys++;
+        result->key_id_max = RW_MAX(result->key_id_max, record.id);
+        if (callbacks != NULL && callbacks->on_key != NULL && callbacks->on_key(context, &record) != 0) {
+            snprintf(error, error_size, "while loading keys: key %llu was refused", (unsigned long long)record.id);
+            status = -1;
+            break;
+        }
+    }
+    if (store_scan_close(&scan, "loading keys") != 0 && status == 0) {
+        snprintf(error, error_size, "while loading keys: read error");
+        status = -1;
+    }
+    return status;
+}
+
+/* Deletes one open hold and records why, in one batch. */
+static int store_resolve_hold(store_t *store, const uint8_t *hold_key, size_t hold_key_length,
+                              const store_hold_record_t *hold, bool settled, char *error, size_t error_size) {
+    store_audit_record_t audit;
+    memset(&audit, 0, sizeof audit);
+    audit.id = store->next_audit_id;
+    audit.time_ms = store_wall_ms();
+    snprintf(audit.admin, sizeof audit.admin, "system");
+    snprintf(audit.action, sizeof audit.action, "%s",
+             settled ? "hold.settled_at_restart" : "hold.released_at_restart");
+    snprintf(audit.target, sizeof audit.target, "user:%llu", (unsigned long long)hold->user_id);
+    snprintf(audit.details, sizeof audit.details,
+             "{\"request_id\":\"%s\",\"key_id\":%llu,\"amount_micros\":%lld,\"model\":\"%.64s\"}",
+             hold->request_id, (unsigned long long)hold->key_id, (long long)hold->amount_micros, hold->model);
+    char json[STORE_JSON_BYTES_MAX];
+    int json_length = store_audit_encode(&audit, json, sizeof json);
+    RW_ASSERT(json_length > 0);
+    uint8_t audit_key[STORE_KEY_ID_BYTES];
+    store_key_id(audit_key, 'a', audit.id);
+    uint8_t meta_key[32];
+    size_t meta_key_length = store_key_meta(meta_key, sizeof meta_key, "next_audit");
+    char next_text[24];
+    size_t next_length = store_format_u64(next_text, audit.id + 1);
+
+    rocksdb_writebatch_t *batch = rocksdb_writebatch_create();
+    rocksdb_writebatch_delete(batch, (const char *)hold_key, hold_key_length);
+    rocksdb_writebatch_put(batch, (const char *)audit_key, sizeof audit_key, json, (size_t)json_length);
+    rocksdb_writebatch_put(batch, (const char *)meta_key, meta_key_length, next_text, next_length);
+    char failure[STORE_ERROR_BYTES];
+    int status = store_write(store, batch, false, failure, sizeof failure);
+    rocksdb_writebatch_destroy(batch);
+    if (status != 0) {
+        snprintf(error, error_size, "while resolving the open hold of %s at restart: %s", hold->request_id, failure);
+        return -1;
+    }
+    store->next_audit_id = audit.id + 1;
+    return 0;
+}
+
+/* A hold is settled when its request has a usage record of the same user
+ * and key made no earlier than the hold (request ids restart with the
+ * process, so an old record of a reused id must not count). */
+static bool store_hold_is_settled(store_t *store, const store_hold_record_t *hold) {
+    store_usage_record_t usage;
+    if (store_usage_get_by_request(store, hold->request_id, &usage) != 0) return false;
+    return usage.user_id == hold->user_id && usage.key_id == hold->key_id && usage.created_ms >= hold->created_ms;
+}
+
+static int store_load_holds(store_t *store, store_load_result_t *result, char *error, size_t error_size) {
+    store_scan_t scan;
+    store_scan_open_prefix(store, &scan, 'h', false);
+    int status = 0;
+    for (; store_scan_valid(&scan); store_scan_next(&scan)) {
+        size_t key_length = 0;
+        size_t value_length = 0;
+        const uint8_t *key = store_scan_key(&scan, &key_length);
+        const uint8_t *value = store_scan_value(&scan, &value_length);
+        store_hold_record_t hold;
+        if (store_hold_decode(value, value_length, &hold) != 0) {
+            /* Unreadable: release it anyway (it holds no money) but say so. */
+            store_log("while loading holds: an open hold does not decode; releasing it");
+            memset(&hold, 0, sizeof hold);
+            size_t shown = RW_MIN(key_length - RW_MIN(key_length, 2), sizeof hold.request_id - 1);
+            memcpy(hold.request_id, key + RW_MIN(key_length, 2), shown);
+            for (size_t index = 0; index < shown; index++) {
+                if (hold.request_id[index] == '\0' || hold.request_id[index] == '"') hold.request_id[index] = '?';
+            }
+        }
+        bool settled = store_hold_is_settled(store, &hold);
+        /* The scan reads a consistent view, so deleting as we go is safe. */
+        if (store_resolve_hold(store, key, key_length, &hold, settled, error, error_size) != 0) {
+            status = -1;
+            break;
+        }
+        if (settled) {
+            result->holds_settled++;
+        } else {
+            result->holds_released++;
+        }
+    }
+    if (store_scan_close(&scan, "loading holds") != 0 && status == 0) {
+        snprintf(error, error_size, "while loading holds: read error");
+        status = -1;
+    }
+    if (status == 0 && result->holds_settled + result->holds_released > 0) {
+        char failure[STORE_ERROR_BYTES];
+        if (store_sync_wal(store, failure, sizeof failure) != 0) {
+            snprintf(error, error_size, "while syncing the resolved holds: %s", failure);
+            status = -1;
+        }
+    }
+    return status;
+}
+
+int store_load(store_t *store, const store_load_callbacks_t *callbacks, void *context,
+               store_load_result_t *result, char *error, size_t error_size) {
+    RW_ASSERT(store != NULL && store->db != NULL && result != NULL);
+    memset(result, 0, sizeof *result);
+    memset(store->user_present, 0, store->config.users_max);
+    memset(store->key_present, 0, store->config.keys_max);
+    if (store_load_users(store, callbacks, context, result, error, error_size) != 0) return -1;
+    if (store_load_keys(store, callbacks, context, result, error, error_size) != 0) return -1;
+    if (store_load_holds(store, result, error, error_size) != 0) return -1;
+    store->next_user_id = RW_MAX(store->next_user_id, result->user_id_max + 1);
+    store->next_key_id = RW_MAX(store->next_key_id, result->key_id_max + 1);
+    result->next_user_id = store->next_user_id;
+    result->next_key_id = store->next_key_id;
+    result->next_usage_id = store->next_usage_id;
+    result->next_audit_id = store->next_audit_id;
+    return 0;
+}
+
+/* ---- Reads ---- */
+
+int store_user_get(store_t *store, uint64_t user_id, store_user_record_t *record) {
+    uint8_t key[STORE_KEY_ID_BYTES];
+    store_key_id(key, 'u', user_id);
+    uint8_t value[STORE_RECORD_BYTES_MAX];
+    size_t length = 0;
+    int status = store_get(store, key, sizeof key, value, sizeof value, &length, "a user record");
+    if (status != 0) return status;
+    if (length > sizeof value || store_user_decode(value, length, record) != 0) {
+        store_log("while reading user %llu: the record does not decode", (unsigned long long)user_id);
+        return -EIO;
+    }
+    return 0;
+}
+
+int store_user_get_by_email(store_t *store, const char *email, store_user_record_t *record) {
+    RW_ASSERT(email != NULL);
+    if (strlen(email) >= ACCOUNT_EMAIL_BYTES) return -ENOENT;
+    uint8_t key[STORE_KEY_TEXT_BYTES];
+    size_t key_length = store_key_text(key, 'e', email, true);
+    uint8_t value[8];
+    size_t length = 0;
+    int status = store_get(store, key, key_length, value, sizeof value, &length, "an email index entry");
+    if (status != 0) return status;
+    if (length != sizeof value) {
+        store_log("while reading the email index: an entry is %zu bytes", length);
+        return -EIO;
+    }
+    return store_user_get(store, store_read_be64(value), record);
+}
+
+int store_key_get(store_t *store, uint64_t key_id, store_key_record_t *record) {
+    uint8_t key[STORE_KEY_ID_BYTES];
+    store_key_id(key, 'k', key_id);
+    uint8_t value[STORE_RECORD_BYTES_MAX];
+    size_t length = 0;
+    int status = store_get(store, key, sizeof key, value, sizeof value, &length, "a key record");
+    if (status != 0) return status;
+    if (length > sizeof value || store_key_decode(value, length, record) != 0) {
+        store_log("while reading key %llu: the record does not decode", (unsigned long long)key_id);
+        return -EIO;
+    }
+    return 0;
+}
+
+int store_hold_get(store_t *store, const char *request_id, store_hold_record_t *record) {
+    RW_ASSERT(request_id != NULL);
+    if (strlen(request_id) >= STORE_REQUEST_ID_BYTES) return -ENOENT;
+    uint8_t key[STORE_KEY_TEXT_BYTES];
+    size_t key_length = store_key_text(key, 'h', request_id, false);
+    uint8_t value[STORE_RECORD_BYTES_MAX];
+    size_t length = 0;
+    int status = store_get(store, key, key_length, value, sizeof value, &length, "a hold");
+    if (status != 0) return status;
+    if (length > sizeof value || store_hold_decode(value, length, record) != 0) {
+        store_log("while reading the hold of %s: the record does not decode", request_id);
+        return -EIO;
+    }
+    return 0;
+}
+
+/* Reads the usage record at an r/ key. */
+static int store_usage_get_at(store_t *store, const uint8_t *usage_key, size_t usage_key_length,
+                              store_usage_record_t *record, char *json, size_t json_capacity, size_t *json_length) {
+    int status = store_get(store, usage_key, usage_key_length, (uint8_t *)json, json_capacity, json_length,
+                           "a usage record");
+    if (status != 0) return status;
+    if (*json_length > json_capacity || store_usage_decode(json, *json_length, record) != 0) {
+        store_log("while reading a usage record: it does not decode");
+        return -EIO;
+    }
+    return 0;
+}
+
+int store_usage_get_by_request(store_t *store, const char *request_id, store_usage_record_t *record) {
+    RW_ASSERT(request_id != NULL);
+    if (strlen(request_id) >= STORE_REQUEST_ID_BYTES) return -ENOENT;
+    uint8_t key[STORE_KEY_TEXT_BYTES];
+    size_t key_length = store_key_text(key, 'q', request_id, false);
+    uint8_t usage_key[STORE_KEY_USAGE_BYTES];
+    size_t length = 0;
+    int status = store_get(store, key, key_length, usage_key, sizeof usage_key, &length, "a request index entry");
+    if (status != 0) return status;
+    if (length != sizeof usage_key) {
+        store_log("while reading the request index of %s: the entry is %zu bytes", request_id, length);
+        return -EIO;
+    }
+    char json[STORE_JSON_BYTES_MAX];
+    size_t json_length = 0;
+    status = store_usage_get_at(store, usage_key, sizeof usage_key, record, json, sizeof json, &json_length);
+    return status == -ENOENT ? -EIO : status; /* an index entry without its record */
+}
+
+/* Applies the query's time and key filters to one record: 1 visit it, 0 skip
+ * it, -1 stop (older than from_ms: everything after is older still). */
+static int store_usage_filter(const store_usage_query_t *query, const store_usage_record_t *record) {
+    if (query->from_ms != 0 && record->created_ms < query->from_ms) return -1;
+    if (query->to_ms != 0 && record->created_ms >= query->to_ms) return 0;
+    if (query->key_id != 0 && record->key_id != query->key_id) return 0;
+    if (query->user_id != 0 && record->user_id != query->user_id) return 0;
+    return 1;
+}
+
+int store_usage_list(store_t *store, const store_usage_query_t *query, store_usage_visit_t visit,
+                     void *context) {
+    RW_ASSERT(store != NULL && query != NULL && visit != NULL);
+    uint64_t user_id = query->user_id;
+    if (user_id == 0 && query->key_id != 0) {
+        store_key_record_t key;
+        int status = store_key_get(store, query->key_id, &key);
+        if (status != 0) return status;
+        user_id = key.user_id;
+    }
+    store_scan_t scan;
+    if (user_id != 0) {
+        uint8_t lower[11];
+        uint8_t upper[11];
+        store_key_usage(lower, user_id, 0); /* "r/<user>/" is its first 11 bytes */
+        memcpy(upper, lower, sizeof upper);
+        upper[10] = '/' + 1;
+        store_scan_open(store, &scan, lower, sizeof lower, upper, sizeof upper, true);
+    } else {
+        store_scan_open_prefix(store, &scan, 's', true);
+    }
+    int visited = 0;
+    int status = 0;
+    char json[STORE_JSON_BYTES_MAX];
+    for (; store_scan_valid(&scan); store_scan_next(&scan)) {
+        if (query->limit != 0 && (uint32_t)visited >= query->limit) break;
+        size_t value_length = 0;
+        const uint8_t *value = store_scan_value(&scan, &value_length);
+        store_usage_record_t record;
+        size_t json_length = 0;
+        if (user_id != 0) {
+            if (value_length > sizeof json || store_usage_decode((const char *)value, value_length, &record) != 0) {
+                store_log("while listing usage: a record does not decode");
+                status = -EIO;
+                break;
+            }
+            memcpy(json, value, value_length);
+            json_length = value_length;
+        } else {
+            if (value_length != STORE_KEY_USAGE_BYTES) {
+                store_log("while listing usage: an s/ index entry is %zu bytes", value_length);
+                status = -EIO;
+                break;
+            }
+            status = store_usage_get_at(store, value, value_length, &record, json, sizeof json, &json_length);
+            if (status != 0) {
+                status = -EIO;
+                break;
+            }
+        }
+        int verdict = store_usage_filter(query, &record);
+        if (verdict < 0) break;
+        if (verdict == 0) continue;
+        visited++;
+        if (visit(context, &record, json, json_length) != 0) break;
+    }
+    if (store_scan_close(&scan, "listing usage") != 0) status = -EIO;
+    return status != 0 ? status : visited;
+}
+
+int store_audit_list(store_t *store, uint32_t limit, store_audit_visit_t visit, void *context) {
+    RW_ASSERT(store != NULL && visit != NULL);
+    store_scan_t scan;
+    store_scan_open_prefix(store, &scan, 'a', true);
+    int visited = 0;
+    int status = 0;
+    for (; store_scan_valid(&scan); store_scan_next(&scan)) {
+        if (limit != 0 && (uint32_t)visited >= limit) break;
+        size_t value_length = 0;
+        const char *value = (const char *)store_scan_value(&scan, &value_length);
+        store_audit_record_t record;
+        if (store_audit_decode(value, value_length, &record) != 0) {
+            store_log("while listing the audit log: an entry does not decode");
+            status = -EIO;
+            break;
+        }
+        visited++;
+        if (visit(context, &record, value, value_length) != 0) break;
+    }
+    if (store_scan_close(&scan, "listing the audit log") != 0) status = -EIO;
+    return status != 0 ? status : visited;
+}
+
+/* ---- Meta values ---- */
+
+int store_meta_get(store_t *store, const char *name, uint8_t *value, size_t capacity) {
+    RW_ASSERT(store != NULL && name != NULL && (value != NULL || capacity == 0));
+    uint8_t key[2 + STORE_META_NAME_BYTES];
+    size_t key_length = store_key_meta(key, sizeof key, name);
+    size_t length = 0;
+    int status = store_get(store, key, key_length, value, capacity, &length, "a meta value");
+    if (status != 0) return status;
+    if (length > INT32_MAX) return -EIO;
+    return (int)length;
+}
+
+int store_meta_put(store_t *store, const char *name, const uint8_t *value, size_t length) {
+    RW_ASSERT(store != NULL && name != NULL && (value != NULL || length == 0));
+    RW_ASSERT(strcmp(name, "schema") != 0 && strncmp(name, "next_", 5) != 0);
+    uint8_t key[2 + STORE_META_NAME_BYTES];
+    size_t key_length = store_key_meta(key, sizeof key, name);
+    rocksdb_writebatch_t *batch = rocksdb_writebatch_create();
+    rocksdb_writebatch_put(batch, (const char *)key, key_length, (const char *)value, length);
+    char failure[STORE_ERROR_BYTES];
+    int status = store_write(store, batch, true, failure, sizeof failure);
+    rocksdb_writebatch_destroy(batch);
+    if (status != 0) store_log("while writing meta value %s: %s", name, failure);
+    return status;
+}

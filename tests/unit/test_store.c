@@ -1,5 +1,1529 @@
+/* Store tests: record encodings (round trips, every truncation, bad inputs,
+ * seeded mutation), open and load, settlement atomicity, restart resolution
+ * of open holds, usage listing, the store thread under two producers, the
+ * synced ack of admin balance changes, RocksDB write faults, and a kill -9 of
+ * a child process running the store thread under load. Every test works in
+ * its own mkdtemp directory, removed afterwards. */
+#include "ringway/store.h"
+
 #include "unit.h"
 
+#include <errno.h>
+#include <stdalign.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- Helpers ---- */
+
+static uint32_t test_random_next(uint32_t *seed) {
+    *seed = *seed * 1103515245u + 12345u;
+    return *seed >> 8;
+}
+
+static int test_remove_entry(const char *path, const struct stat *status, int type, struct FTW *walk) {
+    (void)status;
+    (void)type;
+    (void)walk;
+    return remove(path);
+}
+
+typedef struct test_dir {
+    char root[64];
+    char store_path[128];
+} test_dir_t;
+
+static void test_dir_make(test_dir_t *dir) {
+    snprintf(dir->root, sizeof dir->root, "/tmp/ringway-store-XXXXXX");
+    char *made = mkdtemp(dir->root);
+    RW_ASSERT(made != NULL);
+    snprintf(dir->store_path, sizeof dir->store_path, "%s/data/store", dir->root);
+}
+
+static void test_dir_remove(test_dir_t *dir) { nftw(dir->root, test_remove_entry, 16, FTW_DEPTH | FTW_PHYS); }
+
+static store_options_t test_options(void) {
+    store_options_t options;
+    memset(&options, 0, sizeof options);
+    options.users_max = 64;
+    options.keys_max = 128;
+    return options;
+}
+
+static bool test_open(store_t *store, const char *path, const store_options_t *options) {
+    char error[512];
+    if (store_open(store, path, options, error, sizeof error) != 0) {
+        fprintf(stderr, "  store_open: %s\n", error);
+        return false;
+    }
+    return true;
+}
+
+static bool test_load(store_t *store, store_load_result_t *result) {
+    char error[512];
+    if (store_load(store, NULL, NULL, result, error, sizeof error) != 0) {
+        fprintf(stderr, "  store_load: %s\n", error);
+        return false;
+    }
+    return true;
+}
+
+static uint64_t test_clock_ms(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
+}
+
+static int64_t test_wall_ms(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+static store_message_t test_user_create(uint64_t id, const char *email, int64_t balance_micros) {
+    store_message_t message;
+    memset(&message, 0, sizeof message);
+    message.kind = STORE_MESSAGE_USER_CREATE;
+    message.token = id;
+    store_user_record_t *user = &message.body.user_create;
+    user->id = id;
+    user->balance_micros = balance_micros;
+    user->created_ms = test_wall_ms();
+    snprintf(user->email, sizeof user->email, "%s", email);
+    snprintf(user->password_hash, sizeof user->password_hash, "$argon2id$v=19$m=65536,t=3,p=1$c2FsdA$aGFzaA");
+    return message;
+}
+
+static store_message_t test_key_create(uint64_t id, uint64_t user_id) {
+    store_message_t message;
+    memset(&message, 0, sizeof message);
+    message.kind = STORE_MESSAGE_KEY_CREATE;
+    message.token = 1000 + id;
+    store_key_record_t *key = &message.body.key_create;
+    key->id = id;
+    key->user_id = user_id;
+    for (int index = 0; index < 32; index++) key->hash[index] = (uint8_t)(id * 31 + (uint64_t)index);
+    key->spend_cap_micros = -1;
+    key->all_models = true;
+    key->created_ms = test_wall_ms();
+    snprintf(key->name, sizeof key->name, "key %llu", (unsigned long long)id);
+    snprintf(key->prefix, sizeof key->prefix, "sk-abcdefgh");
+    snprintf(key->last4, sizeof key->last4, "wxyz");
+    return message;
+}
+
+static store_message_t test_hold_open(const char *request_id, uint64_t user_id, uint64_t key_id, int64_t amount) {
+    store_message_t message;
+    memset(&message, 0, sizeof message);
+    message.kind = STORE_MESSAGE_HOLD_OPEN;
+    store_hold_record_t *hold = &message.body.hold_open;
+    snprintf(hold->request_id, sizeof hold->request_id, "%s", request_id);
+    hold->user_id = user_id;
+    hold->key_id = key_id;
+    hold->amount_micros = amount;
+    hold->created_ms = test_wall_ms();
+    snprintf(hold->model, sizeof hold->model, "gpt-test");
+    return message;
+}
+
+static store_message_t test_settle(const char *request_id, uint64_t user_id, uint64_t key_id, int64_t cost,
+                                   int64_t hold) {
+    store_message_t message;
+    memset(&message, 0, sizeof message);
+    message.kind = STORE_MESSAGE_SETTLE;
+    message.flags = STORE_MESSAGE_FLAG_ACK;
+    store_settle_t *settle = &message.body.settle;
+    snprintf(settle->usage.request_id, sizeof settle->usage.request_id, "%s", request_id);
+    settle->usage.user_id = user_id;
+    settle->usage.key_id = key_id;
+    snprintf(settle->usage.model, sizeof settle->usage.model, "gpt-test");
+    snprintf(settle->usage.upstream, sizeof settle->usage.upstream, "mock");
+    snprintf(settle->usage.status, sizeof settle->usage.status, "completed");
+    settle->usage.prompt_tokens = 10;
+    settle->usage.completion_tokens = 20;
+    settle->usage.cost_micros = cost;
+    settle->usage.latency_ms = 5;
+    settle->hold_micros = hold;
+    return message;
+}
+
+/* A store and its thread with `producers` producers, none bound. */
+typedef struct test_env {
+    test_dir_t dir;
+    store_t store;
+    store_thread_t thread;
+    bool running;
+} test_env_t;
+
+static bool test_env_start(test_env_t *env, const store_options_t *options, uint32_t producers,
+                           uint32_t sync_interval_ms) {
+    test_dir_make(&env->dir);
+    if (!test_open(&env->store, env->dir.store_path, options)) return false;
+    store_load_result_t result;
+    if (!test_load(&env->store, &result)) return false;
+    char error[256];
+    if (store_thread_create(&env->thread, &env->store, producers, 256, sync_interval_ms, error, sizeof error) != 0) {
+        fprintf(stderr, "  store_thread_create: %s\n", error);
+        return false;
+    }
+    if (store_thread_start(&env->thread) != 0) return false;
+    env->running = true;
+    return true;
+}
+
+static void test_env_stop(test_env_t *env) {
+    if (env->running) store_thread_stop(&env->thread);
+    env->running = false;
+    store_thread_destroy(&env->thread);
+}
+
+static void test_env_finish(test_env_t *env) {
+    test_env_stop(env);
+    store_close(&env->store);
+    test_dir_remove(&env->dir);
+}
+
+static int test_call(test_env_t *env, const store_message_t *message, store_ack_t *ack) {
+    int status = store_thread_call(&env->thread, 0, message, NULL, 10000, ack);
+    RW_ASSERT(status == 0);
+    return ack->status;
+}
+
+/* ---- Binary codecs ---- */
+
+/* Filled through a pointer: a struct returned by value may lose its zeroed
+ * padding, which the memcmp comparisons below look at. */
+static void test_sample_user(store_user_record_t *user) {
+    memset(user, 0, sizeof *user);
+    user->id = 42;
+    user->status = ACCOUNT_USER_SUSPENDED;
+    user->balance_micros = -5; /* any value round-trips */
+    user->created_ms = 1700000000123;
+    snprintf(user->email, sizeof user->email, "Alice@Example.com");
+    snprintf(user->password_hash, sizeof user->password_hash, "$argon2id$v=19$m=65536,t=3,p=4$salt$hash");
+}
+
+/* Filled through a pointer: a struct returned by value may lose its zeroed
+ * padding, which the memcmp comparisons below look at. */
+static void test_sample_key(store_key_record_t *key) {
+    memset(key, 0, sizeof *key);
+    key->id = 7;
+    key->user_id = 42;
+    for (int index = 0; index < 32; index++) key->hash[index] = (uint8_t)(255 - index);
+    key->status = ACCOUNT_KEY_DISABLED;
+    key->tier = 3;
+    key->expires_at_ms = 1800000000000;
+    key->spend_cap_micros = -1;
+    key->spent_micros = INT64_MAX;
+    key->created_ms = 1;
+    key->all_models = false;
+    snprintf(key->name, sizeof key->name, "ci key");
+    snprintf(key->prefix, sizeof key->prefix, "sk-12345678");
+    snprintf(key->last4, sizeof key->last4, "9abc");
+    snprintf(key->models, sizeof key->models, "gpt-4o,gpt-4o-mini");
+}
+
+/* Filled through a pointer: a struct returned by value may lose its zeroed
+ * padding, which the memcmp comparisons below look at. */
+static void test_sample_hold(store_hold_record_t *hold) {
+    memset(hold, 0, sizeof *hold);
+    snprintf(hold->request_id, sizeof hold->request_id, "req_00000000000001");
+    hold->user_id = 42;
+    hold->key_id = 7;
+    hold->amount_micros = 123456;
+    hold->created_ms = INT64_MIN;
+    snprintf(hold->model, sizeof hold->model, "gpt-4o");
+}
+
+typedef int (*test_encode_t)(const void *record, uint8_t *out, size_t capacity);
+typedef int (*test_decode_t)(const uint8_t *bytes, size_t length, void *record);
+
+/* Round trip, exact capacity, every truncation and one trailing byte refused,
+ * a wrong version refused, and a seeded mutation loop: a mutated record
+ * either fails to decode or re-encodes to exactly the mutated bytes. */
+static void test_binary_codec(const void *record, size_t record_size, test_encode_t encode, test_decode_t decode) {
+    uint8_t bytes[STORE_RECORD_BYTES_MAX + 1];
+    int length = encode(record, bytes, STORE_RECORD_BYTES_MAX);
+    CHECK(length > 2);
+    if (length <= 2) return;
+    alignas(16) uint8_t decoded[4096];
+    RW_ASSERT(record_size <= sizeof decoded);
+    CHECK_EQ_INT(decode(bytes, (size_t)length, decoded), 0);
+    CHECK(memcmp(decoded, record, record_size) == 0);
+
+    uint8_t exact[STORE_RECORD_BYTES_MAX];
+    CHECK_EQ_INT(encode(record, exact, (size_t)length), length);
+    CHECK_EQ_INT(encode(record, exact, (size_t)length - 1), -1);
+
+    for (int cut = 0; cut < length; cut++) CHECK_EQ_INT(decode(bytes, (size_t)cut, decoded), -1);
+    bytes[length] = 0;
+    CHECK_EQ_INT(decode(bytes, (size_t)length + 1, decoded), -1);
+    uint8_t saved = bytes[1];
+    bytes[1] = 2;
+    CHECK_EQ_INT(decode(bytes, (size_t)length, decoded), -1);
+    bytes[1] = saved;
+    saved = bytes[0];
+    bytes[0] = 'Z';
+    CHECK_EQ_INT(decode(bytes, (size_t)length, decoded), -1);
+    bytes[0] = saved;
+
+    uint32_t seed = 99;
+    uint8_t mutated[STORE_RECORD_BYTES_MAX + 8];
+    uint8_t again[STORE_RECORD_BYTES_MAX + 8];
+    int accepted = 0;
+    for (int iteration = 0; iteration < 4000; iteration++) {
+        memcpy(mutated, bytes, (size_t)length);
+        size_t mutated_length = (size_t)length;
+        int edits = 1 + (int)(test_random_next(&seed) % 4);
+        for (int edit = 0; edit < edits; edit++) {
+            uint32_t choice = test_random_next(&seed) % 10;
+            size_t position = test_random_next(&seed) % mutated_length;
+            if (choice < 7) {
+                mutated[position] = (uint8_t)test_random_next(&seed);
+            } else if (choice < 9 && mutated_length > 1) {
+                mutated_length = position; /* truncate */
+                if (mutated_length == 0) mutated_length = 1;
+            } else if (mutated_length < sizeof mutated) {
+                mutated[mutated_length++] = (uint8_t)test_random_next(&seed); /* extend */
+            }
+        }
+        if (decode(mutated, mutated_length, decoded) == 0) {
+            accepted++;
+            int again_length = encode(decoded, again, sizeof again);
+            CHECK_EQ_INT(again_length, (int)mutated_length);
+            if (again_length == (int)mutated_length) CHECK(memcmp(again, mutated, mutated_length) == 0);
+        }
+        if (unit_failures_in_test > 0) break;
+    }
+    CHECK(accepted > 0); /* value-byte mutations do decode */
+}
+
+static int test_user_encode(const void *record, uint8_t *out, size_t capacity) {
+    return store_user_encode(record, out, capacity);
+}
+static int test_user_decode(const uint8_t *bytes, size_t length, void *record) {
+    return store_user_decode(bytes, length, record);
+}
+static int test_key_encode(const void *record, uint8_t *out, size_t capacity) {
+    return store_key_encode(record, out, capacity);
+}
+static int test_key_decode(const uint8_t *bytes, size_t length, void *record) {
+    return store_key_decode(bytes, length, record);
+}
+static int test_hold_encode(const void *record, uint8_t *out, size_t capacity) {
+    return store_hold_encode(record, out, capacity);
+}
+static int test_hold_decode(const uint8_t *bytes, size_t length, void *record) {
+    return store_hold_decode(bytes, length, record);
+}
+
+static void test_codec_user(void) {
+    store_user_record_t user;
+    test_sample_user(&user);
+    test_binary_codec(&user, sizeof user, test_user_encode, test_user_decode);
+    /* Longest strings fit in STORE_RECORD_BYTES_MAX. */
+    memset(user.email, 'e', sizeof user.email - 1);
+    user.email[sizeof user.email - 1] = '\0';
+    memset(user.password_hash, 'p', sizeof user.password_hash - 1);
+    user.password_hash[sizeof user.password_hash - 1] = '\0';
+    test_binary_codec(&user, sizeof user, test_user_encode, test_user_decode);
+    /* A string longer than the destination is refused, not truncated. */
+    uint8_t bytes[STORE_RECORD_BYTES_MAX];
+    store_user_record_t sample;
+    test_sample_user(&sample);
+    int length = store_user_encode(&sample, bytes, sizeof bytes);
+    RW_ASSERT(length > 0);
+    size_t hash_length_at = (size_t)length - strlen(sample.password_hash) - 2;
+    bytes[hash_length_at] = (uint8_t)STORE_PASSWORD_HASH_BYTES;
+    bytes[hash_length_at + 1] = 0;
+    store_user_record_t decoded;
+    CHECK_EQ_INT(store_user_decode(bytes, (size_t)length, &decoded), -1);
+}
+
+static void test_codec_key(void) {
+    store_key_record_t key;
+    test_sample_key(&key);
+    test_binary_codec(&key, sizeof key, test_key_encode, test_key_decode);
+    memset(key.models, 'm', sizeof key.models - 1);
+    key.models[sizeof key.models - 1] = '\0';
+    memset(key.name, 'n', sizeof key.name - 1);
+    key.name[sizeof key.name - 1] = '\0';
+    test_binary_codec(&key, sizeof key, test_key_encode, test_key_decode);
+    /* all_models is a strict boolean. */
+    uint8_t bytes[STORE_RECORD_BYTES_MAX];
+    store_key_record_t sample;
+    test_sample_key(&sample);
+    int length = store_key_encode(&sample, bytes, sizeof bytes);
+    RW_ASSERT(length > 0);
+    size_t flag_at = 2 + 8 + 8 + 32 + 4 + 4 + 8 * 4;
+    CHECK_EQ_INT(bytes[flag_at], 0);
+    bytes[flag_at] = 2;
+    store_key_record_t decoded;
+    CHECK_EQ_INT(store_key_decode(bytes, (size_t)length, &decoded), -1);
+}
+
+static void test_codec_hold(void) {
+    store_hold_record_t hold;
+    test_sample_hold(&hold);
+    test_binary_codec(&hold, sizeof hold, test_hold_encode, test_hold_decode);
+    /* A NUL inside a string is refused. */
+    uint8_t bytes[STORE_RECORD_BYTES_MAX];
+    int length = store_hold_encode(&hold, bytes, sizeof bytes);
+    RW_ASSERT(length > 0);
+    bytes[length - 1] = '\0';
+    store_hold_record_t decoded;
+    CHECK_EQ_INT(store_hold_decode(bytes, (size_t)length, &decoded), -1);
+}
+
+/* ---- JSON codecs ---- */
+
+/* Filled through a pointer: a struct returned by value may lose its zeroed
+ * padding, which the memcmp comparisons below look at. */
+static void test_sample_usage(store_usage_record_t *usage) {
+    memset(usage, 0, sizeof *usage);
+    usage->id = 9;
+    snprintf(usage->request_id, sizeof usage->request_id, "req_01000000000002");
+    usage->key_id = 3;
+    usage->user_id = 4;
+    snprintf(usage->model, sizeof usage->model, "gpt-4o");
+    snprintf(usage->upstream, sizeof usage->upstream, "openai");
+    usage->prompt_tokens = 11;
+    usage->completion_tokens = 22;
+    usage->cached_tokens = 3;
+    usage->reasoning_tokens = 4;
+    usage->cost_micros = 1234;
+    snprintf(usage->status, sizeof usage->status, "completed");
+    usage->latency_ms = 250;
+    usage->created_ms = 1700000000000;
+    usage->estimated = true;
+    usage->capped = false;
+}
+
+static void test_codec_usage_exact(void) {
+    store_usage_record_t usage;
+    test_sample_usage(&usage);
+    char json[STORE_JSON_BYTES_MAX];
+    int length = store_usage_encode(&usage, json, sizeof json);
+    CHECK_EQ_BYTES(json, length,
+                   "{\"id\":9,\"request_id\":\"req_01000000000002\",\"key_id\":3,\"user_id\":4,"
+                   "\"model\":\"gpt-4o\",\"upstream\":\"openai\",\"prompt_tokens\":11,\"completion_tokens\":22,"
+                   "\"cached_tokens\":3,\"reasoning_tokens\":4,\"cost_micros\":1234,\"status\":\"completed\","
+                   "\"latency_ms\":250,\"created_ms\":1700000000000,\"estimated\":true,\"capped\":false}");
+    store_usage_record_t decoded;
+    CHECK_EQ_INT(store_usage_decode(json, (size_t)length, &decoded), 0);
+    CHECK(memcmp(&decoded, &usage, sizeof usage) == 0);
+    /* Too small a buffer: refused, never truncated. */
+    CHECK_EQ_INT(store_usage_encode(&usage, json, (size_t)length - 1), -1);
+    /* Every truncation is refused. */
+    for (int cut = 0; cut < length; cut++) CHECK_EQ_INT(store_usage_decode(json, (size_t)cut, &decoded), -1);
+}
+
+static void test_codec_usage_strings_and_extremes(void) {
+    store_usage_record_t usage;
+    test_sample_usage(&usage);
+    /* Whole fields cleared: the comparison below covers the bytes after the NUL. */
+    memset(usage.model, 0, sizeof usage.model);
+    memset(usage.status, 0, sizeof usage.status);
+    snprintf(usage.model, sizeof usage.model, "a\"b\\c\nd\te\x01 caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80");
+    snprintf(usage.status, sizeof usage.status, "\x7f/ok");
+    usage.cost_micros = INT64_MIN;
+    usage.created_ms = INT64_MAX;
+    usage.prompt_tokens = UINT64_MAX;
+    char json[STORE_JSON_BYTES_MAX];
+    int length = store_usage_encode(&usage, json, sizeof json - 1);
+    CHECK(length > 0);
+    json[length > 0 ? length : 0] = '\0'; /* for strstr */
+    CHECK(strstr(json, "\"model\":\"a\\\"b\\\\c\\nd\\te\\u0001 caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"") != NULL);
+    CHECK(strstr(json, "\"cost_micros\":-9223372036854775808") != NULL);
+    CHECK(strstr(json, "\"prompt_tokens\":18446744073709551615") != NULL);
+    store_usage_record_t decoded;
+    CHECK_EQ_INT(store_usage_decode(json, (size_t)length, &decoded), 0);
+    CHECK(memcmp(&decoded, &usage, sizeof usage) == 0);
+
+    /* Bytes that are not UTF-8 become U+FFFD (the output stays valid JSON). */
+    snprintf(usage.upstream, sizeof usage.upstream, "x\xff\xc3(\xed\xa0\x80y");
+    length = store_usage_encode(&usage, json, sizeof json - 1);
+    CHECK(length > 0);
+    json[length > 0 ? length : 0] = '\0';
+    CHECK(strstr(json, "\"upstream\":\"x\\ufffd\\ufffd(\\ufffd\\ufffd\\ufffdy\"") != NULL);
+    CHECK_EQ_INT(store_usage_decode(json, (size_t)length, &decoded), 0);
+    CHECK(strcmp(decoded.upstream, "x\xef\xbf\xbd\xef\xbf\xbd(\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbdy") == 0);
+
+    /* Every field at its longest, every byte escaped: fits. */
+    memset(usage.model, 1, sizeof usage.model - 1);
+    memset(usage.request_id, 2, sizeof usage.request_id - 1);
+    memset(usage.upstream, 3, sizeof usage.upstream - 1);
+    memset(usage.status, 4, sizeof usage.status - 1);
+    length = store_usage_encode(&usage, json, sizeof json);
+    CHECK(length > 0);
+    CHECK_EQ_INT(store_usage_decode(json, (size_t)length, &decoded), 0);
+    CHECK(memcmp(&decoded, &usage, sizeof usage) == 0);
+}
+
+static void test_codec_usage_decode_variants(void) {
+    store_usage_record_t decoded;
+    /* Members in any order, whitespace, unknown members ignored, missing ones zero. */
+    const char *reordered = " { \"user_id\" : 5 , \"extra\" : [1, {\"a\": null}], \"id\": 17, "
+                            "\"model\": \"m\\u00e9\", \"capped\": true } ";
+    CHECK_EQ_INT(store_usage_decode(reordered, strlen(reordered), &decoded), 0);
+    CHECK_EQ_INT(decoded.id, 17);
+    CHECK_EQ_INT(decoded.user_id, 5);
+    CHECK(strcmp(decoded.model, "m\xc3\xa9") == 0);
+    CHECK(decoded.capped);
+    CHECK(!decoded.estimated);
+    CHECK_EQ_INT(decoded.cost_micros, 0);
+
+    static const char *const refused[] = {
+        "",
+        "[]",
+        "{}",
+        "{\"user_id\":1}",                                   /* id missing */
+        "{\"id\":1}",                                        /* user_id missing */
+        "{\"id\":1,\"user_id\":1,\"id\":2}",                 /* repeated */
+        "{\"id\":\"1\",\"user_id\":1}",                      /* wrong type */
+        "{\"id\":1.5,\"user_id\":1}",                        /* not an integer */
+        "{\"id\":1e3,\"user_id\":1}",
+        "{\"id\":-1,\"user_id\":1}",                         /* negative unsigned */
+        "{\"id\":18446744073709551616,\"user_id\":1}",       /* overflow */
+        "{\"id\":1,\"user_id\":1,\"cost_micros\":9223372036854775808}",
+        "{\"id\":1,\"user_id\":1,\"model\":\"a\\u0000b\"}",  /* NUL inside */
+        "{\"id\":1,\"user_id\":1,\"estimated\":1}",
+        "{\"id\":1,\"user_id\":1,}",                         /* not JSON */
+        "{\"id\":1,\"user_id\":1} x",
+    };
+    for (size_t index = 0; index < RW_ARRAY_LENGTH(refused); index++) {
+        if (store_usage_decode(refused[index], strlen(refused[index]), &decoded) != -1) {
+            fprintf(stderr, "  accepted: %s\n", refused[index]);
+            CHECK(false);
+        }
+    }
+    /* A string longer than its field is refused. */
+    char json[STORE_JSON_BYTES_MAX];
+    char status[64];
+    memset(status, 's', sizeof status - 1);
+    status[sizeof status - 1] = '\0';
+    snprintf(json, sizeof json, "{\"id\":1,\"user_id\":1,\"status\":\"%s\"}", status);
+    CHECK_EQ_INT(store_usage_decode(json, strlen(json), &decoded), -1);
+    CHECK_EQ_INT(store_usage_decode(NULL, 0, &decoded), -1);
+}
+
+/* Seeded mutations of an encoded record: no crash, and whatever decodes
+ * re-encodes to something that decodes to the same record. */
+static void test_codec_usage_mutations(void) {
+    store_usage_record_t usage;
+    test_sample_usage(&usage);
+    char json[STORE_JSON_BYTES_MAX];
+    int length = store_usage_encode(&usage, json, sizeof json);
+    RW_ASSERT(length > 0);
+    uint32_t seed = 4242;
+    char mutated[STORE_JSON_BYTES_MAX];
+    char again[STORE_JSON_BYTES_MAX];
+    int accepted = 0;
+    for (int iteration = 0; iteration < 5000; iteration++) {
+        memcpy(mutated, json, (size_t)length);
+        size_t mutated_length = (size_t)length;
+        int edits = 1 + (int)(test_random_next(&seed) % 3);
+        for (int edit = 0; edit < edits; edit++) {
+            size_t position = test_random_next(&seed) % mutated_length;
+            uint32_t choice = test_random_next(&seed) % 4;
+            static const char alphabet[] = "{}[]\":,0123456789-.eEtruefalsn \\u";
+            if (choice == 0) {
+                mutated[position] = (char)test_random_next(&seed);
+            } else if (choice == 1) {
+                mutated[position] = alphabet[test_random_next(&seed) % (sizeof alphabet - 1)];
+            } else if (choice == 2 && mutated_length > 1) {
+                memmove(mutated + position, mutated + position + 1, mutated_length - position - 1);
+                mutated_length--;
+            } else if (mutated_length + 1 < sizeof mutated) {
+                memmove(mutated + position + 1, mutated + position, mutated_length - position);
+                mutated[position] = alphabet[test_random_next(&seed) % (sizeof alphabet - 1)];
+                mutated_length++;
+            }
+        }
+        store_usage_record_t decoded;
+        if (store_usage_decode(mutated, mutated_length, &decoded) != 0) continue;
+        accepted++;
+        int again_length = store_usage_encode(&decoded, again, sizeof again);
+        CHECK(again_length > 0);
+        store_usage_record_t twice;
+        CHECK_EQ_INT(store_usage_decode(again, (size_t)again_length, &twice), 0);
+        CHECK(memcmp(&twice, &decoded, sizeof twice) == 0);
+        if (unit_failures_in_test > 0) break;
+    }
+    CHECK(accepted > 0);
+}
+
+static void test_codec_audit(void) {
+    store_audit_record_t audit;
+    memset(&audit, 0, sizeof audit);
+    audit.id = 3;
+    audit.time_ms = 1700000000001;
+    snprintf(audit.admin, sizeof audit.admin, "sha256:0123abcd");
+    snprintf(audit.action, sizeof audit.action, "balance.top_up");
+    snprintf(audit.target, sizeof audit.target, "user:12");
+    snprintf(audit.details, sizeof audit.details, "{\"amount\":\"1.50\"}");
+    char json[STORE_JSON_BYTES_MAX];
+    int length = store_audit_encode(&audit, json, sizeof json);
+    CHECK_EQ_BYTES(json, length,
+                   "{\"id\":3,\"time_ms\":1700000000001,\"admin\":\"sha256:0123abcd\",\"action\":\"balance.top_up\","
+                   "\"target\":\"user:12\",\"details\":\"{\\\"amount\\\":\\\"1.50\\\"}\"}");
+    store_audit_record_t decoded;
+    CHECK_EQ_INT(store_audit_decode(json, (size_t)length, &decoded), 0);
+    CHECK(memcmp(&decoded, &audit, sizeof audit) == 0);
+    for (int cut = 0; cut < length; cut++) CHECK_EQ_INT(store_audit_decode(json, (size_t)cut, &decoded), -1);
+    const char *no_time = "{\"id\":1}";
+    CHECK_EQ_INT(store_audit_decode(no_time, strlen(no_time), &decoded), -1);
+    /* Longest fields, all escaped. */
+    memset(audit.details, 0x1f, sizeof audit.details - 1);
+    memset(audit.target, '"', sizeof audit.target - 1);
+    length = store_audit_encode(&audit, json, sizeof json);
+    CHECK(length > 0);
+    CHECK_EQ_INT(store_audit_decode(json, (size_t)length, &decoded), 0);
+    CHECK(memcmp(&decoded, &audit, sizeof audit) == 0);
+}
+
+/* ---- Open and load ---- */
+
+typedef struct test_loaded {
+    uint64_t user_ids[16];
+    int64_t balances[16];
+    uint32_t users;
+    uint64_t key_ids[16];
+    uint64_t key_users[16];
+    uint32_t keys;
+    bool keys_before_users;
+    int refuse_user; /* refuse this user id (0: none) */
+} test_loaded_t;
+
+static int test_on_user(void *context, const store_user_record_t *user) {
+    test_loaded_t *loaded = context;
+    if (loaded->keys > 0) loaded->keys_before_users = true;
+    if (user->id == (uint64_t)loaded->refuse_user) return -1;
+    if (loaded->users < 16) {
+        loaded->user_ids[loaded->users] = user->id;
+        loaded->balances[loaded->users] = user->balance_micros;
+    }
+    loaded->users++;
+    return 0;
+}
+
+static int test_on_key(void *context, const store_key_record_t *key) {
+    test_loaded_t *loaded = context;
+    if (loaded->keys < 16) {
+        loaded->key_ids[loaded->keys] = key->id;
+        loaded->key_users[loaded->keys] = key->user_id;
+    }
+    loaded->keys++;
+    return 0;
+}
+
+static void test_open_and_load(void) {
+    test_env_t env;
+    memset(&env, 0, sizeof env);
+    store_options_t options = test_options();
+    CHECK(test_env_start(&env, &options, 1, 10));
+    CHECK_EQ_INT(env.store.next_user_id, 1);
+    CHECK_EQ_INT(env.store.next_usage_id, 1);
+    uint8_t schema[8];
+    CHECK_EQ_INT(store_meta_get(&env.store, "schema", schema, sizeof schema), 1);
+    CHECK(schema[0] == '1');
+
+    store_ack_t ack;
+    /* Created out of order: loading follows id order. */
+    store_message_t message = test_user_create(3, "carol@example.com", 300);
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    message = test_user_create(1, "alice@example.com", 100);
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    CHECK_EQ_INT(ack.id, 1);
+    CHECK_EQ_INT(ack.balance_micros, 100);
+    message = test_key_create(2, 3);
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    message = test_key_create(1, 1);
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    message = test_key_create(5, 2); /* user 2 does not exist */
+    CHECK_EQ_INT(test_call(&env, &message, &ack), -ENOENT);
+    message = test_key_create(1, 1); /* id taken */
+    CHECK_EQ_INT(test_call(&env, &message, &ack), -EEXIST);
+    message = test_user_create(65, "big@example.com", 0); /* beyond users_max */
+    CHECK_EQ_INT(test_call(&env, &message, &ack), -EINVAL);
+    test_env_stop(&env);
+    store_close(&env.store);
+
+    CHECK(test_open(&env.store, env.dir.store_path, &options));
+    CHECK_EQ_INT(env.store.next_user_id, 4);
+    CHECK_EQ_INT(env.store.next_key_id, 3);
+    test_loaded_t loaded;
+    memset(&loaded, 0, sizeof loaded);
+    store_load_callbacks_t callbacks = {test_on_user, test_on_key};
+    store_load_result_t result;
+    char error[256];
+    CHECK_EQ_INT(store_load(&env.store, &callbacks, &loaded, &result, error, sizeof error), 0);
+    CHECK_EQ_INT(loaded.users, 2);
+    CHECK_EQ_INT(loaded.user_ids[0], 1);
+    CHECK_EQ_INT(loaded.user_ids[1], 3);
+    CHECK_EQ_INT(loaded.balances[0], 100);
+    CHECK_EQ_INT(loaded.balances[1], 300);
+    CHECK_EQ_INT(loaded.keys, 2);
+    CHECK_EQ_INT(loaded.key_ids[0], 1);
+    CHECK_EQ_INT(loaded.key_users[0], 1);
+    CHECK_EQ_INT(loaded.key_ids[1], 2);
+    CHECK_EQ_INT(loaded.key_users[1], 3);
+    CHECK(!loaded.keys_before_users);
+    CHECK_EQ_INT(result.users, 2);
+    CHECK_EQ_INT(result.keys, 2);
+    CHECK_EQ_INT(result.user_id_max, 3);
+    CHECK_EQ_INT(result.key_id_max, 2);
+    CHECK_EQ_INT(result.next_user_id, 4);
+    CHECK_EQ_INT(result.next_key_id, 3);
+    CHECK_EQ_INT(result.holds_released + result.holds_settled, 0);
+    CHECK_EQ_INT(env.store.user_balance_micros[2], 300);
+
+    /* A refusing callback fails the load. */
+    loaded.refuse_user = 3;
+    CHECK_EQ_INT(store_load(&env.store, &callbacks, &loaded, &result, error, sizeof error), -1);
+    CHECK(strstr(error, "user 3") != NULL);
+
+    /* Reads for the control thread. */
+    store_user_record_t user;
+    CHECK_EQ_INT(store_user_get_by_email(&env.store, "ALICE@Example.COM", &user), 0);
+    CHECK_EQ_INT(user.id, 1);
+    CHECK(strncmp(user.password_hash, "$argon2id$", 10) == 0);
+    CHECK_EQ_INT(store_user_get_by_email(&env.store, "nobody@example.com", &user), -ENOENT);
+    CHECK_EQ_INT(store_user_get(&env.store, 2, &user), -ENOENT);
+    store_key_record_t key;
+    CHECK_EQ_INT(store_key_get(&env.store, 2, &key), 0);
+    CHECK_EQ_INT(key.user_id, 3);
+    CHECK(strcmp(key.name, "key 2") == 0);
+    store_close(&env.store);
+
+    /* Too few slots for what is stored: the load says so. */
+    store_options_t small = options;
+    small.users_max = 2;
+    CHECK(test_open(&env.store, env.dir.store_path, &small));
+    CHECK_EQ_INT(store_load(&env.store, NULL, NULL, &result, error, sizeof error), -1);
+    CHECK(strstr(error, "users_max") != NULL);
+    store_close(&env.store);
+    store_close(&env.store); /* idempotent */
+    test_dir_remove(&env.dir);
+}
+
+static void test_user_email_and_updates(void) {
+    test_env_t env;
+    memset(&env, 0, sizeof env);
+    store_options_t options = test_options();
+    CHECK(test_env_start(&env, &options, 1, 10));
+    store_ack_t ack;
+    store_message_t message = test_user_create(1, "Bob@Example.com", 0);
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    message = test_user_create(2, "bob@EXAMPLE.com", 0); /* same email, other case */
+    CHECK_EQ_INT(test_call(&env, &message, &ack), -EEXIST);
+    message = test_user_create(1, "other@example.com", 0); /* same id */
+    CHECK_EQ_INT(test_call(&env, &message, &ack), -EEXIST);
+
+    memset(&message, 0, sizeof message);
+    message.kind = STORE_MESSAGE_USER_UPDATE;
+    message.body.user_update.user_id = 1;
+    message.body.user_update.fields = STORE_USER_FIELD_STATUS;
+    message.body.user_update.status = ACCOUNT_USER_SUSPENDED;
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    message.body.user_update.user_id = 9;
+    CHECK_EQ_INT(test_call(&env, &message, &ack), -ENOENT);
+    store_user_record_t user;
+    CHECK_EQ_INT(store_user_get(&env.store, 1, &user), 0);
+    CHECK_EQ_INT(user.status, ACCOUNT_USER_SUSPENDED);
+    CHECK(strcmp(user.email, "Bob@Example.com") == 0);
+
+    message = test_key_create(1, 1);
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    memset(&message, 0, sizeof message);
+    message.kind = STORE_MESSAGE_KEY_UPDATE;
+    store_key_update_t *update = &message.body.key_update;
+    update->key_id = 1;
+    update->fields = STORE_KEY_FIELD_STATUS | STORE_KEY_FIELD_MODELS | STORE_KEY_FIELD_TIER;
+    update->status = ACCOUNT_KEY_DISABLED;
+    update->all_models = false;
+    snprintf(update->models, sizeof update->models, "gpt-4o-mini");
+    update->tier = 2;
+    update->expires_at_ms = 77; /* not in fields: ignored */
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    store_key_record_t key;
+    CHECK_EQ_INT(store_key_get(&env.store, 1, &key), 0);
+    CHECK_EQ_INT(key.status, ACCOUNT_KEY_DISABLED);
+    CHECK(!key.all_models);
+    CHECK(strcmp(key.models, "gpt-4o-mini") == 0);
+    CHECK_EQ_INT(key.tier, 2);
+    CHECK_EQ_INT(key.expires_at_ms, 0);
+    CHECK(strcmp(key.name, "key 1") == 0);
+
+    /* Meta values. */
+    const uint8_t secret[] = "0123456789abcdef0123456789abcdef";
+    CHECK_EQ_INT(store_meta_put(&env.store, "jwt_secret", secret, 32), 0);
+    uint8_t read_back[8];
+    CHECK_EQ_INT(store_meta_get(&env.store, "jwt_secret", read_back, sizeof read_back), 32);
+    CHECK(memcmp(read_back, secret, sizeof read_back) == 0);
+    CHECK_EQ_INT(store_meta_get(&env.store, "missing", read_back, sizeof read_back), -ENOENT);
+    test_env_finish(&env);
+}
+
+/* ---- Settlement ---- */
+
+static void test_settlement_atomic(void) {
+    test_env_t env;
+    memset(&env, 0, sizeof env);
+    store_options_t options = test_options();
+    /* Write 6 (the second settlement below) fails. */
+    options.fault_write_fail_at = 6;
+    /* No group commit during the test: every counted write is a message. */
+    CHECK(test_env_start(&env, &options, 1, 60000));
+    store_ack_t ack;
+    store_message_t message = test_user_create(1, "a@example.com", 1000000); /* write 1 */
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    message = test_key_create(1, 1); /* write 2 */
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+
+    message = test_hold_open("req_a", 1, 1, 5000); /* write 3 */
+    message.flags = STORE_MESSAGE_FLAG_ACK;
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    store_hold_record_t hold;
+    CHECK_EQ_INT(store_hold_get(&env.store, "req_a", &hold), 0);
+    CHECK_EQ_INT(hold.amount_micros, 5000);
+    CHECK_EQ_INT(hold.key_id, 1);
+
+    message = test_settle("req_a", 1, 1, 1234, 5000); /* write 4 */
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    CHECK_EQ_INT(ack.id, 1);
+    CHECK_EQ_INT(ack.balance_micros, 1000000 - 1234);
+    CHECK_EQ_INT(ack.spent_micros, 1234);
+    /* Record, indexes, balance, spent and the hold's deletion, together. */
+    store_usage_record_t usage;
+    CHECK_EQ_INT(store_usage_get_by_request(&env.store, "req_a", &usage), 0);
+    CHECK_EQ_INT(usage.cost_micros, 1234);
+    CHECK_EQ_INT(usage.id, 1);
+    CHECK(usage.created_ms > 0);
+    store_user_record_t user;
+    CHECK_EQ_INT(store_user_get(&env.store, 1, &user), 0);
+    CHECK_EQ_INT(user.balance_micros, 1000000 - 1234);
+    store_key_record_t key;
+    CHECK_EQ_INT(store_key_get(&env.store, 1, &key), 0);
+    CHECK_EQ_INT(key.spent_micros, 1234);
+    CHECK_EQ_INT(store_hold_get(&env.store, "req_a", &hold), -ENOENT);
+
+    /* The failing write: nothing of the batch is visible, nothing changed
+     * in memory, the ack says -EIO, and the thread carries on. */
+    message = test_hold_open("req_b", 1, 1, 9000); /* write 5 */
+    message.flags = STORE_MESSAGE_FLAG_ACK;
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    message = test_settle("req_b", 1, 1, 4321, 9000); /* write 6: fails */
+    CHECK_EQ_INT(test_call(&env, &message, &ack), -EIO);
+    CHECK_EQ_INT(store_usage_get_by_request(&env.store, "req_b", &usage), -ENOENT);
+    CHECK_EQ_INT(store_hold_get(&env.store, "req_b", &hold), 0);
+    CHECK_EQ_INT(store_user_get(&env.store, 1, &user), 0);
+    CHECK_EQ_INT(user.balance_micros, 1000000 - 1234);
+    CHECK_EQ_INT(env.store.user_balance_micros[0], 1000000 - 1234);
+    CHECK_EQ_INT(env.store.key_spent_micros[0], 1234);
+    CHECK_EQ_INT(env.thread.write_errors, 1);
+
+    message = test_settle("req_b", 1, 1, 4321, 9000); /* write 7: the retry succeeds */
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    CHECK_EQ_INT(ack.id, 2); /* the failed write used no usage id */
+    CHECK_EQ_INT(ack.balance_micros, 1000000 - 1234 - 4321);
+    CHECK_EQ_INT(store_hold_get(&env.store, "req_b", &hold), -ENOENT);
+
+    /* Refusals: cost above the hold, unknown user or key. Nothing written. */
+    message = test_settle("req_c", 1, 1, 10, 9);
+    CHECK_EQ_INT(test_call(&env, &message, &ack), -EINVAL);
+    message = test_settle("req_c", 7, 0, 1, 9);
+    CHECK_EQ_INT(test_call(&env, &message, &ack), -ENOENT);
+    message = test_settle("req_c", 1, 9, 1, 9);
+    CHECK_EQ_INT(test_call(&env, &message, &ack), -ENOENT);
+    /* A settlement without a key touches no key. */
+    message = test_settle("req_d", 1, 0, 5, 9);
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    CHECK_EQ_INT(env.store.key_spent_micros[0], 1234 + 4321);
+    /* A hold released without charge. */
+    message = test_hold_open("req_e", 1, 1, 100);
+    message.flags = STORE_MESSAGE_FLAG_ACK;
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    memset(&message, 0, sizeof message);
+    message.kind = STORE_MESSAGE_HOLD_RELEASE;
+    snprintf(message.body.hold_release.request_id, sizeof message.body.hold_release.request_id, "req_e");
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    CHECK_EQ_INT(store_hold_get(&env.store, "req_e", &hold), -ENOENT);
+    test_env_finish(&env);
+}
+
+/* ---- Restart resolution of open holds ---- */
+
+typedef struct test_audit_seen {
+    char actions[8][STORE_AUDIT_ACTION_BYTES];
+    char details[8][STORE_AUDIT_DETAILS_BYTES];
+    uint64_t ids[8];
+    int count;
+} test_audit_seen_t;
+
+static int test_on_audit(void *context, const store_audit_record_t *record, const char *json, size_t length) {
+    test_audit_seen_t *seen = context;
+    store_audit_record_t decoded;
+    if (store_audit_decode(json, length, &decoded) != 0 || decoded.id != record->id) return -1;
+    if (seen->count < 8) {
+        snprintf(seen->actions[seen->count], sizeof seen->actions[0], "%s", record->action);
+        snprintf(seen->details[seen->count], sizeof seen->details[0], "%s", record->details);
+        seen->ids[seen->count] = record->id;
+    }
+    seen->count++;
+    return 0;
+}
+
+static void test_restart_resolves_holds(void) {
+    test_env_t env;
+    memset(&env, 0, sizeof env);
+    store_options_t options = test_options();
+    CHECK(test_env_start(&env, &options, 1, 10));
+    store_ack_t ack;
+    store_message_t message = test_user_create(1, "a@example.com", 50000);
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    message = test_user_create(2, "b@example.com", 50000);
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    message = test_key_create(1, 1);
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+
+    /* req_settled: its usage record exists (the hold is re-put with an
+     * earlier time, as if the settlement had been the last write before a
+     * crash that somehow left the hold). */
+    message = test_settle("req_settled", 1, 1, 700, 1000);
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    store_usage_record_t usage;
+    CHECK_EQ_INT(store_usage_get_by_request(&env.store, "req_settled", &usage), 0);
+    message = test_hold_open("req_settled", 1, 1, 1000);
+    message.body.hold_open.created_ms = usage.created_ms - 5;
+    message.flags = STORE_MESSAGE_FLAG_ACK;
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    /* req_open: no usage record. */
+    message = test_hold_open("req_open", 1, 1, 2000);
+    message.flags = STORE_MESSAGE_FLAG_ACK;
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    /* req_reused: a usage record of another user under the same request id
+     * (request ids restart with the process): not this hold's. */
+    message = test_settle("req_reused", 2, 0, 300, 1000);
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    message = test_hold_open("req_reused", 1, 1, 3000);
+    message.flags = STORE_MESSAGE_FLAG_ACK;
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    test_env_stop(&env);
+    int64_t balance_before = env.store.user_balance_micros[0];
+    CHECK_EQ_INT(balance_before, 50000 - 700);
+    store_close(&env.store);
+
+    CHECK(test_open(&env.store, env.dir.store_path, &options));
+    store_load_result_t result;
+    CHECK(test_load(&env.store, &result));
+    CHECK_EQ_INT(result.holds_settled, 1);
+    CHECK_EQ_INT(result.holds_released, 2);
+    store_hold_record_t hold;
+    CHECK_EQ_INT(store_hold_get(&env.store, "req_settled", &hold), -ENOENT);
+    CHECK_EQ_INT(store_hold_get(&env.store, "req_open", &hold), -ENOENT);
+    CHECK_EQ_INT(store_hold_get(&env.store, "req_reused", &hold), -ENOENT);
+    /* Holds are never in the persisted balance: nothing to give back. */
+    CHECK_EQ_INT(env.store.user_balance_micros[0], balance_before);
+    store_user_record_t user;
+    CHECK_EQ_INT(store_user_get(&env.store, 1, &user), 0);
+    CHECK_EQ_INT(user.balance_micros, balance_before);
+
+    test_audit_seen_t seen;
+    memset(&seen, 0, sizeof seen);
+    CHECK_EQ_INT(store_audit_list(&env.store, 0, test_on_audit, &seen), 3);
+    int settled = 0;
+    int released = 0;
+    for (int index = 0; index < 3; index++) {
+        if (strcmp(seen.actions[index], "hold.settled_at_restart") == 0) {
+            settled++;
+            CHECK(strstr(seen.details[index], "req_settled") != NULL);
+        }
+        if (strcmp(seen.actions[index], "hold.released_at_restart") == 0) released++;
+    }
+    CHECK_EQ_INT(settled, 1);
+    CHECK_EQ_INT(released, 2);
+    CHECK(seen.ids[0] > seen.ids[1] && seen.ids[1] > seen.ids[2]); /* newest first */
+    memset(&seen, 0, sizeof seen);
+    CHECK_EQ_INT(store_audit_list(&env.store, 2, test_on_audit, &seen), 2);
+    CHECK_EQ_INT(result.next_audit_id, 4);
+
+    /* A second restart finds nothing left to resolve. */
+    store_close(&env.store);
+    CHECK(test_open(&env.store, env.dir.store_path, &options));
+    CHECK(test_load(&env.store, &result));
+    CHECK_EQ_INT(result.holds_settled + result.holds_released, 0);
+    CHECK_EQ_INT(env.store.next_audit_id, 4);
+    store_close(&env.store);
+    test_dir_remove(&env.dir);
+}
+
+/* ---- Usage listing ---- */
+
+typedef struct test_usage_seen {
+    uint64_t ids[64];
+    uint64_t users[64];
+    uint64_t keys[64];
+    int64_t created[64];
+    int count;
+    int stop_after; /* 0: never */
+} test_usage_seen_t;
+
+static int test_on_usage(void *context, const store_usage_record_t *record, const char *json, size_t length) {
+    test_usage_seen_t *seen = context;
+    store_usage_record_t decoded;
+    if (store_usage_decode(json, length, &decoded) != 0 || memcmp(&decoded, record, sizeof decoded) != 0) return -1;
+    if (seen->count < 64) {
+        seen->ids[seen->count] = record->id;
+        seen->users[seen->count] = record->user_id;
+        seen->keys[seen->count] = record->key_id;
+        seen->created[seen->count] = record->created_ms;
+    }
+    seen->count++;
+    return seen->stop_after != 0 && seen->count >= seen->stop_after ? 1 : 0;
+}
+
+static void test_usage_listing(void) {
+    test_env_t env;
+    memset(&env, 0, sizeof env);
+    store_options_t options = test_options();
+    CHECK(test_env_start(&env, &options, 1, 10));
+    store_ack_t ack;
+    store_message_t message = test_user_create(1, "a@example.com", 1000000);
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    message = test_user_create(2, "b@example.com", 1000000);
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    message = test_key_create(1, 1);
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    message = test_key_create(2, 1);
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    message = test_key_create(3, 2);
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    /* 30 settlements: usage id i goes to user 1 (keys 1, 2 alternating) when
+     * i % 3 != 0, else user 2 (key 3); a few milliseconds apart. */
+    for (int index = 1; index <= 30; index++) {
+        char request_id[32];
+        snprintf(request_id, sizeof request_id, "req_list_%d", index);
+        uint64_t user = index % 3 == 0 ? 2 : 1;
+        uint64_t key = user == 2 ? 3 : (uint64_t)(index % 2 + 1);
+        message = test_settle(request_id, user, key, index, 100);
+        CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+        CHECK_EQ_INT(ack.id, index);
+        struct timespec pause = {0, 2000000};
+        nanosleep(&pause, NULL);
+    }
+
+    test_usage_seen_t seen;
+    memset(&seen, 0, sizeof seen);
+    store_usage_query_t query = {0};
+    CHECK_EQ_INT(store_usage_list(&env.store, &query, test_on_usage, &seen), 30);
+    for (int index = 0; index < 30; index++) CHECK_EQ_INT(seen.ids[index], 30 - index); /* newest first */
+    for (int index = 1; index < 30; index++) CHECK(seen.created[index] <= seen.created[index - 1]);
+    int64_t created_by_id[31];
+    for (int index = 0; index < 30; index++) created_by_id[seen.ids[index]] = seen.created[index];
+
+    memset(&seen, 0, sizeof seen);
+    query.user_id = 1;
+    query.limit = 5;
+    CHECK_EQ_INT(store_usage_list(&env.store, &query, test_on_usage, &seen), 5);
+    static const uint64_t user1_newest[5] = {29, 28, 26, 25, 23};
+    for (int index = 0; index < 5; index++) {
+        CHECK_EQ_INT(seen.ids[index], user1_newest[index]);
+        CHECK_EQ_INT(seen.users[index], 1);
+    }
+
+    memset(&seen, 0, sizeof seen);
+    memset(&query, 0, sizeof query);
+    query.key_id = 2; /* user 1's odd usage ids not divisible by 3 */
+    CHECK_EQ_INT(store_usage_list(&env.store, &query, test_on_usage, &seen), 10);
+    for (int index = 0; index < seen.count && index < 64; index++) {
+        CHECK_EQ_INT(seen.keys[index], 2);
+        CHECK(seen.ids[index] % 2 == 1 && seen.ids[index] % 3 != 0);
+        if (index > 0) CHECK(seen.ids[index] < seen.ids[index - 1]);
+    }
+    query.key_id = 99;
+    CHECK_EQ_INT(store_usage_list(&env.store, &query, test_on_usage, &seen), -ENOENT);
+
+    /* Time range [created of id 10, created of id 20): ids 10..19 at least
+     * (records sharing a millisecond with id 20 are excluded with it). */
+    memset(&seen, 0, sizeof seen);
+    memset(&query, 0, sizeof query);
+    query.from_ms = created_by_id[10];
+    query.to_ms = created_by_id[20];
+    int count = store_usage_list(&env.store, &query, test_on_usage, &seen);
+    int expected = 0;
+    for (int id = 1; id <= 30; id++) {
+        if (created_by_id[id] >= query.from_ms && created_by_id[id] < query.to_ms) expected++;
+    }
+    CHECK_EQ_INT(count, expected);
+    CHECK(count >= 5);
+    for (int index = 0; index < seen.count && index < 64; index++) {
+        CHECK(seen.created[index] >= query.from_ms && seen.created[index] < query.to_ms);
+    }
+    /* Same range for user 2 only. */
+    memset(&seen, 0, sizeof seen);
+    query.user_id = 2;
+    count = store_usage_list(&env.store, &query, test_on_usage, &seen);
+    for (int index = 0; index < seen.count && index < 64; index++) CHECK_EQ_INT(seen.users[index], 2);
+    CHECK(count >= 1 && count <= expected);
+
+    /* The visitor may stop early. */
+    memset(&seen, 0, sizeof seen);
+    memset(&query, 0, sizeof query);
+    seen.stop_after = 3;
+    CHECK_EQ_INT(store_usage_list(&env.store, &query, test_on_usage, &seen), 3);
+    test_env_finish(&env);
+}
+
+/* ---- Sync acks and balance changes ---- */
+
+static void test_balance_adjust_sync(void) {
+    test_env_t env;
+    memset(&env, 0, sizeof env);
+    store_options_t options = test_options();
+    test_dir_make(&env.dir);
+    CHECK(test_open(&env.store, env.dir.store_path, &options));
+    store_load_result_t result;
+    CHECK(test_load(&env.store, &result));
+    char error[256];
+    /* A long sync interval: only the SYNC flag can explain a sync. */
+    CHECK_EQ_INT(store_thread_create(&env.thread, &env.store, 1, 16, 60000, error, sizeof error), 0);
+    CHECK_EQ_INT(store_thread_start(&env.thread), 0);
+    env.running = true;
+
+    store_ack_t ack;
+    store_message_t message = test_user_create(1, "a@example.com", 100);
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    CHECK_EQ_INT(env.thread.syncs, 0);
+
+    memset(&message, 0, sizeof message);
+    message.kind = STORE_MESSAGE_BALANCE_ADJUST;
+    message.flags = STORE_MESSAGE_FLAG_SYNC;
+    message.token = 77;
+    message.body.balance_adjust.user_id = 1;
+    message.body.balance_adjust.delta_micros = 1500000;
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    CHECK_EQ_INT(ack.token, 77);
+    CHECK_EQ_INT(ack.kind, STORE_MESSAGE_BALANCE_ADJUST);
+    CHECK_EQ_INT(ack.balance_micros, 1500100);
+    CHECK_EQ_INT(env.thread.syncs, 1); /* acked after the synced write */
+    store_user_record_t user;
+    CHECK_EQ_INT(store_user_get(&env.store, 1, &user), 0);
+    CHECK_EQ_INT(user.balance_micros, 1500100);
+
+    /* Deduct to exactly zero, then below zero is refused. */
+    message.body.balance_adjust.delta_micros = -1500100;
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    CHECK_EQ_INT(ack.balance_micros, 0);
+    message.body.balance_adjust.delta_micros = -1;
+    CHECK_EQ_INT(test_call(&env, &message, &ack), -ERANGE);
+    CHECK_EQ_INT(ack.balance_micros, 0);
+    message.body.balance_adjust.delta_micros = INT64_MAX;
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    message.body.balance_adjust.delta_micros = 1; /* overflow */
+    CHECK_EQ_INT(test_call(&env, &message, &ack), -ERANGE);
+    message.body.balance_adjust.user_id = 5;
+    CHECK_EQ_INT(test_call(&env, &message, &ack), -ENOENT);
+    CHECK_EQ_INT(env.store.user_balance_micros[0], INT64_MAX);
+
+    /* Audit entries get increasing ids and the store's time. */
+    memset(&message, 0, sizeof message);
+    message.kind = STORE_MESSAGE_AUDIT;
+    snprintf(message.body.audit.admin, sizeof message.body.audit.admin, "sha256:abcd");
+    snprintf(message.body.audit.action, sizeof message.body.audit.action, "balance.top_up");
+    snprintf(message.body.audit.target, sizeof message.body.audit.target, "user:1");
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    CHECK_EQ_INT(ack.id, 1);
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    CHECK_EQ_INT(ack.id, 2);
+    test_audit_seen_t seen;
+    memset(&seen, 0, sizeof seen);
+    CHECK_EQ_INT(store_audit_list(&env.store, 0, test_on_audit, &seen), 2);
+    CHECK(strcmp(seen.actions[0], "balance.top_up") == 0);
+    test_env_finish(&env);
+}
+
+/* Faults in group-commit syncs are logged and retried; the thread lives. */
+static void test_write_faults(void) {
+    test_env_t env;
+    memset(&env, 0, sizeof env);
+    store_options_t options = test_options();
+    options.fault_write_fail_at = 3;
+    options.fault_write_fail_count = 4; /* writes 3..6 fail, whatever they are */
+    CHECK(test_env_start(&env, &options, 1, 10));
+    store_ack_t ack;
+    store_message_t message = test_user_create(1, "a@example.com", 1000);
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    message = test_key_create(1, 1);
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    int failures = 0;
+    int successes = 0;
+    for (int index = 0; index < 8; index++) {
+        char request_id[32];
+        snprintf(request_id, sizeof request_id, "req_fault_%d", index);
+        message = test_settle(request_id, 1, 1, 10, 10);
+        int status = test_call(&env, &message, &ack);
+        CHECK(status == 0 || status == -EIO);
+        if (status == 0) successes++;
+        if (status == -EIO) failures++;
+        struct timespec pause = {0, 15000000}; /* let a group commit happen in between */
+        nanosleep(&pause, NULL);
+    }
+    CHECK(failures >= 1 && failures <= 4);
+    CHECK(successes >= 4);
+    CHECK_EQ_INT(env.store.user_balance_micros[0], 1000 - 10 * successes);
+    test_env_stop(&env);
+    CHECK(env.thread.write_errors == 4); /* settlements and syncs together */
+    store_close(&env.store);
+    /* The durable state agrees with what was acknowledged. */
+    options.fault_write_fail_at = 0;
+    CHECK(test_open(&env.store, env.dir.store_path, &options));
+    store_load_result_t result;
+    CHECK(test_load(&env.store, &result));
+    CHECK_EQ_INT(env.store.user_balance_micros[0], 1000 - 10 * successes);
+    test_usage_seen_t seen;
+    memset(&seen, 0, sizeof seen);
+    store_usage_query_t query = {0};
+    CHECK_EQ_INT(store_usage_list(&env.store, &query, test_on_usage, &seen), successes);
+    store_close(&env.store);
+    test_dir_remove(&env.dir);
+}
+
+/* ---- Two producers on their own rings ---- */
+
+enum { TEST_PRODUCER_SETTLEMENTS = 10000 };
+
+typedef struct test_producer {
+    store_thread_t *thread;
+    uint32_t index;
+    uint64_t key_id;
+    uint32_t seed;
+    int64_t cost_sum;
+    uint64_t acked;
+    uint64_t errors;
+    uint64_t doorbells_received;
+    loop_operation_t mailbox;
+    struct io_uring ring;
+    _Atomic int ring_fd;
+    _Atomic bool go;
+} test_producer_t;
+
+static void *test_producer_main(void *argument) {
+    test_producer_t *producer = argument;
+    if (io_uring_queue_init(16, &producer->ring, 0) != 0) {
+        atomic_store(&producer->ring_fd, -2);
+        return NULL;
+    }
+    atomic_store(&producer->ring_fd, producer->ring.ring_fd);
+    while (!atomic_load(&producer->go)) {
+        struct timespec pause = {0, 100000};
+        nanosleep(&pause, NULL);
+    }
+    uint64_t sent = 0;
+    uint64_t deadline_ms = test_clock_ms() + 120000;
+    while (producer->acked < TEST_PRODUCER_SETTLEMENTS && test_clock_ms() < deadline_ms) {
+        while (sent < TEST_PRODUCER_SETTLEMENTS) {
+            char request_id[32];
+            snprintf(request_id, sizeof request_id, "req_%02u%012llu", producer->index, (unsigned long long)sent);
+            int64_t hold = 1000 + (int64_t)(test_random_next(&producer->seed) % 1000);
+            int64_t cost = (int64_t)(test_random_next(&producer->seed) % (uint32_t)(hold + 1));
+            store_message_t message = test_settle(request_id, 1, producer->key_id, cost, hold);
+            message.token = sent;
+            if (!store_thread_submit(producer->thread, producer->index, &message, &producer->ring)) break;
+            producer->cost_sum += cost;
+            sent++;
+        }
+        io_uring_submit(&producer->ring);
+        store_ack_t ack;
+        bool any = false;
+        while (store_thread_reply_pop(producer->thread, producer->index, &ack)) {
+            any = true;
+            if (ack.status != 0 || ack.token != producer->acked) producer->errors++;
+            producer->acked++;
+        }
+        if (any) continue;
+        /* Nothing yet: sleep on the ring until the store's doorbell. */
+        struct io_uring_cqe *cqe = NULL;
+        struct __kernel_timespec timeout = {1, 0};
+        if (io_uring_wait_cqe_timeout(&producer->ring, &cqe, &timeout) == 0) {
+            unsigned head = 0;
+            unsigned count = 0;
+            io_uring_for_each_cqe(&producer->ring, head, cqe) {
+                if (io_uring_cqe_get_data(cqe) == &producer->mailbox) producer->doorbells_received++;
+                count++;
+            }
+            io_uring_cq_advance(&producer->ring, count);
+        }
+    }
+    return NULL;
+}
+
+static void test_two_producers(void) {
+    test_env_t env;
+    memset(&env, 0, sizeof env);
+    store_options_t options = test_options();
+    test_dir_make(&env.dir);
+    CHECK(test_open(&env.store, env.dir.store_path, &options));
+    store_load_result_t result;
+    CHECK(test_load(&env.store, &result));
+    char error[256];
+    /* Producers 0 and 1 are the workers, 2 the control thread. */
+    CHECK_EQ_INT(store_thread_create(&env.thread, &env.store, 3, 64, 10, error, sizeof error), 0);
+
+    static test_producer_t producers[2];
+    pthread_t threads[2];
+    for (uint32_t index = 0; index < 2; index++) {
+        test_producer_t *producer = &producers[index];
+        memset(producer, 0, sizeof *producer);
+        producer->thread = &env.thread;
+        producer->index = index;
+        producer->key_id = index + 1;
+        producer->seed = 1000 + index;
+        atomic_init(&producer->ring_fd, -1);
+        atomic_init(&producer->go, false);
+        CHECK_EQ_INT(pthread_create(&threads[index], NULL, test_producer_main, producer), 0);
+        while (atomic_load(&producer->ring_fd) == -1) {
+            struct timespec pause = {0, 100000};
+            nanosleep(&pause, NULL);
+        }
+        CHECK(atomic_load(&producer->ring_fd) >= 0);
+        store_thread_bind_producer(&env.thread, index, atomic_load(&producer->ring_fd), &producer->mailbox);
+    }
+    CHECK_EQ_INT(store_thread_start(&env.thread), 0);
+    env.running = true;
+    const int64_t start_micros = 1000000000000;
+    store_ack_t ack;
+    store_message_t message = test_user_create(1, "load@example.com", start_micros);
+    CHECK_EQ_INT(store_thread_call(&env.thread, 2, &message, NULL, 10000, &ack), 0);
+    CHECK_EQ_INT(ack.status, 0);
+    for (uint64_t key = 1; key <= 2; key++) {
+        message = test_key_create(key, 1);
+        CHECK_EQ_INT(store_thread_call(&env.thread, 2, &message, NULL, 10000, &ack), 0);
+        CHECK_EQ_INT(ack.status, 0);
+    }
+    uint64_t started_ms = test_clock_ms();
+    for (int index = 0; index < 2; index++) atomic_store(&producers[index].go, true);
+    for (int index = 0; index < 2; index++) pthread_join(threads[index], NULL);
+    uint64_t elapsed_ms = test_clock_ms() - started_ms;
+    fprintf(stderr, "  two producers: %d settlements acknowledged in %llu ms\n", 2 * TEST_PRODUCER_SETTLEMENTS,
+            (unsigned long long)elapsed_ms);
+    test_env_stop(&env);
+
+    int64_t total = 0;
+    for (int index = 0; index < 2; index++) {
+        CHECK_EQ_INT(producers[index].acked, TEST_PRODUCER_SETTLEMENTS);
+        CHECK_EQ_INT(producers[index].errors, 0);
+        CHECK(producers[index].doorbells_received > 0); /* acks really rang the producer's ring */
+        total += producers[index].cost_sum;
+        if (producers[index].ring.ring_fd > 0) io_uring_queue_exit(&producers[index].ring);
+    }
+    CHECK_EQ_INT(env.store.user_balance_micros[0], start_micros - total);
+    CHECK_EQ_INT(env.store.key_spent_micros[0], producers[0].cost_sum);
+    CHECK_EQ_INT(env.store.key_spent_micros[1], producers[1].cost_sum);
+    CHECK_EQ_INT(env.thread.write_errors, 0);
+    store_close(&env.store);
+
+    /* The persisted state, after a reopen. */
+    CHECK(test_open(&env.store, env.dir.store_path, &options));
+    CHECK(test_load(&env.store, &result));
+    store_user_record_t user;
+    CHECK_EQ_INT(store_user_get(&env.store, 1, &user), 0);
+    CHECK_EQ_INT(user.balance_micros, start_micros - total);
+    store_key_record_t key;
+    CHECK_EQ_INT(store_key_get(&env.store, 2, &key), 0);
+    CHECK_EQ_INT(key.spent_micros, producers[1].cost_sum);
+    test_usage_seen_t seen;
+    memset(&seen, 0, sizeof seen);
+    store_usage_query_t query = {0};
+    CHECK_EQ_INT(store_usage_list(&env.store, &query, test_on_usage, &seen), 2 * TEST_PRODUCER_SETTLEMENTS);
+    CHECK_EQ_INT(result.next_usage_id, 2 * TEST_PRODUCER_SETTLEMENTS + 1);
+    store_close(&env.store);
+    test_dir_remove(&env.dir);
+}
+
+/* ---- kill -9 ---- */
+
+enum { TEST_CRASH_START_MICROS = 1000000000 };
+
+/* The child: runs the store thread and settles as fast as it can, writing
+ * the number of every acknowledged settlement to the pipe; never returns. */
+static _Noreturn void test_crash_child(const char *path, int pipe_fd, uint32_t seed) {
+    store_t store;
+    store_options_t options = test_options();
+    char error[256];
+    if (store_open(&store, path, &options, error, sizeof error) != 0) _exit(2);
+    store_load_result_t result;
+    if (store_load(&store, NULL, NULL, &result, error, sizeof error) != 0) _exit(3);
+    store_thread_t thread;
+    if (store_thread_create(&thread, &store, 1, 128, 10, error, sizeof error) != 0) _exit(4);
+    if (store_thread_start(&thread) != 0) _exit(5);
+    uint64_t sent = 0;
+    for (;;) {
+        for (int burst = 0; burst < 32; burst++) {
+            char request_id[32];
+            snprintf(request_id, sizeof request_id, "req_crash_%llu", (unsigned long long)sent);
+            store_message_t hold = test_hold_open(request_id, 1, 1, 1000);
+            if (channel_full(&thread.producers[0].requests)) break;
+            store_thread_submit(&thread, 0, &hold, NULL);
+            store_message_t settle = test_settle(request_id, 1, 1, 1 + (int64_t)(test_random_next(&seed) % 1000), 1000);
+            settle.token = sent;
+            while (!store_thread_submit(&thread, 0, &settle, NULL)) {
+                struct timespec pause = {0, 50000};
+                nanosleep(&pause, NULL);
+            }
+            sent++;
+        }
+        store_ack_t ack;
+        while (store_thread_reply_pop(&thread, 0, &ack)) {
+            if (ack.status == 0 && ack.kind == STORE_MESSAGE_SETTLE) {
+                uint64_t number = ack.token;
+                if (write(pipe_fd, &number, sizeof number) != sizeof number) _exit(6);
+            }
+        }
+        struct timespec pause = {0, 200000};
+        nanosleep(&pause, NULL);
+    }
+}
+
+typedef struct test_crash_check {
+    int64_t cost_sum;
+    int64_t key_cost_sum;
+    uint64_t records;
+} test_crash_check_t;
+
+static int test_on_crash_usage(void *context, const store_usage_record_t *record, const char *json, size_t length) {
+    test_crash_check_t *check = context;
+    check->cost_sum += record->cost_micros;
+    if (record->key_id == 1) check->key_cost_sum += record->cost_micros;
+    check->records++;
+    return 0;
+}
+
+static void test_kill9(void) {
+    uint32_t seed = 2024;
+    for (int round = 0; round < 3; round++) {
+        test_dir_t dir;
+        test_dir_make(&dir);
+        store_options_t options = test_options();
+        /* The initial state: one user, one key. */
+        {
+            test_env_t env;
+            memset(&env, 0, sizeof env);
+            CHECK(test_open(&env.store, dir.store_path, &options));
+            store_load_result_t result;
+            CHECK(test_load(&env.store, &result));
+            char error[256];
+            CHECK_EQ_INT(store_thread_create(&env.thread, &env.store, 1, 16, 10, error, sizeof error), 0);
+            CHECK_EQ_INT(store_thread_start(&env.thread), 0);
+            env.running = true;
+            store_ack_t ack;
+            store_message_t message = test_user_create(1, "crash@example.com", TEST_CRASH_START_MICROS);
+            CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+            message = test_key_create(1, 1);
+            CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+            test_env_stop(&env);
+            store_close(&env.store);
+        }
+        int pipe_fds[2];
+        CHECK_EQ_INT(pipe(pipe_fds), 0);
+        fflush(NULL);
+        pid_t child = fork();
+        if (child == 0) {
+            close(pipe_fds[0]);
+            test_crash_child(dir.store_path, pipe_fds[1], seed + (uint32_t)round);
+        }
+        close(pipe_fds[1]);
+        CHECK(child > 0);
+        /* Read acks while the child runs, then kill it at a random moment. */
+        uint64_t delay_ms = 100 + test_random_next(&seed) % 400;
+        uint64_t kill_at_ms = test_clock_ms() + delay_ms;
+        static uint64_t acked[1 << 20];
+        size_t acked_count = 0;
+        fcntl(pipe_fds[0], F_SETFL, O_NONBLOCK);
+        bool killed = false;
+        for (;;) {
+            uint64_t number = 0;
+            ssize_t got = read(pipe_fds[0], &number, sizeof number);
+            if (got == (ssize_t)sizeof number) {
+                if (acked_count < RW_ARRAY_LENGTH(acked)) acked[acked_count++] = number;
+                continue;
+            }
+            if (got == 0) break; /* the child is gone and the pipe drained */
+            if (!killed && test_clock_ms() >= kill_at_ms) {
+                kill(child, SIGKILL);
+                killed = true;
+            }
+            struct timespec pause = {0, 200000};
+            nanosleep(&pause, NULL);
+        }
+        int wait_status = 0;
+        waitpid(child, &wait_status, 0);
+        close(pipe_fds[0]);
+        CHECK(WIFSIGNALED(wait_status) && WTERMSIG(wait_status) == SIGKILL);
+        CHECK(acked_count > 0);
+
+        /* Restart: every acknowledged settlement is there; the ledger adds up. */
+        store_t store;
+        CHECK(test_open(&store, dir.store_path, &options));
+        store_load_result_t result;
+        CHECK(test_load(&store, &result));
+        uint64_t missing = 0;
+        for (size_t index = 0; index < acked_count; index++) {
+            char request_id[32];
+            snprintf(request_id, sizeof request_id, "req_crash_%llu", (unsigned long long)acked[index]);
+            store_usage_record_t usage;
+            if (store_usage_get_by_request(&store, request_id, &usage) != 0) missing++;
+        }
+        CHECK_EQ_INT(missing, 0);
+        test_crash_check_t check = {0, 0, 0};
+        store_usage_query_t query = {0};
+        int listed = store_usage_list(&store, &query, test_on_crash_usage, &check);
+        CHECK_EQ_INT(listed, (int)check.records);
+        CHECK(check.records >= acked_count);
+        store_user_record_t user;
+        CHECK_EQ_INT(store_user_get(&store, 1, &user), 0);
+        CHECK_EQ_INT(user.balance_micros, TEST_CRASH_START_MICROS - check.cost_sum);
+        CHECK_EQ_INT(store.user_balance_micros[0], TEST_CRASH_START_MICROS - check.cost_sum);
+        store_key_record_t key;
+        CHECK_EQ_INT(store_key_get(&store, 1, &key), 0);
+        CHECK_EQ_INT(key.spent_micros, check.key_cost_sum);
+        CHECK_EQ_INT(result.next_usage_id, check.records + 1);
+        /* The holds in flight at the kill were resolved, none is left. */
+        store_close(&store);
+        CHECK(test_open(&store, dir.store_path, &options));
+        store_load_result_t again;
+        CHECK(test_load(&store, &again));
+        CHECK_EQ_INT(again.holds_released + again.holds_settled, 0);
+        fprintf(stderr, "  kill -9 round %d after %llu ms: %zu acked, %llu records, %u holds released\n", round,
+                (unsigned long long)delay_ms, acked_count, (unsigned long long)check.records,
+                result.holds_released);
+        store_close(&store);
+        test_dir_remove(&dir);
+    }
+}
+
 int main(void) {
+    RUN_TEST(test_codec_user);
+    RUN_TEST(test_codec_key);
+    RUN_TEST(test_codec_hold);
+    RUN_TEST(test_codec_usage_exact);
+    RUN_TEST(test_codec_usage_strings_and_extremes);
+    RUN_TEST(test_codec_usage_decode_variants);
+    RUN_TEST(test_codec_usage_mutations);
+    RUN_TEST(test_codec_audit);
+    RUN_TEST(test_open_and_load);
+    RUN_TEST(test_user_email_and_updates);
+    RUN_TEST(test_settlement_atomic);
+    RUN_TEST(test_restart_resolves_holds);
+    RUN_TEST(test_usage_listing);
+    RUN_TEST(test_balance_adjust_sync);
+    RUN_TEST(test_write_faults);
+    RUN_TEST(test_two_producers);
+    RUN_TEST(test_kill9);
     return UNIT_REPORT();
 }

@@ -1,0 +1,328 @@
+/* Types of the store: RocksDB records, the messages producers send to the
+ * store thread, its acknowledgements, and the store and store-thread state.
+ * Functions are in store.h.
+ *
+ * Key schema (ids are big-endian u64 so iteration follows id order):
+ *   m/next_user m/next_key m/next_usage m/next_audit  decimal text: the next id to hand out
+ *   m/schema = "1"; m/jwt_secret and other meta values written with store_meta_put
+ *   u/<user id>      user record (binary, versioned; store_user_encode)
+ *   e/<email, ASCII lower-cased> -> user id (8 bytes, big-endian)
+ *   k/<key id>       key record (binary, versioned; store_key_encode)
+ *   h/<request id>   open hold (binary, versioned; store_hold_encode)
+ *   r/<user id>/<usage id>  usage record, one JSON object (store_usage_encode)
+ *   q/<request id>   -> the r/ key of that request's usage record (index)
+ *   s/<usage id>     -> the r/ key (index: all usage, oldest to newest)
+ *   a/<audit id>     audit entry, one JSON object (store_audit_encode)
+ * Usage ids and audit ids are global sequences handed out by the store
+ * thread; usage created_ms is stamped by the store thread and never
+ * decreases, so usage id order is time order. */
+#ifndef RINGWAY_STORE_T_H
+#define RINGWAY_STORE_T_H
+
+#include "ringway/account-t.h"
+#include "ringway/channel.h"
+#include "ringway/loop.h"
+
+#include <liburing.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Text fields are NUL-terminated arrays of these sizes (the NUL included). */
+enum {
+    STORE_REQUEST_ID_BYTES = 64,
+    STORE_MODEL_BYTES = 128,
+    STORE_UPSTREAM_BYTES = 64,
+    STORE_USAGE_STATUS_BYTES = 32,
+    STORE_PASSWORD_HASH_BYTES = 192,    /* an Argon2 encoded hash ("$argon2id$v=19$...") */
+    STORE_MODELS_BYTES = 1024,          /* key allowlist: model names separated by ',' */
+    STORE_AUDIT_ADMIN_BYTES = 64,
+    STORE_AUDIT_ACTION_BYTES = 64,
+    STORE_AUDIT_TARGET_BYTES = 128,
+    STORE_AUDIT_DETAILS_BYTES = 512,
+    STORE_RECORD_BYTES_MAX = 2048,      /* largest binary record (a key record) */
+    STORE_JSON_BYTES_MAX = 8192,        /* largest usage or audit JSON, every byte escaped */
+    STORE_META_NAME_BYTES = 64,
+    STORE_PATH_BYTES = 4096,
+};
+
+typedef struct store_user_record {
+    uint64_t id;                                   /* from 1; users[id - 1] in the account tables */
+    uint32_t status;                               /* account_user_status_t */
+    int64_t balance_micros;                        /* settled balance (holds are not persisted in it) */
+    int64_t created_ms;                            /* wall clock */
+    char email[ACCOUNT_EMAIL_BYTES];               /* stored as given; looked up lower-cased */
+    char password_hash[STORE_PASSWORD_HASH_BYTES]; /* "" = no password (cannot log in) */
+} store_user_record_t;
+
+typedef struct store_key_record {
+    uint64_t id;                                   /* from 1 */
+    uint64_t user_id;
+    uint8_t hash[ACCOUNT_KEY_HASH_BYTES];          /* SHA-256 of the full key */
+    uint32_t status;                               /* account_key_status_t */
+    uint32_t tier;
+    int64_t expires_at_ms;                         /* 0 = never */
+    int64_t spend_cap_micros;                      /* -1 = no cap */
+    int64_t spent_micros;                          /* settled spending (maintained by the store thread) */
+    int64_t created_ms;
+    bool all_models;                               /* true: no allowlist, models is "" */
+    char name[ACCOUNT_KEY_NAME_BYTES];
+    char prefix[ACCOUNT_KEY_PREFIX_BYTES];
+    char last4[ACCOUNT_KEY_LAST4_BYTES];
+    char models[STORE_MODELS_BYTES];               /* "gpt-4o,gpt-4o-mini"; names, not config indexes */
+} store_key_record_t;
+
+typedef struct store_hold_record {
+    char request_id[STORE_REQUEST_ID_BYTES];
+    uint64_t user_id;
+    uint64_t key_id;                               /* 0 = no key */
+    int64_t amount_micros;
+    int64_t created_ms;                            /* wall clock of the producer */
+    char model[STORE_MODEL_BYTES];
+} store_hold_record_t;
+
+typedef struct store_usage_record {
+    uint64_t id;                                   /* usage id: set by the store thread */
+    char request_id[STORE_REQUEST_ID_BYTES];
+    uint64_t key_id;                               /* 0 = no key */
+    uint64_t user_id;
+    char model[STORE_MODEL_BYTES];
+    char upstream[STORE_UPSTREAM_BYTES];
+    uint64_t prompt_tokens;
+    uint64_t completion_tokens;
+    uint64_t cached_tokens;
+    uint64_t reasoning_tokens;
+    int64_t cost_micros;
+    char status[STORE_USAGE_STATUS_BYTES];         /* e.g. "completed", "client_closed", "upstream_error" */
+    uint64_t latency_ms;
+    int64_t created_ms;                            /* set by the store thread (wall clock, never decreasing) */
+    bool estimated;                                /* the upstream reported no usage */
+    bool capped;                                   /* the cost was capped at the hold */
+} store_usage_record_t;
+
+typedef struct store_audit_record {
+    uint64_t id;                                   /* set by the store thread */
+    int64_t time_ms;                               /* set by the store thread (wall clock) */
+    char admin[STORE_AUDIT_ADMIN_BYTES];           /* admin token fingerprint, or "system" */
+    char action[STORE_AUDIT_ACTION_BYTES];         /* e.g. "balance.top_up" */
+    char target[STORE_AUDIT_TARGET_BYTES];         /* e.g. "user:12" */
+    char details[STORE_AUDIT_DETAILS_BYTES];       /* free text (often JSON), stored as a string */
+} store_audit_record_t;
+
+/* ---- Messages to the store thread ---- */
+
+typedef enum store_message_kind {
+    STORE_MESSAGE_HOLD_OPEN = 1,   /* put h/<request id> */
+    STORE_MESSAGE_HOLD_RELEASE,    /* delete h/<request id>: nothing charged, no usage record */
+    STORE_MESSAGE_SETTLE,          /* put r/ q/ s/ u/ k/ m/next_usage, delete h/ */
+    STORE_MESSAGE_USER_CREATE,     /* put u/ e/ m/next_user */
+    STORE_MESSAGE_USER_UPDATE,     /* put u/ (status, password hash) */
+    STORE_MESSAGE_BALANCE_ADJUST,  /* put u/ with balance + delta */
+    STORE_MESSAGE_KEY_CREATE,      /* put k/ m/next_key */
+    STORE_MESSAGE_KEY_UPDATE,      /* put k/ (status, expiry, models, cap, tier, name) */
+    STORE_MESSAGE_AUDIT,           /* put a/ m/next_audit */
+} store_message_kind_t;
+
+enum {
+    STORE_MESSAGE_FLAG_ACK = 1u << 0,  /* push a store_ack_t into the producer's reply channel */
+    STORE_MESSAGE_FLAG_SYNC = 1u << 1, /* write with sync=true (fsync), then acknowledge (implies ACK) */
+};
+
+enum {
+    STORE_USER_FIELD_STATUS = 1u << 0,
+    STORE_USER_FIELD_PASSWORD_HASH = 1u << 1,
+};
+
+enum {
+    STORE_KEY_FIELD_STATUS = 1u << 0,
+    STORE_KEY_FIELD_EXPIRES = 1u << 1,
+    STORE_KEY_FIELD_MODELS = 1u << 2,     /* all_models and models */
+    STORE_KEY_FIELD_SPEND_CAP = 1u << 3,
+    STORE_KEY_FIELD_TIER = 1u << 4,
+    STORE_KEY_FIELD_NAME = 1u << 5,
+};
+
+typedef struct store_hold_release {
+    char request_id[STORE_REQUEST_ID_BYTES];
+} store_hold_release_t;
+
+typedef struct store_settle {
+    /* id and created_ms are assigned by the store thread; the rest is the
+     * record as it will be stored. cost_micros is subtracted from the
+     * user's balance and added to the key's spent. */
+    store_usage_record_t usage;
+    int64_t hold_micros;                           /* the hold it settles: 0 <= cost <= hold */
+} store_settle_t;
+
+typedef struct store_user_update {
+    uint64_t user_id;
+    uint32_t fields;                               /* STORE_USER_FIELD_* */
+    uint32_t status;
+    char password_hash[STORE_PASSWORD_HASH_BYTES];
+} store_user_update_t;
+
+typedef struct store_balance_adjust {
+    uint64_t user_id;
+    int64_t delta_micros;                          /* top-up > 0, deduct < 0 */
+} store_balance_adjust_t;
+
+typedef struct store_key_update {
+    uint64_t key_id;
+    uint32_t fields;                               /* STORE_KEY_FIELD_* */
+    uint32_t status;
+    uint32_t tier;
+    bool all_models;
+    int64_t expires_at_ms;
+    int64_t spend_cap_micros;
+    char name[ACCOUNT_KEY_NAME_BYTES];
+    char models[STORE_MODELS_BYTES];
+} store_key_update_t;
+
+typedef struct store_message {
+    uint32_t kind;                                 /* store_message_kind_t */
+    uint32_t flags;                                /* STORE_MESSAGE_FLAG_* */
+    uint64_t token;                                /* the producer's cookie, echoed in the ack */
+    union {
+        store_hold_record_t hold_open;
+        store_hold_release_t hold_release;
+        store_settle_t settle;
+        store_user_record_t user_create;           /* id given by the control thread */
+        store_user_update_t user_update;
+        store_balance_adjust_t balance_adjust;
+        store_key_record_t key_create;             /* id given by the control thread; spent_micros ignored (0) */
+        store_key_update_t key_update;
+        store_audit_record_t audit;                /* id and time_ms ignored (assigned) */
+    } body;
+} store_message_t;
+
+/* Status of an acknowledged message: 0 or a negative errno. */
+enum {
+    STORE_OK = 0,
+    /* -EIO: the RocksDB write failed (logged with context; nothing changed)
+     * -EEXIST: USER_CREATE with a taken email or id, KEY_CREATE with a taken id
+     * -ENOENT: unknown user or key id
+     * -ERANGE: a balance would go below zero or overflow
+     * -EINVAL: a malformed message (id out of range, cost above hold, ...) */
+};
+
+typedef struct store_ack {
+    uint64_t token;                                /* the message's token */
+    uint32_t kind;                                 /* the message's kind */
+    int32_t status;                                /* STORE_OK or a negative errno */
+    uint64_t id;                                   /* usage id (SETTLE), audit id (AUDIT), else the user/key id */
+    int64_t balance_micros;                        /* the user's settled balance after the message (user kinds) */
+    int64_t spent_micros;                          /* the key's settled spent after SETTLE / key kinds */
+} store_ack_t;
+
+/* ---- The store ---- */
+
+typedef struct store_options {
+    uint32_t users_max;                            /* user ids are 1..users_max */
+    uint32_t keys_max;                             /* key ids are 1..keys_max */
+    /* Fault injection for tests: writes number fault_write_fail_at ..
+     * fault_write_fail_at + fault_write_fail_count - 1 (1-based, counting
+     * every batch write and WAL sync the store makes) fail as if RocksDB had
+     * returned an I/O error. 0 = never. */
+    uint64_t fault_write_fail_at;
+    uint32_t fault_write_fail_count;               /* 0 counts as 1 */
+} store_options_t;
+
+struct rocksdb_t;
+struct rocksdb_options_t;
+struct rocksdb_writeoptions_t;
+struct rocksdb_readoptions_t;
+struct rocksdb_writebatch_t;
+
+typedef struct store {
+    struct rocksdb_t *db;
+    struct rocksdb_options_t *options;
+    struct rocksdb_writeoptions_t *write_options;       /* WAL on, sync=false */
+    struct rocksdb_writeoptions_t *write_options_sync;  /* WAL on, sync=true */
+    struct rocksdb_readoptions_t *read_options;
+    store_options_t config;
+    char path[STORE_PATH_BYTES];
+    _Atomic uint64_t writes;                            /* write attempts, for fault injection */
+
+    /* Owned by the store thread once it runs (filled by store_open and
+     * store_load before): the authoritative settled balance per user and
+     * spent per key, and the next ids. */
+    int64_t *user_balance_micros;                       /* [users_max], by id - 1 */
+    uint8_t *user_present;                              /* [users_max] */
+    int64_t *key_spent_micros;                          /* [keys_max], by id - 1 */
+    uint8_t *key_present;                               /* [keys_max] */
+    uint64_t next_user_id;
+    uint64_t next_key_id;
+    uint64_t next_usage_id;
+    uint64_t next_audit_id;
+    int64_t usage_created_ms_last;
+} store_t;
+
+typedef struct store_load_callbacks {
+    /* Called once per user in id order, then once per key in id order
+     * (users first, so a key's user is known). A nonzero return aborts the
+     * load, which then fails. Either may be NULL. */
+    int (*on_user)(void *context, const store_user_record_t *user);
+    int (*on_key)(void *context, const store_key_record_t *key);
+} store_load_callbacks_t;
+
+typedef struct store_load_result {
+    uint32_t users;
+    uint32_t keys;
+    uint64_t user_id_max;                               /* 0 when there is none */
+    uint64_t key_id_max;
+    uint64_t next_user_id;                              /* what the control thread hands out next */
+    uint64_t next_key_id;
+    uint64_t next_usage_id;
+    uint64_t next_audit_id;
+    uint32_t holds_settled;                             /* open holds whose usage record exists */
+    uint32_t holds_released;                            /* open holds without one: released */
+} store_load_result_t;
+
+typedef struct store_usage_query {
+    uint64_t user_id;                                   /* 0 = every user */
+    uint64_t key_id;                                    /* 0 = every key */
+    int64_t from_ms;                                    /* created_ms >= from_ms; 0 = no bound */
+    int64_t to_ms;                                      /* created_ms < to_ms; 0 = no bound */
+    uint32_t limit;                                     /* 0 = no limit */
+} store_usage_query_t;
+
+/* Called per record, newest first; json is the stored text (not
+ * NUL-terminated). A nonzero return stops the listing. */
+typedef int (*store_usage_visit_t)(void *context, const store_usage_record_t *record, const char *json,
+                                   size_t json_length);
+typedef int (*store_audit_visit_t)(void *context, const store_audit_record_t *record, const char *json,
+                                   size_t json_length);
+
+/* ---- The store thread ---- */
+
+/* One producer (a relay worker or the control thread): a request channel it
+ * pushes into, a reply channel the store thread pushes acks into, and where
+ * to ring its doorbell. */
+typedef struct store_producer {
+    channel_t requests;                                 /* store_message_t */
+    channel_t replies;                                  /* store_ack_t */
+    int ring_fd;                                        /* the producer's ring, -1 = no doorbell (it polls) */
+    loop_operation_t *mailbox;                          /* user_data of its doorbell CQE */
+    bool doorbell_pending;                              /* store thread only */
+} store_producer_t;
+
+typedef struct store_thread {
+    store_t *store;
+    store_producer_t *producers;                        /* [producer_count], cache-line aligned */
+    uint32_t producer_count;
+    uint32_t sync_interval_ms;
+    struct rocksdb_writebatch_t *batch;                 /* reused for every message (cleared) */
+    struct io_uring ring;                               /* doorbells in (MSG_RING CQEs) and out */
+    bool ring_ready;
+    loop_operation_t doorbell;                          /* user_data of doorbells to the store thread */
+    pthread_t thread;
+    bool started;
+    _Atomic bool stop_requested;
+    /* Store-thread statistics, readable after stop. */
+    uint64_t messages;
+    uint64_t write_errors;
+    uint64_t syncs;
+} store_thread_t;
+
+#endif

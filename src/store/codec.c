@@ -1,0 +1,558 @@
+/* Record encodings of the store: compact versioned binary for users, keys
+ * and holds (read only by the relay), JSON objects for usage records and
+ * audit entries (exported as JSON lines and CSV by the ops tool). Pure: no
+ * I/O, no allocation. */
+#include "ringway/json.h"
+#include "ringway/store.h"
+
+#include <string.h>
+
+/* Binary layout: tag byte, version byte, then the fields in a fixed order:
+ * integers little-endian (u32 4 bytes, u64/i64 8 bytes), booleans one byte
+ * (0/1), fixed byte arrays as is, strings as a u16 length and the bytes (no
+ * NUL). A later version appends fields; version 1 decoders refuse it. */
+enum {
+    STORE_TAG_USER = 'U',
+    STORE_TAG_KEY = 'K',
+    STORE_TAG_HOLD = 'H',
+    STORE_RECORD_VERSION = 1,
+};
+
+typedef struct store_writer {
+    uint8_t *out;
+    size_t capacity;
+    size_t length;
+    bool overflow;
+} store_writer_t;
+
+static void store_writer_bytes(store_writer_t *writer, const void *bytes, size_t length) {
+    if (writer->overflow || writer->capacity - writer->length < length) {
+        writer->overflow = true;
+        return;
+    }
+    memcpy(writer->out + writer->length, bytes, length);
+    writer->length += length;
+}
+
+static void store_writer_u8(store_writer_t *writer, uint8_t value) { store_writer_bytes(writer, &value, 1); }
+
+static void store_writer_u32(store_writer_t *writer, uint32_t value) {
+    uint8_t bytes[4];
+    for (int index = 0; index < 4; index++) bytes[index] = (uint8_t)(value >> (8 * index));
+    store_writer_bytes(writer, bytes, sizeof bytes);
+}
+
+static void store_writer_u64(store_writer_t *writer, uint64_t value) {
+    uint8_t bytes[8];
+    for (int index = 0; index < 8; index++) bytes[index] = (uint8_t)(value >> (8 * index));
+    store_writer_bytes(writer, bytes, sizeof bytes);
+}
+
+/* `text` lives in an array of array_bytes and must be NUL-terminated in it. */
+static void store_writer_text(store_writer_t *writer, const char *text, size_t array_bytes) {
+    size_t length = strnlen(text, array_bytes);
+    RW_ASSERT(length < array_bytes);
+    RW_ASSERT(length <= UINT16_MAX);
+    uint8_t prefix[2] = {(uint8_t)length, (uint8_t)(length >> 8)};
+    store_writer_bytes(writer, prefix, sizeof prefix);
+    store_writer_bytes(writer, text, length);
+}
+
+static int store_writer_finish(const store_writer_t *writer) {
+    if (writer->overflow) return -1;
+    RW_ASSERT(writer->length <= INT32_MAX);
+    return (int)writer->length;
+}
+
+typedef struct store_reader {
+    const uint8_t *bytes;
+    size_t length;
+    size_t position;
+    bool failed;
+} store_reader_t;
+
+static const uint8_t *store_reader_take(store_reader_t *reader, size_t length) {
+    if (reader->failed || reader->length - reader->position < length) {
+        reader->failed = true;
+        return NULL;
+    }
+    const uint8_t *bytes = reader->bytes + reader->position;
+    reader->position += length;
+    return bytes;
+}
+
+static uint8_t store_reader_u8(store_reader_t *reader) {
+    const uint8_t *bytes = store_reader_take(reader, 1);
+    return bytes == NULL ? 0 : bytes[0];
+}
+
+static bool store_reader_bool(store_reader_t *reader) {
+    uint8_t value = store_reader_u8(reader);
+    if (value > 1) reader->failed = true;
+    return value == 1;
+}
+
+static uint32_t store_reader_u32(store_reader_t *reader) {
+    const uint8_t *bytes = store_reader_take(reader, 4);
+    if (bytes == NULL) return 0;
+    uint32_t value = 0;
+    for (int index = 0; index < 4; index++) value |= (uint32_t)bytes[index] << (8 * index);
+    return value;
+}
+
+static uint64_t store_reader_u64(store_reader_t *reader) {
+    const uint8_t *bytes = store_reader_take(reader, 8);
+    if (bytes == NULL) return 0;
+    uint64_t value = 0;
+    for (int index = 0; index < 8; index++) value |= (uint64_t)bytes[index] << (8 * index);
+    return value;
+}
+
+static int64_t store_reader_i64(store_reader_t *reader) { return (int64_t)store_reader_u64(reader); }
+
+/* Refuses a string that does not fit with its NUL or holds a NUL byte. */
+static void store_reader_text(store_reader_t *reader, char *out, size_t out_bytes) {
+    out[0] = '\0';
+    const uint8_t *prefix = store_reader_take(reader, 2);
+    if (prefix == NULL) return;
+    size_t length = (size_t)prefix[0] | (size_t)prefix[1] << 8;
+    if (length >= out_bytes) {
+        reader->failed = true;
+        return;
+    }
+    const uint8_t *bytes = store_reader_take(reader, length);
+    if (bytes == NULL) return;
+    if (memchr(bytes, '\0', length) != NULL) {
+        reader->failed = true;
+        return;
+    }
+    memcpy(out, bytes, length);
+    out[length] = '\0';
+}
+
+static void store_reader_header(store_reader_t *reader, uint8_t tag) {
+    if (store_reader_u8(reader) != tag) reader->failed = true;
+    if (store_reader_u8(reader) != STORE_RECORD_VERSION) reader->failed = true;
+}
+
+static int store_reader_finish(const store_reader_t *reader) {
+    return !reader->failed && reader->position == reader->length ? 0 : -1;
+}
+
+int store_user_encode(const store_user_record_t *record, uint8_t *out, size_t capacity) {
+    RW_ASSERT(record != NULL && out != NULL);
+    store_writer_t writer = {out, capacity, 0, false};
+    store_writer_u8(&writer, STORE_TAG_USER);
+    store_writer_u8(&writer, STORE_RECORD_VERSION);
+    store_writer_u64(&writer, record->id);
+    store_writer_u32(&writer, record->status);
+    store_writer_u64(&writer, (uint64_t)record->balance_micros);
+    store_writer_u64(&writer, (uint64_t)record->created_ms);
+    store_writer_text(&writer, record->email, sizeof record->email);
+    store_writer_text(&writer, record->password_hash, sizeof record->password_hash);
+    return store_writer_finish(&writer);
+}
+
+int store_user_decode(const uint8_t *bytes, size_t length, store_user_record_t *record) {
+    RW_ASSERT(record != NULL && (bytes != NULL || length == 0));
+    memset(record, 0, sizeof *record);
+    store_reader_t reader = {bytes, length, 0, false};
+    store_reader_header(&reader, STORE_TAG_USER);
+    record->id = store_reader_u64(&reader);
+    record->status = store_reader_u32(&reader);
+    record->balance_micros = store_reader_i64(&reader);
+    record->created_ms = store_reader_i64(&reader);
+    store_reader_text(&reader, record->email, sizeof record->email);
+    store_reader_text(&reader, record->password_hash, sizeof record->password_hash);
+    return store_reader_finish(&reader);
+}
+
+int store_key_encode(const store_key_record_t *record, uint8_t *out, size_t capacity) {
+    RW_ASSERT(record != NULL && out != NULL);
+    store_writer_t writer = {out, capacity, 0, false};
+    store_writer_u8(&writer, STORE_TAG_KEY);
+    store_writer_u8(&writer, STORE_RECORD_VERSION);
+    store_writer_u64(&writer, record->id);
+    store_writer_u64(&writer, record->user_id);
+    store_writer_bytes(&writer, record->hash, sizeof record->hash);
+    store_writer_u32(&writer, record->status);
+    store_writer_u32(&writer, record->tier);
+    store_writer_u64(&writer, (uint64_t)record->expires_at_ms);
+    store_writer_u64(&writer, (uint64_t)record->spend_cap_micros);
+    store_writer_u64(&writer, (uint64_t)record->spent_micros);
+    store_writer_u64(&writer, (uint64_t)record->created_ms);
+    store_writer_u8(&writer, record->all_models ? 1 : 0);
+    store_writer_text(&writer, record->name, sizeof record->name);
+    store_writer_text(&writer, record->prefix, sizeof record->prefix);
+    store_writer_text(&writer, record->last4, sizeof record->last4);
+    store_writer_text(&writer, record->models, sizeof record->models);
+    return store_writer_finish(&writer);
+}
+
+int store_key_decode(const uint8_t *bytes, size_t length, store_key_record_t *record) {
+    RW_ASSERT(record != NULL && (bytes != NULL || length == 0));
+    memset(record, 0, sizeof *record);
+    store_reader_t reader = {bytes, length, 0, false};
+    store_reader_header(&reader, STORE_TAG_KEY);
+    record->id = store_reader_u64(&reader);
+    record->user_id = store_reader_u64(&reader);
+    const uint8_t *hash = store_reader_take(&reader, sizeof record->hash);
+    if (hash != NULL) memcpy(record->hash, hash, sizeof record->hash);
+    record->status = store_reader_u32(&reader);
+    record->tier = store_reader_u32(&reader);
+    record->expires_at_ms = store_reader_i64(&reader);
+    record->spend_cap_micros = store_reader_i64(&reader);
+    record->spent_micros = store_reader_i64(&reader);
+    record->created_ms = store_reader_i64(&reader);
+    record->all_models = store_reader_bool(&reader);
+    store_reader_text(&reader, record->name, sizeof record->name);
+    store_reader_text(&reader, record->prefix, sizeof record->prefix);
+    store_reader_text(&reader, record->last4, sizeof record->last4);
+    store_reader_text(&reader, record->models, sizeof record->models);
+    return store_reader_finish(&reader);
+}
+
+int store_hold_encode(const store_hold_record_t *record, uint8_t *out, size_t capacity) {
+    RW_ASSERT(record != NULL && out != NULL);
+    store_writer_t writer = {out, capacity, 0, false};
+    store_writer_u8(&writer, STORE_TAG_HOLD);
+    store_writer_u8(&writer, STORE_RECORD_VERSION);
+    store_writer_u64(&writer, record->user_id);
+    store_writer_u64(&writer, record->key_id);
+    store_writer_u64(&writer, (uint64_t)record->amount_micros);
+    store_writer_u64(&writer, (uint64_t)record->created_ms);
+    store_writer_text(&writer, record->request_id, sizeof record->request_id);
+    store_writer_text(&writer, record->model, sizeof record->model);
+    return store_writer_finish(&writer);
+}
+
+int store_hold_decode(const uint8_t *bytes, size_t length, store_hold_record_t *record) {
+    RW_ASSERT(record != NULL && (bytes != NULL || length == 0));
+    memset(record, 0, sizeof *record);
+    store_reader_t reader = {bytes, length, 0, false};
+    store_reader_header(&reader, STORE_TAG_HOLD);
+    record->user_id = store_reader_u64(&reader);
+    record->key_id = store_reader_u64(&reader);
+    record->amount_micros = store_reader_i64(&reader);
+    record->created_ms = store_reader_i64(&reader);
+    store_reader_text(&reader, record->request_id, sizeof record->request_id);
+    store_reader_text(&reader, record->model, sizeof record->model);
+    return store_reader_finish(&reader);
+}
+
+/* ---- JSON ---- */
+
+typedef struct store_json_writer {
+    char *out;
+    size_t capacity;
+    size_t length;
+    bool overflow;
+    bool first_member;
+} store_json_writer_t;
+
+static void store_json_raw(store_json_writer_t *writer, const char *bytes, size_t length) {
+    if (writer->overflow || writer->capacity - writer->length < length) {
+        writer->overflow = true;
+        return;
+    }
+    memcpy(writer->out + writer->length, bytes, length);
+    writer->length += length;
+}
+
+static void store_json_text(store_json_writer_t *writer, const char *text) {
+    store_json_raw(writer, text, strlen(text));
+}
+
+/* Length of the valid UTF-8 sequence at bytes[0 .. length), 0 if invalid
+ * (overlong forms, surrogates and code points above U+10FFFF are invalid). */
+static size_t store_utf8_sequence(const uint8_t *bytes, size_t length) {
+    uint8_t lead = bytes[0];
+    if (lead < 0x80) return 1;
+    size_t need = 0;
+    uint8_t low = 0x80;
+    uint8_t high = 0xBF;
+    if (lead >= 0xC2 && lead <= 0xDF) {
+        need = 1;
+    } else if (lead >= 0xE0 && lead <= 0xEF) {
+        need = 2;
+        if (lead == 0xE0) low = 0xA0;
+        if (lead == 0xED) high = 0x9F;
+    } else if (lead >= 0xF0 && lead <= 0xF4) {
+        need = 3;
+        if (lead == 0xF0) low = 0x90;
+        if (lead == 0xF4) high = 0x8F;
+    } else {
+        return 0;
+    }
+    if (length < need + 1) return 0;
+    if (bytes[1] < low || bytes[1] > high) return 0;
+    for (size_t index = 2; index <= need; index++) {
+        if (bytes[index] < 0x80 || bytes[index] > 0xBF) return 0;
+    }
+    return need + 1;
+}
+
+static void store_json_string(store_json_writer_t *writer, const char *text, size_t array_bytes) {
+    size_t length = strnlen(text, array_bytes);
+    RW_ASSERT(length < array_bytes);
+    const uint8_t *bytes = (const uint8_t *)text;
+    store_json_raw(writer, "\"", 1);
+    size_t index = 0;
+    while (index < length) {
+        uint8_t byte = bytes[index];
+        if (byte == '"' || byte == '\\') {
+            char escaped[2] = {'\\', (char)byte};
+            store_json_raw(writer, escaped, 2);
+            index++;
+        } else if (byte < 0x20) {
+            static const char hex[] = "0123456789abcdef";
+            char escaped[6] = {'\\', 'u', '0', '0', hex[byte >> 4], hex[byte & 15]};
+            switch (byte) {
+            case '\n': store_json_raw(writer, "\\n", 2); break;
+            case '\r': store_json_raw(writer, "\\r", 2); break;
+            case '\t': store_json_raw(writer, "\\t", 2); break;
+            default: store_json_raw(writer, escaped, sizeof escaped); break;
+            }
+            index++;
+        } else {
+            size_t sequence = store_utf8_sequence(bytes + index, length - index);
+            if (sequence == 0) {
+                store_json_raw(writer, "\\ufffd", 6);
+                index++;
+            } else {
+                store_json_raw(writer, text + index, sequence);
+                index += sequence;
+            }
+        }
+    }
+    store_json_raw(writer, "\"", 1);
+}
+
+static void store_json_key(store_json_writer_t *writer, const char *name) {
+    if (!writer->first_member) store_json_raw(writer, ",", 1);
+    writer->first_member = false;
+    store_json_raw(writer, "\"", 1);
+    store_json_text(writer, name);
+    store_json_raw(writer, "\":", 2);
+}
+
+static void store_json_digits(store_json_writer_t *writer, uint64_t value) {
+    char digits[24];
+    size_t count = 0;
+    do {
+        digits[count++] = (char)('0' + value % 10);
+        value /= 10;
+    } while (value != 0);
+    char text[24];
+    for (size_t index = 0; index < count; index++) text[index] = digits[count - 1 - index];
+    store_json_raw(writer, text, count);
+}
+
+static void store_json_u64(store_json_writer_t *writer, const char *name, uint64_t value) {
+    store_json_key(writer, name);
+    store_json_digits(writer, value);
+}
+
+static void store_json_i64(store_json_writer_t *writer, const char *name, int64_t value) {
+    store_json_key(writer, name);
+    if (value < 0) store_json_raw(writer, "-", 1);
+    /* The magnitude in unsigned arithmetic, so INT64_MIN works too. */
+    store_json_digits(writer, value < 0 ? (uint64_t)0 - (uint64_t)value : (uint64_t)value);
+}
+
+static void store_json_bool(store_json_writer_t *writer, const char *name, bool value) {
+    store_json_key(writer, name);
+    store_json_text(writer, value ? "true" : "false");
+}
+
+static void store_json_member_string(store_json_writer_t *writer, const char *name, const char *text,
+                                     size_t array_bytes) {
+    store_json_key(writer, name);
+    store_json_string(writer, text, array_bytes);
+}
+
+static int store_json_finish(const store_json_writer_t *writer) {
+    if (writer->overflow) return -1;
+    RW_ASSERT(writer->length <= INT32_MAX);
+    return (int)writer->length;
+}
+
+int store_usage_encode(const store_usage_record_t *record, char *out, size_t capacity) {
+    RW_ASSERT(record != NULL && out != NULL);
+    store_json_writer_t writer = {out, capacity, 0, false, true};
+    store_json_raw(&writer, "{", 1);
+    store_json_u64(&writer, "id", record->id);
+    store_json_member_string(&writer, "request_id", record->request_id, sizeof record->request_id);
+    store_json_u64(&writer, "key_id", record->key_id);
+    store_json_u64(&writer, "user_id", record->user_id);
+    store_json_member_string(&writer, "model", record->model, sizeof record->model);
+    store_json_member_string(&writer, "upstream", record->upstream, sizeof record->upstream);
+    store_json_u64(&writer, "prompt_tokens", record->prompt_tokens);
+    store_json_u64(&writer, "completion_tokens", record->completion_tokens);
+    store_json_u64(&writer, "cached_tokens", record->cached_tokens);
+    store_json_u64(&writer, "reasoning_tokens", record->reasoning_tokens);
+    store_json_i64(&writer, "cost_micros", record->cost_micros);
+    store_json_member_string(&writer, "status", record->status, sizeof record->status);
+    store_json_u64(&writer, "latency_ms", record->latency_ms);
+    store_json_i64(&writer, "created_ms", record->created_ms);
+    store_json_bool(&writer, "estimated", record->estimated);
+    store_json_bool(&writer, "capped", record->capped);
+    store_json_raw(&writer, "}", 1);
+    return store_json_finish(&writer);
+}
+
+int store_audit_encode(const store_audit_record_t *record, char *out, size_t capacity) {
+    RW_ASSERT(record != NULL && out != NULL);
+    store_json_writer_t writer = {out, capacity, 0, false, true};
+    store_json_raw(&writer, "{", 1);
+    store_json_u64(&writer, "id", record->id);
+    store_json_i64(&writer, "time_ms", record->time_ms);
+    store_json_member_string(&writer, "admin", record->admin, sizeof record->admin);
+    store_json_member_string(&writer, "action", record->action, sizeof record->action);
+    store_json_member_string(&writer, "target", record->target, sizeof record->target);
+    store_json_member_string(&writer, "details", record->details, sizeof record->details);
+    store_json_raw(&writer, "}", 1);
+    return store_json_finish(&writer);
+}
+
+/* A JSON document being decoded: the validated object and whether every
+ * member read so far was well-typed. */
+typedef struct store_json_reader {
+    const uint8_t *body;
+    size_t length;
+    bool failed;
+} store_json_reader_t;
+
+/* Finds `name`; returns false when absent (and fails the reader when
+ * `required`, when the member repeats, or when its type is not `type`). */
+static bool store_json_find(store_json_reader_t *reader, const char *name, json_type_t type, bool required,
+                            json_span_t *value) {
+    json_type_t found_type = JSON_TYPE_NONE;
+    int status = json_object_find(reader->body, reader->length, name, value, &found_type);
+    if (status == -1) {
+        if (required) reader->failed = true;
+        return false;
+    }
+    if (status != 0 || found_type != type) {
+        reader->failed = true;
+        return false;
+    }
+    return true;
+}
+
+/* Integers only: an optional '-' (when allow_negative) and digits; no
+ * fraction, no exponent, no overflow. */
+static bool store_json_parse_integer(const uint8_t *text, size_t length, bool allow_negative, uint64_t *magnitude,
+                                     bool *negative) {
+    size_t index = 0;
+    *negative = false;
+    *magnitude = 0;
+    if (index < length && text[index] == '-') {
+        if (!allow_negative) return false;
+        *negative = true;
+        index++;
+    }
+    if (index == length) return false;
+    for (; index < length; index++) {
+        uint8_t byte = text[index];
+        if (byte < '0' || byte > '9') return false;
+        uint64_t digit = byte - '0';
+        if (*magnitude > (UINT64_MAX - digit) / 10) return false;
+        *magnitude = *magnitude * 10 + digit;
+    }
+    return true;
+}
+
+static uint64_t store_json_read_u64(store_json_reader_t *reader, const char *name, bool required) {
+    json_span_t value;
+    if (!store_json_find(reader, name, JSON_TYPE_NUMBER, required, &value)) return 0;
+    uint64_t magnitude = 0;
+    bool negative = false;
+    if (!store_json_parse_integer(reader->body + value.offset, value.length, false, &magnitude, &negative)) {
+        reader->failed = true;
+        return 0;
+    }
+    return magnitude;
+}
+
+static int64_t store_json_read_i64(store_json_reader_t *reader, const char *name, bool required) {
+    json_span_t value;
+    if (!store_json_find(reader, name, JSON_TYPE_NUMBER, required, &value)) return 0;
+    uint64_t magnitude = 0;
+    bool negative = false;
+    if (!store_json_parse_integer(reader->body + value.offset, value.length, true, &magnitude, &negative) ||
+        magnitude > (negative ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX)) {
+        reader->failed = true;
+        return 0;
+    }
+    return negative ? (int64_t)((uint64_t)0 - magnitude) : (int64_t)magnitude;
+}
+
+static bool store_json_read_bool(store_json_reader_t *reader, const char *name) {
+    json_span_t value;
+    if (!store_json_find(reader, name, JSON_TYPE_BOOLEAN, false, &value)) return false;
+    return reader->body[value.offset] == 't';
+}
+
+static void store_json_read_string(store_json_reader_t *reader, const char *name, char *out, size_t out_bytes) {
+    out[0] = '\0';
+    json_span_t value;
+    if (!store_json_find(reader, name, JSON_TYPE_STRING, false, &value)) return;
+    size_t out_length = 0;
+    if (json_string_decode(reader->body + value.offset, value.length, out, out_bytes, &out_length) != 0 ||
+        strlen(out) != out_length) { /* too long, or an embedded \u0000 */
+        out[0] = '\0';
+        reader->failed = true;
+    }
+}
+
+static bool store_json_reader_init(store_json_reader_t *reader, const char *json, size_t length) {
+    reader->body = (const uint8_t *)json;
+    reader->length = length;
+    reader->failed = false;
+    json_error_t error;
+    if (json == NULL || json_validate(reader->body, length, &error) != 0) return false;
+    size_t index = 0;
+    while (index < length && (json[index] == ' ' || json[index] == '\t' || json[index] == '\n' || json[index] == '\r')) {
+        index++;
+    }
+    return index < length && json[index] == '{';
+}
+
+int store_usage_decode(const char *json, size_t length, store_usage_record_t *record) {
+    RW_ASSERT(record != NULL);
+    memset(record, 0, sizeof *record);
+    store_json_reader_t reader;
+    if (!store_json_reader_init(&reader, json, length)) return -1;
+    record->id = store_json_read_u64(&reader, "id", true);
+    store_json_read_string(&reader, "request_id", record->request_id, sizeof record->request_id);
+    record->key_id = store_json_read_u64(&reader, "key_id", false);
+    record->user_id = store_json_read_u64(&reader, "user_id", true);
+    store_json_read_string(&reader, "model", record->model, sizeof record->model);
+    store_json_read_string(&reader, "upstream", record->upstream, sizeof record->upstream);
+    record->prompt_tokens = store_json_read_u64(&reader, "prompt_tokens", false);
+    record->completion_tokens = store_json_read_u64(&reader, "completion_tokens", false);
+    record->cached_tokens = store_json_read_u64(&reader, "cached_tokens", false);
+    record->reasoning_tokens = store_json_read_u64(&reader, "reasoning_tokens", false);
+    record->cost_micros = store_json_read_i64(&reader, "cost_micros", false);
+    store_json_read_string(&reader, "status", record->status, sizeof record->status);
+    record->latency_ms = store_json_read_u64(&reader, "latency_ms", false);
+    record->created_ms = store_json_read_i64(&reader, "created_ms", false);
+    record->estimated = store_json_read_bool(&reader, "estimated");
+    record->capped = store_json_read_bool(&reader, "capped");
+    return reader.failed ? -1 : 0;
+}
+
+int store_audit_decode(const char *json, size_t length, store_audit_record_t *record) {
+    RW_ASSERT(record != NULL);
+    memset(record, 0, sizeof *record);
+    store_json_reader_t reader;
+    if (!store_json_reader_init(&reader, json, length)) return -1;
+    record->id = store_json_read_u64(&reader, "id", true);
+    record->time_ms = store_json_read_i64(&reader, "time_ms", true);
+    store_json_read_string(&reader, "admin", record->admin, sizeof record->admin);
+    store_json_read_string(&reader, "action", record->action, sizeof record->action);
+    store_json_read_string(&reader, "target", record->target, sizeof record->target);
+    store_json_read_string(&reader, "details", record->details, sizeof record->details);
+    return reader.failed ? -1 : 0;
+}
