@@ -55,20 +55,28 @@ static uint32_t count_array_elements(const uint8_t *body, json_span_t span) {
     return any ? commas + 1 : 0;
 }
 
-/* The value of digits-only body[span], or -1 if it is not that or too large. */
+/* The value of digits-only body[span] if it fits in int64_t, else -1
+ * (signs, fractions, exponents and anything larger all give -1). */
 static int64_t plain_count(const uint8_t *body, json_span_t span) {
-    if (span.length == 0 || span.length > 18) {
+    static const char int64_max_digits[] = "9223372036854775807";
+    if (span.length == 0 || span.length > sizeof int64_max_digits - 1) {
         return -1;
     }
-    int64_t value = 0;
     for (uint32_t index = 0; index < span.length; index++) {
         uint8_t byte = body[span.offset + index];
         if (byte < '0' || byte > '9') {
             return -1;
         }
-        value = value * 10 + (byte - '0');
     }
-    return value;
+    if (span.length == sizeof int64_max_digits - 1 &&
+        memcmp(body + span.offset, int64_max_digits, span.length) > 0) {
+        return -1;
+    }
+    uint64_t value = 0;
+    for (uint32_t index = 0; index < span.length; index++) {
+        value = value * 10 + (uint64_t)(body[span.offset + index] - '0');
+    }
+    return (int64_t)value;
 }
 
 /* ---- The usage scanner against the validator and json_object_find -------- */
@@ -105,17 +113,6 @@ static bool expected_count(const uint8_t *body, json_span_t object, const char *
     if (status == 0 && type == JSON_TYPE_NUMBER) {
         json_span_t absolute = {object.offset + value.offset, value.length};
         *count = plain_count(body, absolute);
-        if (*count < 0 && absolute.length > 18) {
-            /* Digits beyond what plain_count reads: decide here. */
-            bool digits = body[absolute.offset] != '-';
-            for (uint32_t at = 0; at < absolute.length && digits; at++) {
-                uint8_t byte = body[absolute.offset + at];
-                digits = byte >= '0' && byte <= '9';
-            }
-            if (digits) {
-                return false; /* near INT64_MAX: not worth a big-number comparison */
-            }
-        }
     }
     return true;
 }
