@@ -221,13 +221,17 @@ static bool mask_api_keys(const uint8_t *text, size_t length, uint8_t *masked) {
     return changed;
 }
 
-static void check_error(const char *error) {
+static void check_error(const char *error, const uint8_t *text, size_t length) {
     size_t error_length = strlen(error);
     FUZZ_CHECK(error_length > sizeof fuzz_source_name);
     FUZZ_CHECK(memcmp(error, fuzz_source_name, sizeof fuzz_source_name - 1) == 0);
     FUZZ_CHECK(error[sizeof fuzz_source_name - 1] == ':');
     FUZZ_CHECK(strchr(error, '\n') == NULL);
-    FUZZ_CHECK(strstr(error, fuzz_env_secret) == NULL);
+    /* (libFuzzer learns the secret from this very comparison and may put it
+     * in the text, from where an error may quote it.) */
+    if (!fuzz_contains(text, length, fuzz_env_secret)) {
+        FUZZ_CHECK(strstr(error, fuzz_env_secret) == NULL);
+    }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -245,7 +249,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         FUZZ_CHECK(whole.error[0] == '\0');
         check_accepted(&config_whole);
     } else {
-        check_error(whole.error);
+        check_error(whole.error, data, size);
     }
 
     static const piece_mode_t modes[] = {PIECES_TWO, PIECES_BYTES, PIECES_RANDOM};
