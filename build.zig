@@ -143,4 +143,30 @@ pub fn build(b: *std.Build) void {
     run_fuzz.has_side_effects = true;
     run_fuzz.setCwd(b.path("."));
     b.step("fuzz", "Fuzz the parsers with libFuzzer (`-- [harness] [seconds]`, default all, 30 s each)").dependOn(&run_fuzz.step);
+
+    // ---- `zig build bench` (see bench/README.md) ----------------------------
+    // Builds our SSE load generator and a copy of the relay for a CPU model
+    // valgrind can decode (no AVX-512; callgrind scenario), neither installed,
+    // then runs the harness: ringway vs nginx vs direct on the same mock.
+    // `zig build bench -- --full` for the full run, `-- --scenario N` for one.
+    const sseload_module = b.createModule(.{ .target = target, .optimize = optimize, .link_libc = true });
+    sseload_module.addIncludePath(b.path("include"));
+    sseload_module.addCSourceFiles(.{ .files = &.{ "bench/sseload.c", "src/util/assert.c" }, .flags = &c_flags });
+    sseload_module.linkSystemLibrary("wolfssl", .{});
+    const sseload = b.addExecutable(.{ .name = "sseload", .root_module = sseload_module });
+    var valgrind_query = target.query;
+    if (target.result.cpu.arch == .x86_64) valgrind_query.cpu_model = .{ .explicit = &std.Target.x86.cpu.x86_64_v3 };
+    const valgrind_module = b.createModule(.{ .target = b.resolveTargetQuery(valgrind_query), .optimize = optimize, .link_libc = true });
+    addCore(b, valgrind_module);
+    valgrind_module.addCSourceFiles(.{ .files = &.{"src/main.c"}, .flags = &c_flags });
+    const ringway_valgrind = b.addExecutable(.{ .name = "ringway-valgrind", .root_module = valgrind_module });
+    const run_bench = b.addSystemCommand(&.{ ".venv/bin/python", "bench/run.py" });
+    run_bench.addPrefixedArtifactArg("--ringway=", ringway);
+    run_bench.addPrefixedArtifactArg("--ringway-valgrind=", ringway_valgrind);
+    run_bench.addPrefixedArtifactArg("--mock=", mock);
+    run_bench.addPrefixedArtifactArg("--sseload=", sseload);
+    run_bench.addPassthruArgs();
+    run_bench.has_side_effects = true;
+    run_bench.setCwd(b.path("."));
+    b.step("bench", "Benchmark ringway against nginx and direct (quick; `-- --full`, `-- --scenario N`)").dependOn(&run_bench.step);
 }
