@@ -23,6 +23,8 @@ const core_sources = [_][]const u8{
     "src/upstream/upstream.c",
     "src/server/server.c",
     "src/relay/relay.c",
+    "src/relay/billing.c",
+    "src/relay/accounts.c",
     "src/mock/mock.c",
     "src/channel/channel.c",
     "src/account/account.c",
@@ -34,6 +36,10 @@ const core_sources = [_][]const u8{
     "src/store/codec.c",
     "src/store/thread.c",
     "src/admin/admin.c",
+    "src/admin/control.c",
+    "src/admin/jobs.c",
+    "src/admin/accounts.c",
+    "src/admin/text.c",
 };
 
 /// One executable per file; each prints "N passed, N failed" last.

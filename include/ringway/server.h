@@ -30,7 +30,7 @@ enum {
     SERVER_HEAD_BYTES_MAX = 1024,  /* our response head, with extra headers */
     SERVER_ERROR_BODY_BYTES_MAX = 1024,
     SERVER_HELD_BUFFERS_MAX = 8,   /* received buffers kept while a request is served */
-    SERVER_REQUEST_ID_BYTES = 32,
+    SERVER_REQUEST_ID_BYTES = 40,
 };
 
 typedef struct server_handlers {
@@ -55,6 +55,7 @@ typedef struct server_config {
     server_handlers_t handlers;
     void *handler_context;
     uint32_t thread_index;
+    uint32_t instance; /* the same random value for every thread of a process */
 } server_config_t;
 
 struct server_exchange {

@@ -20,7 +20,7 @@
  * fixed buffer; at most one client send and one upstream receive are in
  * flight, and they alternate, which bounds memory per stream and gives
  * backpressure: a slow client stops upstream reads. */
-#include "ringway/relay.h"
+#include "relay-internal.h"
 
 #include "ringway/http-writer.h"
 #include "ringway/json.h"
@@ -36,115 +36,8 @@
 #include <string.h>
 #include <sys/mman.h>
 
-enum {
-    RELAY_SPANS_MAX = 48,
-    RELAY_REQUEST_HEAD_BYTES = 2048,
-    RELAY_EDITS_MAX = 2,
-    RELAY_TICK_MS = 50,
-    RELAY_RETRIES_MAX = 2,
-    /* Provided receive buffers per thread. A request's bytes are copied out
-     * of them at once, so few are busy at any moment; the ring hands them
-     * out in FIFO order, so every one of them ends up resident: keep the
-     * count small (512 x 16 KiB = 8 MiB per thread at most). */
-    RELAY_RECEIVE_BUFFERS = 512,
-    /* Decrypt another buffered record before sending only while this much
-     * room is left in the stream buffer. */
-    RELAY_BATCH_ROOM_MIN = 2048,
-};
-
-typedef struct relay_span {
-    uint32_t offset;
-    uint32_t length;
-} relay_span_t;
-
-typedef struct relay_edit {
-    uint32_t offset; /* in the client's body */
-    uint32_t removed;
-    const char *text;
-    uint32_t length;
-} relay_edit_t;
-
-typedef enum relay_phase {
-    RELAY_PHASE_IDLE,
-    RELAY_PHASE_CONNECTING,
-    RELAY_PHASE_SENDING,
-    RELAY_PHASE_WAITING_HEAD,
-    RELAY_PHASE_RELAYING,
-    RELAY_PHASE_DRAINING,
-    RELAY_PHASE_DONE,
-} relay_phase_t;
-
-typedef enum relay_mode {
-    RELAY_MODE_PASS, /* a JSON body, forwarded as it comes, usage scanned */
-    RELAY_MODE_SSE,  /* an event stream, forwarded event by event */
-} relay_mode_t;
-
-typedef struct relay_stream {
-    struct relay_worker *worker;
-    server_exchange_t *exchange;
-    upstream_pool_t *pool;
-    upstream_connection_t *upstream;
-    loop_timer_t timer;
-    relay_phase_t phase;
-    relay_mode_t mode;
-    bool client_streaming;
-    bool client_wants_usage;
-    bool client_gone;
-    bool reused;
-    bool upstream_done;
-    bool upstream_reusable;
-    bool event_partly_forwarded; /* the event in progress was flushed early: never strip it */
-    bool head_begun;
-    bool forwarded_any;
-    uint8_t retries;
-    const char *endpoint;
-    /* The upstream request: our head, then the client's body in splices. */
-    struct iovec request_pieces[UPSTREAM_IOVECS_MAX];
-    uint32_t request_piece_count;
-    uint8_t request_head[RELAY_REQUEST_HEAD_BYTES];
-    /* The upstream response. */
-    uint8_t *buffer;
-    size_t capacity;
-    size_t filled;
-    size_t parsed; /* raw bytes up to here are decoded (or are the head) */
-    http_response_parser_t response_parser;
-    http_response_t response;
-    http_chunked_decoder_t chunked;
-    int64_t body_remaining;
-    sse_scanner_t sse;
-    usage_scanner_t usage_scanner;
-    usage_counts_t usage;
-    bool usage_seen;
-    uint64_t drained_bytes;
-    relay_span_t ready[RELAY_SPANS_MAX];
-    uint32_t ready_count;
-    relay_span_t pending[RELAY_SPANS_MAX];
-    uint32_t pending_count;
-    struct iovec send_pieces[RELAY_SPANS_MAX + 2];
-    char content_type[128];
-    char extra_headers[256];
-    uint8_t error_event[640];
-} relay_stream_t;
-
-struct relay_worker {
-    loop_t loop;
-    server_t *server;
-    const relay_shared_t *shared;
-    const config_t *config;
-    uint32_t index;
-    upstream_pool_t pools[CONFIG_UPSTREAMS_MAX];
-    relay_stream_t *streams;
-    uint8_t *stream_memory;
-    loop_timer_list_t drain_timers;
-    atomic_bool stop_requested;
-    void (*server_tick)(loop_t *loop);
-    uint64_t requests_completed;
-    uint64_t usage_missing;
-};
-
 static void relay_read(relay_stream_t *stream);
 static void relay_finish(relay_stream_t *stream);
-static void relay_forward(relay_stream_t *stream);
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -152,10 +45,12 @@ static void relay_timer_start(relay_stream_t *stream, loop_timer_list_t *list) {
     loop_timer_start(&stream->worker->loop, list, &stream->timer);
 }
 
-/* Answers with an OpenAI error; the stream is done. */
-static void relay_respond_error(relay_stream_t *stream, uint16_t status, const char *type, const char *message,
-                                const char *param, const char *code) {
+/* Answers with an OpenAI error; the stream is done. A hold taken for this
+ * request is released: an error costs nothing. */
+void relay_respond_error(relay_stream_t *stream, uint16_t status, const char *type, const char *message,
+                         const char *param, const char *code) {
     loop_timer_stop(&stream->timer);
+    relay_bill(stream, "upstream_error", false);
     stream->phase = RELAY_PHASE_DONE;
     server_respond_error(stream->exchange, status, type, message, param, code);
 }
@@ -173,6 +68,7 @@ static void relay_release_upstream(relay_stream_t *stream, bool reusable) {
 static void relay_finish_drain(relay_stream_t *stream) {
     loop_timer_stop(&stream->timer);
     relay_release_upstream(stream, stream->upstream_done && stream->upstream_reusable);
+    relay_bill(stream, "client_closed", false);
     if (!stream->usage_seen) stream->worker->usage_missing++;
     stream->phase = RELAY_PHASE_DONE;
     server_exchange_release(stream->exchange);
@@ -188,6 +84,9 @@ static void relay_finish(relay_stream_t *stream) {
         relay_finish_drain(stream);
         return;
     }
+    /* The usage record is written before the response's last bytes leave:
+     * relay_forward runs when the store acknowledges (billing.c). */
+    if (relay_bill(stream, "completed", true)) return;
     relay_forward(stream);
 }
 
@@ -195,6 +94,7 @@ static void relay_finish(relay_stream_t *stream) {
 static void relay_upstream_broken(relay_stream_t *stream, const char *reason) {
     loop_timer_stop(&stream->timer);
     relay_release_upstream(stream, false);
+    relay_bill(stream, "upstream_broken", false);
     if (stream->client_gone || stream->phase == RELAY_PHASE_DRAINING) {
         relay_finish_drain(stream);
         return;
@@ -242,7 +142,7 @@ static void relay_add_span(relay_span_t *spans, uint32_t *count, uint32_t offset
 }
 
 /* Sends the ready spans (and ends the response when the upstream is done). */
-static void relay_forward(relay_stream_t *stream) {
+void relay_forward(relay_stream_t *stream) {
     uint32_t count = 0;
     for (uint32_t index = 0; index < stream->ready_count; index++) {
         stream->send_pieces[count++] =
@@ -259,6 +159,7 @@ static void relay_forward(relay_stream_t *stream) {
     }
     stream->ready_count = 0;
     if (count > 0) stream->forwarded_any = true;
+    for (uint32_t index = 0; index < count; index++) stream->forwarded_bytes += stream->send_pieces[index].iov_len;
     server_send(stream->exchange, stream->send_pieces, count, stream->upstream_done);
 }
 
@@ -288,6 +189,7 @@ static void relay_event_complete(relay_stream_t *stream, const sse_event_t *even
         stream->usage_seen = true;
     }
     bool usage_only = event->json.usage_present && event->json.choices_empty;
+    if (event->has_data && !event->is_done && !usage_only) stream->content_events++;
     if (usage_only && !stream->client_wants_usage && !stream->event_partly_forwarded) {
         stream->pending_count = 0;
     } else {
@@ -684,11 +586,14 @@ static void relay_plan_request(relay_stream_t *stream, const char *endpoint, rel
     const config_upstream_t *upstream = stream->pool->upstream;
     const uint8_t *body = server_body(exchange);
     size_t body_length = exchange->body_length;
-    /* Edits in body order. */
-    if (edit_count == 2 && edits[1].offset < edits[0].offset) {
-        relay_edit_t swap = edits[0];
-        edits[0] = edits[1];
-        edits[1] = swap;
+    /* Edits in body order (insertion sort: at most RELAY_EDITS_MAX). */
+    RW_ASSERT(edit_count <= RELAY_EDITS_MAX);
+    for (uint32_t index = 1; index < edit_count; index++) {
+        for (uint32_t at = index; at > 0 && edits[at].offset < edits[at - 1].offset; at--) {
+            relay_edit_t swap = edits[at];
+            edits[at] = edits[at - 1];
+            edits[at - 1] = swap;
+        }
     }
     size_t new_length = body_length;
     for (uint32_t index = 0; index < edit_count; index++) new_length = new_length - edits[index].removed + edits[index].length;
@@ -751,9 +656,14 @@ static void relay_chat(relay_stream_t *stream) {
         relay_not_found_model(stream, body, request.model.value);
         return;
     }
+    stream->route = route;
     stream->pool = &stream->worker->pools[route->upstream_index];
     stream->client_streaming = request.stream_value;
     stream->client_wants_usage = request.include_usage.present && request.include_usage_value;
+    uint64_t completions = request.n.present && request.n.type == JSON_TYPE_NUMBER && request.n_value > 1
+                               ? request.n_value
+                               : 1;
+    if (!relay_admit(stream, &request, completions)) return;
 
     relay_edit_t edits[RELAY_EDITS_MAX];
     uint32_t edit_count = 0;
@@ -785,6 +695,11 @@ static void relay_chat(relay_stream_t *stream) {
                                                  .text = member_with_comma,
                                                  .length = (uint32_t)(sizeof member_with_comma - 1 - (empty ? 1 : 0))};
         }
+    }
+    if (stream->max_tokens_member[0] != '\0') {
+        edits[edit_count++] = (relay_edit_t){.offset = request.members_offset, .removed = 0,
+                                             .text = stream->max_tokens_member,
+                                             .length = (uint32_t)strlen(stream->max_tokens_member)};
     }
     relay_plan_request(stream, "/chat/completions", edits, edit_count, stream->client_streaming);
     relay_start_upstream(stream);
@@ -822,7 +737,9 @@ static void relay_embeddings(relay_stream_t *stream) {
         relay_not_found_model(stream, body, model);
         return;
     }
+    stream->route = route;
     stream->pool = &stream->worker->pools[route->upstream_index];
+    if (!relay_admit(stream, NULL, 1)) return;
     relay_edit_t edit = {.offset = model.offset, .removed = model.length, .text = route->upstream_model_json,
                          .length = (uint32_t)route->upstream_model_json_length};
     relay_plan_request(stream, "/embeddings", &edit, 1, false);
@@ -846,6 +763,16 @@ static void relay_stream_reset(relay_stream_t *stream, server_exchange_t *exchan
     stream->ready_count = 0;
     stream->pending_count = 0;
     loop_timer_init(&stream->timer, relay_on_timer, stream);
+    RW_ASSERT(!stream->held);
+    stream->generation++;
+    stream->route = NULL;
+    stream->user = NULL;
+    stream->key = NULL;
+    stream->hold_micros = 0;
+    stream->started_ms = loop_now_ms(&worker->loop);
+    stream->content_events = 0;
+    stream->forwarded_bytes = 0;
+    stream->max_tokens_member[0] = '\0';
     http_response_parser_init(&stream->response_parser, worker->config->header_bytes_max);
 }
 
@@ -908,16 +835,19 @@ static void relay_on_request(server_exchange_t *exchange) {
         method_needed = "GET";
     } else if (rest != NULL && relay_path_is(rest, rest_length, "/chat/completions")) {
         if (request->method == HTTP_METHOD_POST) {
-            relay_chat(stream);
+            /* The key first: a caller without one learns nothing else. */
+            if (relay_authenticate_key(stream)) relay_chat(stream);
             return;
         }
         method_needed = "POST";
     } else if (rest != NULL && relay_path_is(rest, rest_length, "/embeddings")) {
         if (request->method == HTTP_METHOD_POST) {
-            relay_embeddings(stream);
+            if (relay_authenticate_key(stream)) relay_embeddings(stream);
             return;
         }
         method_needed = "POST";
+    } else if (relay_accounts_route(stream, path, path_length)) {
+        return;
     }
     char message[300];
     int method_length = (int)RW_MIN(request->method_name.length, 16u);
@@ -953,6 +883,7 @@ static void relay_on_abort(server_exchange_t *exchange) {
         if (!drain || stream->upstream == NULL) {
             loop_timer_stop(&stream->timer);
             relay_release_upstream(stream, false);
+            relay_bill(stream, "client_closed", false);
             stream->phase = RELAY_PHASE_DONE;
             server_exchange_release(exchange);
             return;
@@ -968,6 +899,12 @@ static void relay_on_abort(server_exchange_t *exchange) {
             if (was_waiting_for_client) relay_read(stream);
         }
         return;
+    case RELAY_PHASE_SETTLING:
+    case RELAY_PHASE_WAITING_CONTROL:
+        /* A reply is on its way from the store or the control thread and
+         * names this slot: keep the exchange until it came (billing.c,
+         * accounts.c release it). */
+        return;
     default:
         /* Nothing upstream: the response was ours alone. */
         server_exchange_release(exchange);
@@ -980,6 +917,7 @@ static void relay_on_abort(server_exchange_t *exchange) {
 static void relay_worker_tick(loop_t *loop) {
     relay_worker_t *worker = (relay_worker_t *)((uint8_t *)loop - offsetof(relay_worker_t, loop));
     if (worker->server_tick != NULL) worker->server_tick(loop);
+    relay_retry_settlements(worker);
     if (atomic_load_explicit(&worker->stop_requested, memory_order_relaxed)) loop->stopping = true;
 }
 
@@ -1033,15 +971,28 @@ relay_worker_t *relay_worker_create(const relay_shared_t *shared, uint32_t index
         .handlers = {.on_request = relay_on_request, .on_sent = relay_on_sent, .on_abort = relay_on_abort},
         .handler_context = worker,
         .thread_index = index,
+        .instance = shared->instance,
     };
     if (server_init(&worker->server, &worker->loop, &server_config, error, error_size) != 0) return NULL;
     worker->server_tick = worker->loop.on_tick;
     worker->loop.on_tick = relay_worker_tick;
-    server_start(worker->server);
+    worker->mailbox = (loop_operation_t){.callback = relay_on_mailbox, .owner = worker};
+    worker->store_retries = calloc(RELAY_STORE_RETRIES_MAX, sizeof(store_message_t));
+    if (worker->store_retries == NULL) {
+        snprintf(error, error_size, "out of memory for the store retry ring");
+        return NULL;
+    }
     return worker;
 }
 
-void relay_worker_run(relay_worker_t *worker) { loop_run(&worker->loop, RELAY_TICK_MS); }
+void relay_worker_run(relay_worker_t *worker) {
+    server_start(worker->server);
+    loop_run(&worker->loop, RELAY_TICK_MS);
+}
+
+int relay_worker_ring_fd(const relay_worker_t *worker) { return worker->loop.ring.ring_fd; }
+
+loop_operation_t *relay_worker_mailbox(relay_worker_t *worker) { return &worker->mailbox; }
 
 void relay_worker_stop(relay_worker_t *worker) {
     atomic_store_explicit(&worker->stop_requested, true, memory_order_relaxed);

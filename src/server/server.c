@@ -87,6 +87,7 @@ struct server {
     loop_timer_list_t keepalive_timers;
     loop_timer_list_t linger_timers;
     uint64_t request_counter;
+    uint32_t instance; /* random per process start, in every request id */
 };
 
 /* Sent from static memory when no exchange is free (there is nowhere else
@@ -143,8 +144,10 @@ static server_exchange_t *server_exchange_acquire(server_t *server, server_conne
     exchange->started_ms = loop_now_ms(server->loop);
     http_request_parser_init(&exchange->parser, server->config.head_bytes_max);
     server->request_counter++;
-    snprintf(exchange->request_id, sizeof exchange->request_id, "req_%02x%012llx", server->config.thread_index & 0xff,
-             (unsigned long long)server->request_counter);
+    /* Unique across threads and restarts: the process's random instance
+     * tag, the thread, a counter. Usage records are found by request id. */
+    snprintf(exchange->request_id, sizeof exchange->request_id, "req_%08x%02x%010llx", server->instance,
+             server->config.thread_index & 0xff, (unsigned long long)server->request_counter);
     memset(server_queue(exchange), 0, sizeof(server_send_queue_t));
     return exchange;
 }
@@ -925,6 +928,7 @@ int server_init(server_t **result, loop_t *loop, const server_config_t *config, 
     }
     server->loop = loop;
     server->config = *config;
+    server->instance = config->instance;
     server->connections = server_map(sizeof(server_connection_t) * config->connections_max);
     server->exchanges = server_map(sizeof(server_exchange_t) * config->exchanges_max);
     server->send_queues = server_map(sizeof(server_send_queue_t) * config->exchanges_max);

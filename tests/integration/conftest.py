@@ -306,6 +306,12 @@ def mock_plain(mock_bin, workdir):
 # The relay.
 
 
+ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
+# What the fixtures' customer can spend: far more than any test uses, so that only
+# the billing tests (which make their own users) ever meet a 402.
+CUSTOMER_BALANCE = "1000000.00"
+
+
 @dataclass
 class Relay:
     name: str
@@ -314,17 +320,61 @@ class Relay:
     process: ManagedProcess
     config_path: str
     config_text: str
+    admin_url: str = ""  # http://127.0.0.1:admin_port
+    admin_token: str = ADMIN_TOKEN
+    api_key: str = ""  # a key of a customer with CUSTOMER_BALANCE, made through the admin API at start
+    user_id: int = 0
 
     @property
     def pid(self):
         return self.process.pid
 
+    @property
+    def auth(self):
+        """The Authorization header for the fixture customer's key."""
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    def admin(self, method, path, body=None):
+        """Calls the admin API; returns (status, parsed JSON or raw bytes)."""
+        import json
+
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Authorization": f"Bearer {self.admin_token}"}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        status, _, payload = _http(self.admin_url + path, method, data, headers)
+        try:
+            return status, json.loads(payload)
+        except ValueError:
+            return status, payload
+
     def client(self, prefix="/v1", **kwargs):
         import openai
 
-        options = dict(base_url=self.url + prefix, api_key="sk-test", max_retries=0, timeout=30.0)
+        options = dict(base_url=self.url + prefix, api_key=self.api_key, max_retries=0, timeout=30.0)
         options.update(kwargs)
         return openai.OpenAI(**options)
+
+
+def _http(url, method, body, headers, timeout_s=30):
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def make_customer(relay, email, balance=CUSTOMER_BALANCE, **key_fields):
+    """Creates a user with `balance` and a key through the admin API; returns (user id, key)."""
+    status, user = relay.admin("POST", "/admin/users", {"email": email, "balance": balance})
+    assert status == 201, user
+    status, key = relay.admin("POST", "/admin/keys", dict(user_id=user["id"], **key_fields))
+    assert status == 201, key
+    return user["id"], key["key"]
 
 
 def render_config(sections):
@@ -347,7 +397,9 @@ def default_config_sections(port, data_dir, mock, mock_plain, certs, dead_port):
     Models: ringway-demo, plain-demo, dead-demo, wrongkey-demo, and
     suffix-demo whose upstream_model carries mock directives."""
     return [
-        ("server", {"listen": f"127.0.0.1:{port}", "threads": 2, "data_dir": data_dir}),
+        ("server", {"listen": f"127.0.0.1:{port}", "threads": 2, "data_dir": data_dir,
+                    "admin_listen": f"127.0.0.1:{free_port()}"}),
+        ("auth", {"admin_token": ADMIN_TOKEN}),
         ("limits", {"header_bytes_max": 16384, "body_bytes_max": 10485760}),
         ("timeouts", {"header_ms": 10000}),
         ("relay", {"client_disconnect": "drain"}),
@@ -419,10 +471,12 @@ def relay_factory(ringway_bin, workdir, relay_config_factory):
         names.add(name)
         path, text, port = relay_config_factory(name, overrides)
         process = ManagedProcess(name, [ringway_bin, "--config", path], workdir)
+        admin_line = next(line for line in text.splitlines() if line.startswith("admin_listen"))
         relay = Relay(name=name, url=f"http://127.0.0.1:{port}", port=port, process=process, config_path=path,
-                      config_text=text)
+                      config_text=text, admin_url="http://" + admin_line.split("=", 1)[1].strip())
         started.append(relay)
         process.wait_ready(relay.url + "/healthz")
+        relay.user_id, relay.api_key = make_customer(relay, f"customer@{name}.test")
         return relay
 
     yield start
