@@ -179,9 +179,11 @@ bool relay_bill(relay_stream_t *stream, const char *status, bool wait_for_ack) {
     bool refused = stream->response.status >= 400 || stream->response.status == 0;
     bool nothing_delivered = stream->forwarded_bytes == 0 && !stream->usage_seen && !stream->upstream_done;
     bool estimated = false;
-    if (stream->usage_seen) {
+    if (refused) {
+        /* The upstream refused or never answered: nothing to charge. */
+    } else if (stream->usage_seen) {
         usage = stream->usage;
-    } else if (!refused && !nothing_delivered) {
+    } else if (!nothing_delivered) {
         /* No usage from the upstream: prompt from the request's size, the
          * completion from what was delivered (one token per streamed
          * content event, else 4 bytes a token). */
@@ -192,7 +194,7 @@ bool relay_bill(relay_stream_t *stream, const char *status, bool wait_for_ack) {
     }
     int64_t cost = 0;
     usage_counts_t billed = usage;
-    if (stream->usage_seen || estimated) cost = ledger_cost(model, &usage, &billed);
+    if (!refused && (stream->usage_seen || estimated)) cost = ledger_cost(model, &usage, &billed);
     int64_t charged = 0;
     bool capped = false;
     ledger_settle(stream->user, stream->key, stream->hold_micros, cost, &charged, &capped);
