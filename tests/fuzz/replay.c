@@ -126,10 +126,12 @@ static void replay_add_file(const char *path) {
         return;
     }
     replay_file_t *entry = &replay_files[replay_file_count];
-    entry->bytes = malloc(REPLAY_FILE_BYTES_MAX);
-    RW_ASSERT(entry->bytes != NULL);
-    entry->length = fread(entry->bytes, 1, REPLAY_FILE_BYTES_MAX, file);
+    uint8_t *chunk = malloc(REPLAY_FILE_BYTES_MAX);
+    RW_ASSERT(chunk != NULL);
+    entry->length = fread(chunk, 1, REPLAY_FILE_BYTES_MAX, file);
     fclose(file);
+    entry->bytes = realloc(chunk, entry->length == 0 ? 1 : entry->length);
+    RW_ASSERT(entry->bytes != NULL);
     snprintf(entry->path, sizeof entry->path, "%s", path);
     replay_file_count++;
 }
