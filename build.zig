@@ -54,6 +54,7 @@ const unit_tests = [_][]const u8{
     "auth",
     "ledger",
     "store",
+    "admin",
 };
 
 const c_flags = [_][]const u8{
@@ -98,6 +99,9 @@ pub fn build(b: *std.Build) void {
 
     const ringway = addProgram(b, "ringway", "src/main.c", target, optimize);
     const mock = addProgram(b, "ringway-mock", "src/mock/main.c", target, optimize);
+    // ringctl, the ops tool (tools/ringctl): the admin API's client.
+    const ringctl = addProgram(b, "ringctl", "tools/ringctl/ringctl.c", target, optimize);
+    ringctl.root_module.addCSourceFiles(.{ .files = &.{"tools/ringctl/client.c"}, .flags = &c_flags });
 
     // `zig build run`: the demo relay and the mock upstream it routes to.
     const run_demo = b.addSystemCommand(&.{ "bash", "tools/demo.sh" });
@@ -113,6 +117,7 @@ pub fn build(b: *std.Build) void {
     const run_tests = b.addSystemCommand(&.{ ".venv/bin/python", "tests/run_tests.py" });
     run_tests.addPrefixedArtifactArg("--ringway=", ringway);
     run_tests.addPrefixedArtifactArg("--mock=", mock);
+    run_tests.addPrefixedArtifactArg("--ringctl=", ringctl);
     for (unit_tests) |name| {
         const module = b.createModule(.{ .target = target, .optimize = .debug, .link_libc = true });
         addCore(b, module);

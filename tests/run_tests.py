@@ -5,6 +5,7 @@ Called by `zig build test` with the built binaries:
                    PATH::ARG[::ARG...] also passes arguments (e.g. a fuzz replay's corpus)
   --ringway=PATH   the relay, for the integration tests
   --mock=PATH      the mock upstream, for the integration tests
+  --ringctl=PATH   the ops tool, for the integration tests (env RINGCTL_BIN)
 Any other argument goes to pytest (e.g. `tools/zig build test -- -k stream`).
 """
 
@@ -38,9 +39,11 @@ def run_unit(spec):
     return passed, failed
 
 
-def run_pytest(ringway, mock, extra):
+def run_pytest(ringway, mock, ringctl, extra):
     """Runs tests/integration with pytest; returns (passed, failed) from its JUnit report."""
     env = dict(os.environ, RINGWAY_BIN=ringway, RINGWAY_MOCK_BIN=mock)
+    if ringctl:
+        env["RINGCTL_BIN"] = ringctl
     with tempfile.TemporaryDirectory() as scratch:
         report = os.path.join(scratch, "report.xml")
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
@@ -60,7 +63,7 @@ def run_pytest(ringway, mock, extra):
 
 
 def main(argv):
-    units, ringway, mock, extra = [], None, None, []
+    units, ringway, mock, ringctl, extra = [], None, None, None, []
     for argument in argv:
         if argument.startswith("--unit="):
             units.append(argument[len("--unit="):])
@@ -68,6 +71,8 @@ def main(argv):
             ringway = argument[len("--ringway="):]
         elif argument.startswith("--mock="):
             mock = argument[len("--mock="):]
+        elif argument.startswith("--ringctl="):
+            ringctl = argument[len("--ringctl="):]
         else:
             extra.append(argument)
     passed = failed = 0
@@ -75,7 +80,7 @@ def main(argv):
         unit_passed, unit_failed = run_unit(path)
         passed += unit_passed
         failed += unit_failed
-    integration_passed, integration_failed = run_pytest(ringway, mock, extra)
+    integration_passed, integration_failed = run_pytest(ringway, mock, ringctl, extra)
     passed += integration_passed
     failed += integration_failed
     sys.stdout.flush()

@@ -36,6 +36,11 @@ typedef struct control_job {
     uint32_t reply_capacity; /* ... never more than this */
 } control_job_t;
 
+/* A job whose reply buffer is smaller than this is answered 413 without
+ * running (the request left no room for the answer in the worker's buffer);
+ * give every job at least this much. */
+enum { CONTROL_REPLY_BYTES_MIN = 1024 };
+
 typedef struct control_reply {
     uint32_t slot;
     uint16_t status;        /* the HTTP status to answer with */

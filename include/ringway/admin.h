@@ -1,0 +1,197 @@
+/* The control thread (src/admin): the admin API for ringctl on its own
+ * listener, and the account jobs relay workers hand it (control.h). It is the
+ * only thread that creates users and API keys: it hands out their ids and
+ * publishes their slots in the shared account tables, and it is store
+ * producer `store_producer` (after the workers), talking to the store thread
+ * with blocking store_thread_call (it may block; it is never on the data
+ * path). Also here: the text helpers the admin API and ringctl share (time
+ * stamps, query strings, a JSON array walker, CSV fields).
+ *
+ * Start-up, in this order (main.c):
+ *   1. account_tables_init, store_open, store_load (admin_key_fields_from_record
+ *      turns each loaded key record into the fields account_key_publish takes),
+ *      the JWT secret (config or store), store_thread_create with
+ *      config->threads + 1 producers.
+ *   2. control_create (no thread yet; workers may be handed the pointer).
+ *   3. workers built on their threads; for each: store_thread_bind_producer
+ *      and control_bind_worker with its ring fd and mailbox operation.
+ *   4. store_thread_start.
+ *   5. control_bootstrap when store_load found no user (the store thread must
+ *      run: it writes the admin account).
+ *   6. control_start: returns once the admin listener is accepting.
+ *   7. the workers start serving.
+ * Shutdown: workers stop first, then control_stop, then the store thread. */
+#ifndef RINGWAY_ADMIN_H
+#define RINGWAY_ADMIN_H
+
+#include "ringway/account-t.h"
+#include "ringway/common.h"
+#include "ringway/config-t.h"
+#include "ringway/control.h"
+#include "ringway/json-t.h"
+#include "ringway/loop.h"
+#include "ringway/store-t.h"
+
+#include <liburing.h>
+
+typedef struct control control_t;
+
+typedef struct control_options {
+    const config_t *config;           /* admin_listen, [auth], [billing], models; outlives the control thread */
+    account_tables_t *tables;         /* loaded; the control thread becomes their only slot publisher */
+    store_t *store;                   /* opened and loaded */
+    store_thread_t *store_thread;     /* created; must run before control_bootstrap / control_start */
+    uint32_t store_producer;          /* the control thread's producer index (config->threads) */
+    uint32_t worker_count;            /* relay workers 0..worker_count-1 (1..CONTROL_WORKERS_MAX) */
+    uint64_t next_user_id;            /* store_load_result_t.next_user_id */
+    uint64_t next_key_id;             /* store_load_result_t.next_key_id */
+    const uint8_t *jwt_secret;        /* HS256 key, >= JWT_SECRET_BYTES_MIN bytes; copied */
+    size_t jwt_secret_length;         /* <= CONFIG_SECRET_BYTES */
+    uint32_t job_channel_capacity;    /* per worker and direction, a power of two; 0 = 256 */
+} control_options_t;
+
+enum {
+    CONTROL_WORKERS_MAX = 256,
+    CONTROL_STORE_TIMEOUT_MS = 30000, /* a store_thread_call that takes longer is reported as 503 */
+    CONTROL_KEYS_PER_USER_MAX = 100,  /* self-service key creation refuses more (slots are never reused) */
+    CONTROL_USAGE_LIMIT_DEFAULT = 20, /* GET /billing/usage without ?limit */
+    CONTROL_USAGE_LIMIT_MAX = 1000,
+};
+
+/* Allocates the control state and the per-worker job and reply channels.
+ * No thread, ring or socket yet. Checks the options (asserts on a
+ * programmer error such as a NULL table) and returns 0, or -1 with `error`
+ * filled when memory runs out. */
+int control_create(control_t **control, const control_options_t *options, char *error, size_t error_size);
+
+/* Replies to `worker` are announced by a MSG_RING CQE posted into the ring
+ * `worker_ring_fd` with user_data `worker_mailbox` (the worker's callback
+ * then drains control_reply_pop). Any thread, before or after
+ * control_start; until a worker is bound its replies are only queued, and it
+ * must poll. */
+void control_bind_worker(control_t *control, uint32_t worker, int worker_ring_fd, loop_operation_t *worker_mailbox);
+
+/* First start with an empty store (no users): creates the admin account
+ * "admin@ringway.local" (no password, so it cannot log in; balance = the
+ * configured free grant; audited as "system") and prints to stderr the
+ * exact ringctl command that makes its first API key. Runs on the calling
+ * thread before control_start, with the store thread running. Does nothing
+ * and returns 0 when users already exist. Returns -1 with `error` filled when
+ * the store refuses. */
+int control_bootstrap(control_t *control, char *error, size_t error_size);
+
+/* Spawns the control thread, which builds its ring and admin server on
+ * itself (single-issuer ring), starts accepting on config admin_listen and
+ * takes jobs. Returns 0 once it listens, or -1 with `error` filled (e.g. the
+ * admin port is taken; the thread has then ended). */
+int control_start(control_t *control, char *error, size_t error_size);
+
+/* Stops accepting admin connections, ends the thread (within one tick,
+ * about 20 ms, after any job or request in progress) and joins it. Jobs
+ * still queued are not run. Safe when never started; idempotent. */
+void control_stop(control_t *control);
+
+/* Frees what control_create allocated; the thread must be stopped. Sets
+ * *control to NULL. */
+void control_destroy(control_t **control);
+
+/* ---- The worker's side (called on the worker's thread) ---- */
+
+/* Queues a job (copied) for the control thread and, when it may be asleep,
+ * rings its doorbell through worker_ring (queued only: the worker's next
+ * submit carries it). worker_ring may be NULL: the control thread then
+ * notices the job within one tick. The job's memory (body, argument, reply)
+ * must stay valid until its reply has been popped. Returns false when the
+ * worker's job channel is full (the worker answers 503). */
+bool control_submit(control_t *control, uint32_t worker, const control_job_t *job, struct io_uring *worker_ring);
+
+/* Takes the next reply for this worker; false when there is none. The
+ * reply's bytes are at the job's reply buffer (reply->length of them). */
+bool control_reply_pop(control_t *control, uint32_t worker, control_reply_t *reply);
+
+/* ---- Keys loaded from the store ---- */
+
+/* Fills *fields (zeroed first) for account_key_publish from a stored key
+ * record: hash, id, user_index = user_id - 1, name, prefix, last4, status,
+ * expiry, tier, spend cap and spend_available_micros =
+ * ledger_key_spend_available_initial(cap, spent), and the allowlist: the
+ * record's model names mapped to config model indexes (a name the config no
+ * longer has is dropped, so the key loses that model; all_models stays
+ * all_models). Returns 0, or -1 for a record that cannot be published (user
+ * id 0, a cap below -1, negative spent). */
+int admin_key_fields_from_record(const config_t *config, const store_key_record_t *record, account_key_t *fields);
+
+/* ---- Text helpers shared by the admin API and ringctl (src/admin/text.c) ---- */
+
+/* An append-only text buffer over caller memory. Appends that do not fit set
+ * `overflow` and write nothing more; the caller checks it once at the end. */
+typedef struct admin_buffer {
+    char *bytes;
+    size_t capacity;
+    size_t length;
+    bool overflow;
+} admin_buffer_t;
+
+void admin_buffer_append(admin_buffer_t *buffer, const void *bytes, size_t length);
+void admin_buffer_text(admin_buffer_t *buffer, const char *text);
+void admin_buffer_format(admin_buffer_t *buffer, const char *format, ...) __attribute__((format(printf, 2, 3)));
+/* A JSON string with its quotes: '"' and '\\' escaped, control bytes as
+ * \u00XX, everything else (valid UTF-8, checked by the caller) as is. */
+void admin_buffer_json_string(admin_buffer_t *buffer, const char *text, size_t length);
+/* A CSV field per RFC 4180: quoted (with '"' doubled) when it holds a comma,
+ * a quote, CR or LF, or starts or ends with a space; as is otherwise. */
+void admin_buffer_csv_field(admin_buffer_t *buffer, const char *text, size_t length);
+/* Money as ledger_format_money writes it ("1.500000"). */
+void admin_buffer_money(admin_buffer_t *buffer, int64_t micros);
+/* Bytes still free. */
+size_t admin_buffer_room(const admin_buffer_t *buffer);
+
+enum {
+    ADMIN_TIME_TEXT_BYTES = 32, /* "2026-11-23T20:35:17.123Z" and its NUL */
+};
+
+/* Parses a point in time into milliseconds since the epoch (UTC): either
+ * 1 to 15 decimal digits (milliseconds as is), or ISO 8601 /RFC 3339
+ * "YYYY-MM-DD" (midnight UTC) optionally followed by 'T' or ' ', "HH:MM",
+ * optionally ":SS" and a fraction of 1 to 9 digits (milliseconds kept,
+ * the rest cut), and an optional zone "Z" or "+HH:MM" / "-HH:MM" (UTC when
+ * absent). Years 1970 to 9999, real calendar days (leap years), hours
+ * 0-23, seconds 0-59. Returns false for anything else or a time before the
+ * epoch; *ms is written only on true. */
+bool admin_time_parse(const char *text, size_t length, int64_t *ms);
+
+/* Writes ms (>= 0) as "YYYY-MM-DDTHH:MM:SS.mmmZ" and a NUL; returns the
+ * length (24). */
+size_t admin_time_format(int64_t ms, char out[static ADMIN_TIME_TEXT_BYTES]);
+
+/* Strict unsigned decimal: 1 to 19 digits, no sign, no space, no leading
+ * zero except "0" itself. false otherwise or above UINT64_MAX / 10 * 10. */
+bool admin_parse_u64(const char *text, size_t length, uint64_t *value);
+
+/* Decodes application/x-www-form-urlencoded / percent-encoding: "%XX" (hex,
+ * any case) and, when plus_is_space, '+' as a space. Writes a NUL. Returns
+ * false for a bad or truncated escape, a decoded NUL byte, or a result that
+ * does not fit with its NUL in capacity. */
+bool admin_url_decode(const uint8_t *input, size_t length, bool plus_is_space, char *out, size_t capacity,
+                      size_t *out_length);
+
+/* Finds parameter `name` in a query string "a=1&b=2" (names compared as
+ * sent, not decoded; a parameter without '=' has an empty value). Returns 0
+ * with *value / *value_length set (still encoded), -1 when absent, -2 when
+ * it occurs more than once. */
+int admin_query_find(const uint8_t *query, size_t length, const char *name, const uint8_t **value,
+                     size_t *value_length);
+
+/* Whether bytes[0, length) is well-formed UTF-8 (no overlong forms,
+ * surrogates or code points above U+10FFFF). */
+bool admin_utf8_valid(const uint8_t *bytes, size_t length);
+
+/* Walks the elements of a JSON array inside a document json_validate
+ * accepted: `array` is the array's span (e.g. from json_object_find), and
+ * *cursor starts at 0. Each call sets *element to the next element's span
+ * and returns true, or returns false after the last one (or on bytes that
+ * are not a well-formed array: safe on any input). */
+bool admin_json_array_next(const uint8_t *document, size_t length, json_span_t array, uint32_t *cursor,
+                           json_span_t *element);
+
+#endif
