@@ -20,6 +20,35 @@ from dataclasses import dataclass, field
 UPSTREAM_API_KEY = "test-upstream-key"
 DEFAULT_CHUNKS = 8
 MIB = 1024 * 1024
+# What the relay splices into a chat body that names neither max_tokens nor max_completion_tokens,
+# for a model without max_output_tokens in the config, when the wallet can pay for that many.
+SPLICED_MAX_TOKENS_DEFAULT = 4096
+
+
+def bearer(api_key):
+    """The Authorization header dict for an API key of the relay."""
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+def curl_key(api_key):
+    """curl arguments that send the API key."""
+    return ["-H", f"Authorization: Bearer {api_key}"]
+
+
+def names_output_limit(body):
+    """True if the JSON body names max_tokens or max_completion_tokens as a number; then the relay
+    sends it on as it is and splices nothing."""
+    document = json.loads(body)
+    return any(isinstance(document.get(name), int) and not isinstance(document.get(name), bool)
+               for name in ("max_tokens", "max_completion_tokens"))
+
+
+def splice_max_tokens(body, max_tokens=SPLICED_MAX_TOKENS_DEFAULT):
+    """The relay's max_tokens splice: `"max_tokens":N,` right after the body's opening brace
+    (before any whitespace that follows it); every other byte as it was."""
+    index = body.index(b"{") + 1
+    assert body[:index - 1].strip() == b"", "body does not start with an object"
+    return body[:index] + b'"max_tokens":%d,' % max_tokens + body[index:]
 
 
 def expected_tokens(count):

@@ -1,6 +1,8 @@
-"""Errors in the OpenAI shape: the relay's own 400/404, upstream statuses passed
-through or turned into 502, an unreachable upstream, a slow upstream (504),
-and an upstream that dies in the middle of a stream."""
+"""Errors in the OpenAI shape: the relay's own 400/404, the API-key checks (401
+with a distinct message for a missing, malformed, unknown, disabled and expired
+key), upstream statuses passed through or turned into 502, an unreachable
+upstream, a slow upstream (504), and an upstream that dies in the middle of a
+stream."""
 
 import json
 import time
@@ -8,16 +10,24 @@ import time
 import openai
 import pytest
 
-from helpers import (RawConnection, chat_json, content_of_chunk_dicts, curl, decode_chunk_events, expected_tokens,
-                     http_request, parse_sse, raw_request)
+from helpers import (RawConnection, chat_json, content_of_chunk_dicts, curl, curl_key, decode_chunk_events,
+                     expected_tokens, http_request, parse_sse, raw_request)
 
 MESSAGES = [{"role": "user", "content": "Say hi"}]
 
 
-def post_raw(relay, body, path="/v1/chat/completions"):
-    """POSTs raw bytes; returns (status, headers, decoded JSON or None)."""
-    status, headers, data = http_request(relay.url + path, "POST", body=body,
-                                         headers={"Content-Type": "application/json"})
+KEYED = object()  # post_raw's default: the relay fixture's own key
+
+
+def post_raw(relay, body, path="/v1/chat/completions", authorization=KEYED):
+    """POSTs raw bytes with the fixture's key (or the given Authorization value, None for no header);
+    returns (status, headers, decoded JSON or None, raw body)."""
+    headers = {"Content-Type": "application/json"}
+    if authorization is KEYED:
+        headers.update(relay.auth)
+    elif authorization is not None:
+        headers["Authorization"] = authorization
+    status, headers, data = http_request(relay.url + path, "POST", body=body, headers=headers)
     try:
         document = json.loads(data)
     except ValueError:
@@ -88,6 +98,131 @@ def test_messages_not_array_via_sdk_create(client):
         client.chat.completions.create(model="ringway-demo", messages="not an array")
     assert caught.value.param == "messages"
     assert caught.value.type == "invalid_request_error"
+
+
+# ---------------------------------------------------------------------------
+# API keys: every /v1 and /api/v1 endpoint but GET /v1/models needs one.
+
+UNKNOWN_KEY = "sk-" + "Zq" * 21 + "Z"  # the shape the relay issues (sk- and 43 letters and digits), issued to nobody
+
+
+def make_key(relay, **fields):
+    """A new key of the fixture's customer through the admin API; returns the key object (with "key")."""
+    status, key = relay.admin("POST", "/admin/keys", dict(user_id=relay.user_id, **fields))
+    assert status == 201, key
+    return key
+
+
+@pytest.fixture(scope="module")
+def disabled_key(relay):
+    key = make_key(relay, name="disabled")
+    status, changed = relay.admin("POST", f"/admin/keys/{key['id']}/disable")
+    assert status == 200 and changed["status"] == "disabled", changed
+    return key
+
+
+@pytest.fixture(scope="module")
+def expired_key(relay):
+    key = make_key(relay, name="expired", expires_at=1000)  # 1970
+    assert key["expired"] is True, key
+    return key
+
+
+def refusals(relay, disabled_key, expired_key):
+    """kind -> Authorization header value (None: no header) for every way a key can be refused."""
+    return {
+        "missing": None,
+        "malformed-basic-scheme": "Basic dXNlcjpwYXNzd29yZA==",
+        "malformed-not-sk": "Bearer not-a-relay-key",
+        "malformed-too-short": "Bearer " + relay.api_key[:-1],
+        "malformed-too-long": "Bearer " + relay.api_key + "x",
+        "unknown": "Bearer " + UNKNOWN_KEY,
+        "disabled": "Bearer " + disabled_key["key"],
+        "expired": "Bearer " + expired_key["key"],
+    }
+
+
+def test_key_refusals_are_401_with_a_distinct_message_each(relay, disabled_key, expired_key):
+    messages = {}
+    for kind, authorization in refusals(relay, disabled_key, expired_key).items():
+        status, headers, document, data = post_raw(relay, chat_json(mock="chunks=1"), authorization=authorization)
+        assert status == 401, (kind, data)
+        assert headers.get("x-request-id"), kind
+        error = assert_error_shape(document, "invalid_request_error", code="invalid_api_key")
+        messages[kind.split("-")[0]] = messages.get(kind.split("-")[0], set()) | {error["message"]}
+        # The refusal may name the key masked, never whole.
+        for secret in (relay.api_key, UNKNOWN_KEY, disabled_key["key"], expired_key["key"]):
+            assert secret not in error["message"], (kind, error["message"])
+    assert all(len(texts) == 1 for texts in messages.values()), messages
+    assert len({next(iter(texts)) for texts in messages.values()}) == 5, messages
+    assert disabled_key["masked_key"] in next(iter(messages["disabled"]))
+    assert expired_key["masked_key"] in next(iter(messages["expired"]))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("kind", ["unknown", "disabled", "expired", "malformed"])
+def test_key_refusals_raise_authentication_error_in_the_sdk(relay, disabled_key, expired_key, kind, stream):
+    api_key = {"unknown": UNKNOWN_KEY, "disabled": disabled_key["key"], "expired": expired_key["key"],
+               "malformed": "sk-too-short"}[kind]
+    with relay.client(api_key=api_key) as sdk:
+        with pytest.raises(openai.AuthenticationError) as caught:
+            sdk.chat.completions.create(model="ringway-demo", messages=MESSAGES, stream=stream)
+    assert caught.value.status_code == 401
+    assert caught.value.code == "invalid_api_key"
+    assert caught.value.request_id
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/api/v1/chat/completions", "/v1/embeddings",
+                                  "/api/v1/embeddings"])
+def test_every_post_endpoint_needs_a_key(relay, path):
+    body = (chat_json(mock="chunks=1") if "chat" in path
+            else json.dumps({"model": "ringway-demo", "input": "hi"}).encode())
+    status, headers, document, data = post_raw(relay, body, path=path, authorization=None)
+    assert status == 401, data
+    assert headers.get("x-request-id")
+    assert_error_shape(document, "invalid_request_error", code="invalid_api_key")
+
+
+@pytest.mark.parametrize("body", [b'{"model": "ringway-demo", "messages": [', chat_json(model="no-such-model")],
+                         ids=["invalid-json", "unknown-model"])
+def test_no_key_is_refused_before_the_body_is_judged(relay, body):
+    """An unauthenticated client learns nothing about its request body."""
+    status, _, document, data = post_raw(relay, body, authorization=None)
+    assert status == 401, data
+    assert_error_shape(document, code="invalid_api_key")
+
+
+@pytest.mark.parametrize("prefix", ["/v1", "/api/v1"])
+def test_models_and_healthz_need_no_key(relay, prefix):
+    status, _, data = http_request(relay.url + prefix + "/models")
+    assert status == 200, data
+    assert json.loads(data)["object"] == "list"
+    status, _, data = http_request(relay.url + "/healthz")
+    assert status == 200 and data.strip() == b"ok"
+
+
+def test_bearer_scheme_is_case_insensitive(relay):
+    """RFC 9110: the auth scheme is a case-insensitive token."""
+    status, _, _, data = post_raw(relay, chat_json(mock="chunks=1"), authorization="bearer " + relay.api_key)
+    assert status == 200, data
+
+
+def test_disable_enable_and_expiry_take_effect_at_once(relay):
+    key = make_key(relay, name="toggled")
+    authorization = "Bearer " + key["key"]
+
+    def status_with_key():
+        return post_raw(relay, chat_json(mock="chunks=1"), authorization=authorization)[0]
+
+    assert status_with_key() == 200
+    assert relay.admin("POST", f"/admin/keys/{key['id']}/disable")[0] == 200
+    assert status_with_key() == 401
+    assert relay.admin("POST", f"/admin/keys/{key['id']}/enable")[0] == 200
+    assert status_with_key() == 200
+    assert relay.admin("PATCH", f"/admin/keys/{key['id']}", {"expires_at": 1000})[0] == 200
+    assert status_with_key() == 401
+    assert relay.admin("PATCH", f"/admin/keys/{key['id']}", {"expires_at": "2999-01-01T00:00:00Z"})[0] == 200
+    assert status_with_key() == 200
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -205,7 +340,7 @@ def test_mid_stream_disconnect_sdk(client, model):
 def test_mid_stream_disconnect_raw_sse(relay, model):
     body = chat_json(model=model, stream=True, mock="disconnect_after=3")
     result = curl(relay.url + "/v1/chat/completions", "-N", "-H", "Content-Type: application/json",
-                  "--data-binary", body.decode())
+                  *curl_key(relay.api_key), "--data-binary", body.decode())
     assert result.returncode == 0, f"curl: {result.stderr} (the response did not end cleanly)"
     assert result.status == 200
     events, problems = parse_sse(result.body)
@@ -249,7 +384,8 @@ def one_stream_relay(relay_factory):
 
 def test_pool_exhausted_is_503_server_busy(one_stream_relay):
     with RawConnection(one_stream_relay.port, timeout_s=20) as busy:
-        busy.send(raw_request("POST", "/v1/chat/completions", chat_json(stream=True, mock="gap_ms=200;chunks=6")))
+        busy.send(raw_request("POST", "/v1/chat/completions", chat_json(stream=True, mock="gap_ms=200;chunks=6"),
+                              headers=one_stream_relay.auth))
         head = busy.read_head()
         assert head.status == 200
         pieces = busy.iter_body(head, timeout_s=20)
@@ -261,7 +397,7 @@ def test_pool_exhausted_is_503_server_busy(one_stream_relay):
         # The only stream slot is taken until this stream ends (about 1 s from now).
         status, headers, data = http_request(one_stream_relay.url + "/v1/chat/completions", "POST",
                                              body=chat_json(mock="chunks=1"),
-                                             headers={"Content-Type": "application/json"})
+                                             headers={"Content-Type": "application/json", **one_stream_relay.auth})
         assert status == 503, data
         assert headers.get("x-request-id")
         assert_error_shape(json.loads(data), "server_error", code="server_busy")
@@ -269,5 +405,6 @@ def test_pool_exhausted_is_503_server_busy(one_stream_relay):
             received += piece
     assert received.rstrip().endswith(b"data: [DONE]")
     status, _, data = http_request(one_stream_relay.url + "/v1/chat/completions", "POST",
-                                   body=chat_json(mock="chunks=1"), headers={"Content-Type": "application/json"})
+                                   body=chat_json(mock="chunks=1"),
+                                   headers={"Content-Type": "application/json", **one_stream_relay.auth})
     assert status == 200, data

@@ -1,7 +1,10 @@
 """HTTP/1.1 framing on raw sockets: request-smuggling shapes are refused with
 400 and a closed connection, size limits give 431/413, pipelining and
 keep-alive keep order, Expect: 100-continue is honoured, and a slow head is
-cut off with 408."""
+cut off with 408.
+
+Framing is judged by the HTTP layer before the API key is: the refusals are
+the same with and without a valid key, so those tests run both ways."""
 
 import json
 import threading
@@ -9,7 +12,7 @@ import time
 
 import pytest
 
-from helpers import RawConnection, chat_json, curl, raw_request
+from helpers import RawConnection, chat_json, curl, curl_key, raw_request
 
 SMALL_CHAT = chat_json(mock="chunks=2")
 
@@ -49,9 +52,19 @@ SMUGGLING = {
 }
 
 
+def with_key(request_bytes, api_key):
+    """request_bytes with an Authorization header line before Host, using the request line's line ending."""
+    request_line_end = request_bytes.index(b"\n")
+    ending = b"\r\n" if request_bytes[request_line_end - 1:request_line_end] == b"\r" else b"\n"
+    index = request_bytes.index(b"Host: ")
+    return request_bytes[:index] + b"Authorization: Bearer " + api_key.encode() + ending + request_bytes[index:]
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["no-key", "key"])
 @pytest.mark.parametrize("name", list(SMUGGLING))
-def test_framing_attack_refused_with_400_and_close(relay, name):
-    assert_refused_and_closed(relay, SMUGGLING[name])
+def test_framing_attack_refused_with_400_and_close(relay, name, keyed):
+    request = with_key(SMUGGLING[name], relay.api_key) if keyed else SMUGGLING[name]
+    assert_refused_and_closed(relay, request)
 
 
 def test_relay_still_serves_after_framing_attacks(relay):
@@ -61,8 +74,9 @@ def test_relay_still_serves_after_framing_attacks(relay):
         assert response.status == 200 and response.body.strip() == b"ok"
 
 
-def test_head_over_16_kib_is_431(relay):
-    request = (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (17 * 1024) + b"\r\n\r\n")
+@pytest.mark.parametrize("start", [b"GET /healthz", b"POST /v1/chat/completions"], ids=["healthz", "chat-no-key"])
+def test_head_over_16_kib_is_431(relay, start):
+    request = (start + b" HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (17 * 1024) + b"\r\n\r\n")
     with RawConnection(relay.port, timeout_s=5) as connection:
         connection.send(request)
         response = connection.read_response(timeout_s=5)
@@ -84,9 +98,11 @@ def test_head_just_under_limit_is_served(relay):
         assert connection.read_response(timeout_s=5).status == 200
 
 
-def test_content_length_over_limit_is_413_before_the_body(relay):
+@pytest.mark.parametrize("keyed", [False, True], ids=["no-key", "key"])
+def test_content_length_over_limit_is_413_before_the_body(relay, keyed):
     head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"Content-Length: " + str(11 * 1024 * 1024).encode() + b"\r\n\r\n")
+    head = with_key(head, relay.api_key) if keyed else head
     with RawConnection(relay.port, timeout_s=5) as connection:
         connection.send(head)  # no body at all: the answer must come from the head alone
         response = connection.read_response(timeout_s=5)
@@ -96,17 +112,20 @@ def test_content_length_over_limit_is_413_before_the_body(relay):
         assert isinstance(document["error"]["message"], str)
 
 
-def test_content_length_over_limit_with_expect_gets_413_not_100(relay):
+@pytest.mark.parametrize("keyed", [False, True], ids=["no-key", "key"])
+def test_content_length_over_limit_with_expect_gets_413_not_100(relay, keyed):
     head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"Expect: 100-continue\r\nContent-Length: " + str(11 * 1024 * 1024).encode() + b"\r\n\r\n")
+    head = with_key(head, relay.api_key) if keyed else head
     with RawConnection(relay.port, timeout_s=5) as connection:
         connection.send(head)
         response = connection.read_head(timeout_s=5)
         assert response.status == 413
 
 
-def _send_chunked_until_refused(port, total_bytes, piece_bytes):
-    """Sends a chunked body of total_bytes (in piece_bytes chunks) while a thread reads the answer.
+def _send_chunked_until_refused(port, total_bytes, piece_bytes, api_key=None):
+    """Sends a chunked body of total_bytes (in piece_bytes chunks) while a thread reads the answer;
+    with api_key, the head carries it.
 
     Returns (raw bytes the relay sent, whether sending stopped early)."""
     connection = RawConnection(port, timeout_s=10)
@@ -125,8 +144,9 @@ def _send_chunked_until_refused(port, total_bytes, piece_bytes):
         finally:
             done.set()
 
-    connection.send(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                    b"Transfer-Encoding: chunked\r\n\r\n")
+    head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n")
+    connection.send(with_key(head, api_key) if api_key else head)
     thread = threading.Thread(target=reader, daemon=True)
     thread.start()
     stopped_early = False
@@ -149,15 +169,17 @@ def _send_chunked_until_refused(port, total_bytes, piece_bytes):
     return b"".join(received), stopped_early
 
 
-def test_chunked_body_growing_past_limit_is_413(relay):
-    data, _ = _send_chunked_until_refused(relay.port, total_bytes=12 * 1024 * 1024, piece_bytes=256 * 1024)
+@pytest.mark.parametrize("keyed", [False, True], ids=["no-key", "key"])
+def test_chunked_body_growing_past_limit_is_413(relay, keyed):
+    data, _ = _send_chunked_until_refused(relay.port, total_bytes=12 * 1024 * 1024, piece_bytes=256 * 1024,
+                                          api_key=relay.api_key if keyed else None)
     assert data.startswith(b"HTTP/1.1 413"), data[:200]
 
 
 def test_pipelined_requests_answered_in_order(relay):
     slow_chat = chat_json(mock="first_byte_ms=300;chunks=3")
     with RawConnection(relay.port, timeout_s=10) as connection:
-        connection.send(raw_request("POST", "/v1/chat/completions", slow_chat) +
+        connection.send(raw_request("POST", "/v1/chat/completions", slow_chat, headers=relay.auth) +
                         raw_request("GET", "/healthz") +
                         raw_request("GET", "/v1/models"))
         first = connection.read_response()
@@ -172,7 +194,7 @@ def test_pipelined_requests_answered_in_order(relay):
 
 
 def test_pipelined_in_one_byte_writes(relay):
-    data = raw_request("GET", "/healthz") + raw_request("POST", "/v1/chat/completions", SMALL_CHAT)
+    data = raw_request("GET", "/healthz") + raw_request("POST", "/v1/chat/completions", SMALL_CHAT, headers=relay.auth)
     with RawConnection(relay.port, timeout_s=10) as connection:
         for index in range(len(data)):
             connection.send(data[index:index + 1])
@@ -186,8 +208,9 @@ def test_pipelined_in_one_byte_writes(relay):
 def test_keep_alive_reuse(relay):
     with RawConnection(relay.port, timeout_s=10) as connection:
         for request in (raw_request("GET", "/healthz"),
-                        raw_request("POST", "/v1/chat/completions", SMALL_CHAT),
-                        raw_request("POST", "/v1/chat/completions", chat_json(stream=True, mock="chunks=2")),
+                        raw_request("POST", "/v1/chat/completions", SMALL_CHAT, headers=relay.auth),
+                        raw_request("POST", "/v1/chat/completions", chat_json(stream=True, mock="chunks=2"),
+                                    headers=relay.auth),
                         raw_request("GET", "/v1/models"),
                         raw_request("GET", "/healthz")):
             connection.send(request)
@@ -195,6 +218,17 @@ def test_keep_alive_reuse(relay):
             assert response.status == 200, response.head_bytes
             assert (response.header("connection") or "").lower() != "close"
         assert not connection.wait_closed(timeout_s=0.3), "relay closed a keep-alive connection"
+
+
+def test_refused_key_keeps_the_connection(relay):
+    """A 401 is an answer like any other: the body was read, so the connection stays usable."""
+    with RawConnection(relay.port, timeout_s=10) as connection:
+        for headers, status in (({}, 401), ({"Authorization": "Bearer sk-wrong"}, 401), (relay.auth, 200)):
+            connection.send(raw_request("POST", "/v1/chat/completions", SMALL_CHAT, headers=headers))
+            response = connection.read_response()
+            assert response.status == status, response.head_bytes + response.body
+            assert (response.header("connection") or "").lower() != "close"
+        assert json.loads(response.body)["choices"][0]["message"]["content"].split() == ["tok0", "tok1"]
 
 
 def test_connection_close_is_honoured(relay):
@@ -206,8 +240,9 @@ def test_connection_close_is_honoured(relay):
 
 def test_expect_100_continue_raw(relay):
     body = chat_json(mock="chunks=2", content="p" * 2000)
-    head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Expect: 100-continue\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+    head = with_key(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Expect: 100-continue\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n",
+                    relay.api_key)
     with RawConnection(relay.port, timeout_s=5) as connection:
         connection.send(head)
         interim = connection.read_head(timeout_s=5)
@@ -223,7 +258,7 @@ def test_expect_100_continue_curl(relay, tmp_path):
     body = chat_json(mock="chunks=2", content="q" * 2000)
     path = tmp_path / "body.json"
     path.write_bytes(body)
-    result = curl(relay.url + "/v1/chat/completions", "-H", "Content-Type: application/json",
+    result = curl(relay.url + "/v1/chat/completions", "-H", "Content-Type: application/json", *curl_key(relay.api_key),
                   "-H", "Expect: 100-continue", "--expect100-timeout", "5", "--data-binary", f"@{path}")
     assert result.returncode == 0, result.stderr
     assert result.status_lines and result.status_lines[0].startswith("HTTP/1.1 100"), result.status_lines
@@ -278,7 +313,7 @@ def test_header_timeout_relay_serves_normal_requests(quick_timeout_relay):
 
 def test_body_split_across_writes(relay):
     body = chat_json(mock="chunks=3")
-    request = raw_request("POST", "/v1/chat/completions", body)
+    request = raw_request("POST", "/v1/chat/completions", body, headers=relay.auth)
     with RawConnection(relay.port, timeout_s=10) as connection:
         for start in range(0, len(request), 7):
             connection.send(request[start:start + 7])
@@ -292,8 +327,8 @@ def test_chunked_request_body_accepted(relay):
     body = chat_json(mock="chunks=2")
     chunked = b"".join(b"%x\r\n" % len(body[i:i + 10]) + body[i:i + 10] + b"\r\n" for i in range(0, len(body), 10))
     with RawConnection(relay.port, timeout_s=10) as connection:
-        connection.send(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                        b"Transfer-Encoding: chunked\r\n\r\n" + chunked + b"0\r\n\r\n")
+        connection.send(with_key(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                 b"Transfer-Encoding: chunked\r\n\r\n", relay.api_key) + chunked + b"0\r\n\r\n")
         response = connection.read_response()
     assert response.status == 200
     assert json.loads(response.body)["choices"][0]["message"]["content"].split() == ["tok0", "tok1"]

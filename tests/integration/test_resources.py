@@ -28,8 +28,8 @@ def cancel_relay(relay_factory):
                          {"server": {"threads": 1}, "relay": {"client_disconnect": "cancel"}})
 
 
-def stream_request(mock):
-    return raw_request("POST", "/v1/chat/completions", chat_json(stream=True, mock=mock))
+def stream_request(relay, mock):
+    return raw_request("POST", "/v1/chat/completions", chat_json(stream=True, mock=mock), headers=relay.auth)
 
 
 def read_stream(connection, head, timeout_s=60):
@@ -59,14 +59,14 @@ def test_slow_reader_does_not_grow_relay_memory(drain_relay):
     # Warm-up at full speed: touches every buffer this kind of stream uses.
     for _ in range(2):
         with RawConnection(drain_relay.port, timeout_s=30) as connection:
-            connection.send(stream_request(f"line_bytes={LINE_BYTES};chunks=10"))
+            connection.send(stream_request(drain_relay, f"line_bytes={LINE_BYTES};chunks=10"))
             head = connection.read_head()
             assert head.status == 200
             assert content_of_chunk_dicts(read_stream(connection, head)) == ["x" * LINE_BYTES] * 10
     baseline = rss_bytes(drain_relay.pid)
 
     with RawConnection(drain_relay.port, timeout_s=60, recv_buffer_bytes=4096) as connection:
-        connection.send(stream_request(mock))
+        connection.send(stream_request(drain_relay, mock))
         head = connection.read_head()
         assert head.status == 200
         peak = baseline
@@ -87,7 +87,7 @@ def _warm_up_concurrent_streams(relay, count):
     connections = [RawConnection(relay.port, timeout_s=20) for _ in range(count)]
     try:
         for connection in connections:
-            connection.send(stream_request("gap_ms=20;chunks=10"))
+            connection.send(stream_request(relay, "gap_ms=20;chunks=10"))
         for connection in connections:
             head = connection.read_head()
             assert head.status == 200
@@ -105,7 +105,7 @@ def test_client_disconnect_mid_stream_releases_descriptors(request, relay_name):
 
     connections = [RawConnection(relay.port, timeout_s=10) for _ in range(3)]
     for connection in connections:
-        connection.send(stream_request("gap_ms=50;chunks=40"))  # about 2 s upstream
+        connection.send(stream_request(relay, "gap_ms=50;chunks=40"))  # about 2 s upstream
     for index, connection in enumerate(connections):
         head = connection.read_head()
         assert head.status == 200
@@ -124,7 +124,7 @@ def test_client_disconnect_mid_stream_releases_descriptors(request, relay_name):
     status, _, body = http_request(relay.url + "/healthz")
     assert status == 200 and body.strip() == b"ok"
     with RawConnection(relay.port, timeout_s=20) as connection:
-        connection.send(stream_request("chunks=3"))
+        connection.send(stream_request(relay, "chunks=3"))
         head = connection.read_head()
         assert head.status == 200
         assert content_of_chunk_dicts(read_stream(connection, head)) == expected_tokens(3)
@@ -133,13 +133,15 @@ def test_client_disconnect_mid_stream_releases_descriptors(request, relay_name):
 def test_many_short_connections_do_not_leak_descriptors(drain_relay):
     for _ in range(3):
         with RawConnection(drain_relay.port) as connection:
-            connection.send(raw_request("POST", "/v1/chat/completions", chat_json(mock="chunks=1")))
+            connection.send(raw_request("POST", "/v1/chat/completions", chat_json(mock="chunks=1"),
+                                        headers=drain_relay.auth))
             assert connection.read_response().status == 200
     baseline = stable_fd_count(drain_relay.pid)
     for index in range(40):
         with RawConnection(drain_relay.port) as connection:
             if index % 4 == 0:
-                connection.send(raw_request("POST", "/v1/chat/completions", chat_json(mock="chunks=1")))
+                connection.send(raw_request("POST", "/v1/chat/completions", chat_json(mock="chunks=1"),
+                                            headers=drain_relay.auth))
                 assert json.loads(connection.read_response().body)["usage"]["completion_tokens"] == 1
             elif index % 4 == 1:
                 connection.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # half a head, then gone

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from helpers import (DEFAULT_CHUNKS, RawConnection, chat_json, content_of_chunk_dicts, curl,
-                     decode_chunk_events, expected_tokens, parse_sse, raw_request)
+from helpers import (DEFAULT_CHUNKS, SPLICED_MAX_TOKENS_DEFAULT, RawConnection, chat_json, content_of_chunk_dicts,
+                     curl, curl_key, decode_chunk_events, expected_tokens, parse_sse, raw_request)
 
 MESSAGES = [{"role": "user", "content": "Stream please"}]
 
@@ -92,7 +92,9 @@ def test_relay_always_asks_upstream_for_usage(client, include_usage):
     assert upstream["stream_options"]["include_usage"] is True
     assert upstream["messages"] == MESSAGES
     assert upstream["mock"] == "echo=1;chunks=3"
+    assert upstream["max_tokens"] == SPLICED_MAX_TOKENS_DEFAULT
     assert echoed.count('"stream_options"') == 1, "stream_options appears twice upstream"
+    assert echoed.count('"max_tokens"') == 1, "max_tokens appears twice upstream"
     if include_usage:
         usage_chunks = usage_only_chunks(chunks)
         assert len(usage_chunks) == 1
@@ -153,6 +155,32 @@ def test_very_long_lines(client, shape, include_usage):
         assert usage_only_chunks(chunks) == []
 
 
+STREAM_OPTIONS_MEMBER = b'"stream_options":{"include_usage":true},'
+
+
+@pytest.mark.parametrize("limit", [None, 9], ids=["spliced", "explicit"])
+def test_stream_upstream_body_is_byte_exact(client, limit):
+    """The exact bytes upstream for a stream whose client named no stream_options: the model value
+    renamed, and two members inserted right after the opening brace, stream_options and (when the
+    client named no limit) "max_tokens":4096. Their relative order is not specified, so either is
+    accepted; nothing else may change."""
+    options = {"max_tokens": limit} if limit is not None else {}
+    raw = client.chat.completions.with_raw_response.create(
+        model="ringway-demo", messages=MESSAGES, stream=True, extra_body={"mock": "echo=1;chunks=1"}, **options)
+    sent = raw.http_response.request.content
+    with raw.parse() as stream:
+        echoed = contents(list(stream))[0].encode()
+    assert sent.startswith(b"{") and sent.count(b'"ringway-demo"') == 1
+    rest = sent[1:].replace(b'"ringway-demo"', b'"mock-small"')
+    if limit is None:
+        max_tokens_member = b'"max_tokens":%d,' % SPLICED_MAX_TOKENS_DEFAULT
+        allowed = {b"{" + STREAM_OPTIONS_MEMBER + max_tokens_member + rest,
+                   b"{" + max_tokens_member + STREAM_OPTIONS_MEMBER + rest}
+    else:
+        allowed = {b"{" + STREAM_OPTIONS_MEMBER + rest}
+    assert echoed in allowed, echoed
+
+
 def test_stream_response_headers(client):
     raw = client.chat.completions.with_raw_response.create(model="ringway-demo", messages=MESSAGES, stream=True,
                                                            extra_body={"mock": "chunks=2"})
@@ -167,7 +195,7 @@ def test_paced_stream_arrives_incrementally_raw(relay):
     """gap_ms=400: when tok0 arrives, tok1 and [DONE] must not have arrived with it."""
     body = chat_json(stream=True, mock="gap_ms=400;chunks=5")
     with RawConnection(relay.port, timeout_s=20) as connection:
-        connection.send(raw_request("POST", "/v1/chat/completions", body))
+        connection.send(raw_request("POST", "/v1/chat/completions", body, headers=relay.auth))
         head = connection.read_head()
         assert head.status == 200
         pieces = connection.iter_body(head, timeout_s=20)
@@ -212,7 +240,7 @@ def test_paced_stream_arrives_incrementally_sdk(client):
 def test_curl_raw_stream_is_valid_sse(relay, shape, prefix):
     body = chat_json(stream=True, mock=shape)
     result = curl(relay.url + prefix + "/chat/completions", "-N", "-H", "Content-Type: application/json",
-                  "--data-binary", body.decode())
+                  *curl_key(relay.api_key), "--data-binary", body.decode())
     assert result.returncode == 0, result.stderr
     assert result.status == 200, result.body[:500]
     assert (result.header("content-type") or "").startswith("text/event-stream")

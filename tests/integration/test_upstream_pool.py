@@ -41,7 +41,7 @@ def idle_closing(mock_bin, workdir, certs, relay_factory):
 def post_chat(relay, **kwargs):
     return http_request(relay.url + "/v1/chat/completions", "POST",
                         body=json.dumps(chat_body(model="idle-demo", **kwargs)).encode(),
-                        headers={"Content-Type": "application/json"})
+                        headers={"Content-Type": "application/json", **relay.auth})
 
 
 def test_sequential_requests_share_one_upstream_connection(idle_closing):
