@@ -156,9 +156,10 @@ pub fn build(b: *std.Build) void {
     b.step("fuzz", "Fuzz the parsers with libFuzzer (`-- [harness] [seconds]`, default all, 30 s each)").dependOn(&run_fuzz.step);
 
     // ---- `zig build bench` (see bench/README.md) ----------------------------
-    // Builds our SSE load generator and a copy of the relay for a CPU model
-    // valgrind can decode (no AVX-512; callgrind scenario), neither installed,
-    // then runs the harness: ringway vs nginx vs direct on the same mock.
+    // Builds our SSE load generator, a copy of the relay for a CPU model
+    // valgrind can decode (no AVX-512) and an io_uring shim that lets the
+    // multi-threaded relay run under valgrind (callgrind scenario), none
+    // installed, then runs the harness: ringway vs nginx vs direct.
     // `zig build bench -- --full` for the full run, `-- --scenario N` for one.
     const sseload_module = b.createModule(.{ .target = target, .optimize = optimize, .link_libc = true });
     sseload_module.addIncludePath(b.path("include"));
@@ -171,11 +172,16 @@ pub fn build(b: *std.Build) void {
     addCore(b, valgrind_module);
     valgrind_module.addCSourceFiles(.{ .files = &.{"src/main.c"}, .flags = &c_flags });
     const ringway_valgrind = b.addExecutable(.{ .name = "ringway-valgrind", .root_module = valgrind_module });
+    const shim_module = b.createModule(.{ .target = target, .optimize = optimize, .link_libc = true });
+    shim_module.addCSourceFiles(.{ .files = &.{"bench/uring-valgrind-shim.c"}, .flags = &c_flags });
+    shim_module.linkSystemLibrary("uring", .{});
+    const uring_shim = b.addLibrary(.{ .name = "uring-valgrind-shim", .linkage = .dynamic, .root_module = shim_module });
     const run_bench = b.addSystemCommand(&.{ ".venv/bin/python", "bench/run.py" });
     run_bench.addPrefixedArtifactArg("--ringway=", ringway);
     run_bench.addPrefixedArtifactArg("--ringway-valgrind=", ringway_valgrind);
     run_bench.addPrefixedArtifactArg("--mock=", mock);
     run_bench.addPrefixedArtifactArg("--sseload=", sseload);
+    run_bench.addPrefixedArtifactArg("--uring-shim=", uring_shim);
     run_bench.addPassthruArgs();
     run_bench.has_side_effects = true;
     run_bench.setCwd(b.path("."));

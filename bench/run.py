@@ -6,6 +6,7 @@ Started by `tools/zig build bench` with the built binaries:
   --ringway-valgrind=PATH  the relay built for a CPU valgrind decodes (scenario 6)
   --mock=PATH              ringway-mock
   --sseload=PATH           bench/sseload.c, our SSE load generator
+  --uring-shim=PATH        bench/uring-valgrind-shim.c as a shared library (scenario 6)
 Options after `--` (e.g. `tools/zig build bench -- --full`):
   --full                   the full run (more rounds, longer runs, the sweep up to 14,000 streams)
   --scenario N[,N...]      only these scenarios (1-7); results go to results/partial.*
@@ -40,6 +41,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "bench")
 RESULTS = os.path.join(BENCH, "results")
 UPSTREAM_KEY = "bench-upstream-key"
+ADMIN_TOKEN = "bench-admin-token-0123456789abcdef"
+CUSTOMER_BALANCE = "100000000.00"
 TARGETS = ("direct", "ringway", "nginx")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PACE_MS = 20
@@ -185,13 +188,14 @@ class Process:
 
     running = []
 
-    def __init__(self, name, argv, workdir, cwd=None):
+    def __init__(self, name, argv, workdir, cwd=None, env=None):
         self.name = name
         self.log_path = os.path.join(workdir, f"{name}.log")
         self.log = open(self.log_path, "wb")
         self.popen = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, cwd=cwd or ROOT,
-                                      start_new_session=True)
+                                      start_new_session=True, env=env)
         self.pid = self.popen.pid
+        self.api_key = None  # the customer key a ringway instance was given
         Process.running.append(self)
 
     def wait_log(self, text, timeout_s):
@@ -375,17 +379,23 @@ def write_body(workdir, name, model="mock-small", stream=False, mock=None):
     return path
 
 
-def ringway_config(workdir, name, port, threads, mock_port, plain_port, ca, capacity):
+def ringway_config(workdir, name, port, threads, mock_port, plain_port, ca, capacity, with_auth=True):
     """The relay's configuration: budgets large enough for `capacity`
-    concurrent streams per thread (connections count both idle and busy)."""
+    concurrent streams per thread (connections count both idle and busy),
+    and an admin token to make the benchmark's customer and API key with.
+    Returns (path, admin port)."""
     streams = capacity + 256
+    admin_port = free_port()
+    auth = f"\n[auth]\nadmin_token = {ADMIN_TOKEN}\n" if with_auth else ""
+    # Prices like the demo configuration's, so every request is held and settled.
+    prices = "input_price = 0.25\noutput_price = 1.00\n" if with_auth else ""
     text = f"""# Written by bench/run.py.
 [server]
 listen = 127.0.0.1:{port}
 threads = {threads}
 data_dir = {workdir}/{name}-data
-admin_listen = 127.0.0.1:{free_port()}
-
+admin_listen = 127.0.0.1:{admin_port}
+{auth}
 [limits]
 connections_per_thread = {streams + 1024}
 streams_per_thread = {streams}
@@ -408,16 +418,36 @@ api_key = {UPSTREAM_KEY}
 [model mock-small]
 upstream = mock
 upstream_model = mock-small
-
+{prices}
 [model mock-plain]
 upstream = plain
 upstream_model = mock-small
-"""
+{prices}"""
     os.makedirs(f"{workdir}/{name}-data", exist_ok=True)
     path = os.path.join(workdir, f"{name}.conf")
     with open(path, "w") as out:
         out.write(text)
-    return path
+    return path, admin_port
+
+
+def provision_api_key(admin_port, name):
+    """Makes a customer with a large balance and an API key through the
+    relay's admin API; returns the key, or None for a relay without one."""
+    import urllib.error
+    import urllib.request
+
+    def call(path, body):
+        request = urllib.request.Request(f"http://127.0.0.1:{admin_port}{path}", data=json.dumps(body).encode(),
+                                         method="POST", headers={"Authorization": f"Bearer {ADMIN_TOKEN}",
+                                                                 "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())
+
+    try:
+        user = call("/admin/users", {"email": f"bench@{name}.test", "balance": CUSTOMER_BALANCE})
+        return call("/admin/keys", {"user_id": user["id"], "name": "bench"})["key"]
+    except (OSError, urllib.error.URLError, ValueError, KeyError):
+        return None
 
 
 def nginx_config(workdir, name, port, workers, mock_port, ca, capacity, under_valgrind=False):
@@ -480,6 +510,7 @@ class Bench:
         self.capacity = max(self.mode["levels"] + [self.mode["idle"], self.mode["active"], 64])
         self.processes = {}
         self.run_counter = 0
+        self.relay_has_auth = True
 
     # -- set-up --------------------------------------------------------------
 
@@ -518,19 +549,47 @@ class Bench:
         process.wait_log("listening on", 10)
         return process
 
-    def start_ringway(self, name, port, binary=None, valgrind=None):
-        config = ringway_config(self.workdir, name, port, self.args.relay_threads, self.mock_port, self.plain_port,
-                                self.certs["ca.pem"], self.capacity)
+    def start_ringway(self, name, port, binary=None, valgrind=None, threads=None, env=None):
+        """Starts a relay and gives it a customer key (process.api_key); a
+        relay from before API keys (no [auth] section) runs without one.
+        Under valgrind the key is made by a normal start on the same data
+        directory first: the admin API's thread would wait minutes for
+        valgrind's thread lock (see wait_ringway)."""
+        threads = threads or self.args.relay_threads
+        config, admin_port = ringway_config(self.workdir, name, port, threads, self.mock_port, self.plain_port,
+                                            self.certs["ca.pem"], self.capacity, with_auth=self.relay_has_auth)
+        api_key = None
+        if valgrind and self.relay_has_auth:
+            plain = Process(f"{name}-keys", pinned([binary or self.args.ringway, "--config", config],
+                                                   self.relay_cores), self.workdir)
+            try:
+                self.wait_ringway(plain, port, None)
+                api_key = provision_api_key(admin_port, name)
+            finally:
+                plain.stop()
         argv = (valgrind or []) + [binary or self.args.ringway, "--config", config]
-        process = Process(name, pinned(argv, self.relay_cores), self.workdir)
+        process = Process(name, pinned(argv, self.relay_cores), self.workdir, env=env)
+        try:
+            self.wait_ringway(process, port, valgrind)
+        except RuntimeError:
+            if not self.relay_has_auth or "auth" not in process.tail():
+                raise
+            self.relay_has_auth = False
+            return self.start_ringway(name, port, binary, valgrind, threads, env)
+        if self.relay_has_auth:
+            process.api_key = api_key or provision_api_key(admin_port, name)
+            if process.api_key is None:
+                raise RuntimeError(f"{name}: could not make an API key through the admin API: {process.tail()}")
+        return process
+
+    def wait_ringway(self, process, port, valgrind):
         if valgrind:
             # Under valgrind the worker thread, blocked in io_uring_enter,
             # keeps valgrind's thread lock, so the main thread may print its
             # "listening" line minutes late; the worker's port is open first.
             process.wait_port(port, 120)
         else:
-            process.wait_log("listening on", 10)
-        return process
+            process.wait_log("listening on", 30)
 
     def start_nginx(self, name, port, valgrind=None):
         config, prefix = nginx_config(self.workdir, name, port, self.args.relay_threads, self.mock_port,
@@ -577,9 +636,15 @@ class Bench:
             cpu["others_on_load_cores"] = max(0.0, load_busy - cpu["loadgen_cpu"] - cpu["mock_cpu"])
         return stdout, cpu
 
+    def authorization(self, target):
+        """The Authorization value a client sends to target ("" for none)."""
+        if target == "direct":
+            return f"Bearer {UPSTREAM_KEY}"
+        key = self.processes[target].api_key if target in self.processes else None
+        return f"Bearer {key}" if key else ""
+
     def wrk(self, target, body, connections, seconds, name):
-        env = dict(os.environ, BENCH_BODY_FILE=body,
-                   BENCH_AUTHORIZATION=f"Bearer {UPSTREAM_KEY}" if target == "direct" else "")
+        env = dict(os.environ, BENCH_BODY_FILE=body, BENCH_AUTHORIZATION=self.authorization(target))
         argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s",
                 os.path.join(BENCH, "wrk-post.lua"), self.url(target)]
         stdout, cpu = self.measure(target, argv, name, env=env)
@@ -598,7 +663,9 @@ class Bench:
         for body in bodies if isinstance(bodies, list) else [bodies]:
             argv += ["--body", body]
         if target == "direct":
-            argv += ["--ca", self.certs["ca.pem"], "--header", f"Authorization: Bearer {UPSTREAM_KEY}"]
+            argv += ["--ca", self.certs["ca.pem"]]
+        if self.authorization(target):
+            argv += ["--header", f"Authorization: {self.authorization(target)}"]
         for key, value in options.items():
             argv += [f"--{key}"] if value is True else [f"--{key}", str(value)]
         stdout, cpu = self.measure(target, argv, name, on_line=on_line)
@@ -624,6 +691,9 @@ class Bench:
     def flags(self, runs, target, direct_value=None, value=None, higher_is_better=True):
         """Which ceilings a target's result is near, from its runs' CPU use."""
         found = []
+        error_ratio = max(run.get("error_ratio", 0.0) for run in runs)
+        if error_ratio > 0.001:
+            found.append(f"ERRORS: {error_ratio * 100:.1f}% of requests failed")
         loadgen = statistics.median([run["loadgen_cpu"] for run in runs])
         mock = statistics.median([run["mock_cpu"] for run in runs])
         load_core_count = len(self.load_cores) if self.load_cores else (os.cpu_count() or 1)
@@ -862,9 +932,10 @@ class Bench:
                 relay = self.start_ringway(name, port) if target == "ringway" else self.start_nginx(name, port)
                 try:
                     url = f"http://127.0.0.1:{port}/v1/chat/completions"
+                    auth = ["--header", f"Authorization: Bearer {relay.api_key}"] if relay.api_key else []
                     # Two warm-up requests, so lazily built state is not counted per connection.
                     run_tool(pinned([self.args.sseload, "--url", url, "--body", self.bodies["plain"],
-                                     "--requests", "2"], self.load_cores), self.workdir, f"{name}-warm")
+                                     "--requests", "2"] + auth, self.load_cores), self.workdir, f"{name}-warm")
                     time.sleep(0.3)
                     before = relay.rss_kib()
                     samples = {}
@@ -879,7 +950,7 @@ class Bench:
 
                     argv = [self.args.sseload, "--url", f"http://127.0.0.1:{port}{path}", "--connections",
                             str(count), "--requests-per-connection", "1", "--hold", "--ready", "--duration-ms",
-                            "120000", "--timeout-ms", "60000"] + load_options
+                            "120000", "--timeout-ms", "60000"] + load_options + auth
                     stdout, _, _, _ = run_tool(pinned(argv, self.load_cores), self.workdir, name, on_line=on_line,
                                                timeout_s=300)
                     load = json.loads(stdout)
@@ -888,7 +959,8 @@ class Bench:
                                     "per_connection_bytes": (after - before) * 1024 / count,
                                     "ready": samples.get("ready"),
                                     "upstream_connections": samples.get("upstream"),
-                                    "errors_total": load["errors_total"] + load["outside_window"]["errors_total"], "idle_closed": load["idle_closed"]}
+                                    "errors_total": load["errors_total"] + load["outside_window"]["errors_total"],
+                                    "idle_closed": load["idle_closed"]}
                 finally:
                     relay.stop()
             result["targets"][target] = entry
@@ -919,27 +991,35 @@ class Bench:
             out_base = os.path.join(self.workdir, f"callgrind-{target}.out")
             valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_base}.%p"]
             if target == "ringway":
-                saved_threads = self.args.relay_threads
-                self.args.relay_threads = 1
-                try:
-                    relay = self.start_ringway(name, port, binary=self.args.ringway_valgrind, valgrind=valgrind)
-                finally:
-                    self.args.relay_threads = saved_threads
+                # Valgrind 3.19 treats io_uring_enter as non-blocking: see bench/uring-valgrind-shim.c.
+                env = dict(os.environ, LD_PRELOAD=self.args.uring_shim) if self.args.uring_shim else None
+                relay = self.start_ringway(name, port, binary=self.args.ringway_valgrind, valgrind=valgrind, threads=1,
+                                           env=env)
             else:
                 relay = self.start_nginx(name, port, valgrind=valgrind)
             try:
                 url = f"http://127.0.0.1:{port}/v1/chat/completions"
+                auth = ["--header", f"Authorization: Bearer {relay.api_key}"] if relay.api_key else []
                 valgrind_pid = relay.pid
 
                 def load(body, count, label):
-                    run_tool(pinned([self.args.sseload, "--url", url, "--body", body, "--requests", str(count),
-                                     "--timeout-ms", "60000"], self.load_cores), self.workdir,
-                             f"{name}-{label}", timeout_s=600)
+                    stdout, _, _, _ = run_tool(pinned([self.args.sseload, "--url", url, "--body", body, "--requests",
+                                                       str(count), "--timeout-ms", "60000"] + auth, self.load_cores),
+                                               self.workdir, f"{name}-{label}", timeout_s=600)
+                    errors = json.loads(stdout)["errors_total"]
+                    if errors:
+                        raise RuntimeError(f"{name} {label}: {errors} failed requests under valgrind")
 
                 def counted(body, count, label):
+                    """Zeroes the counters, runs the load (or sleeps, for count 0), dumps; returns
+                    (dump file, instructions, seconds between zero and dump)."""
                     subprocess.run(["callgrind_control", "-z", str(valgrind_pid)], check=True, capture_output=True,
                                    timeout=60)
-                    load(body, count, label)
+                    started = time.monotonic()
+                    if count:
+                        load(body, count, label)
+                    else:
+                        time.sleep(2.0)
                     before = set(os.listdir(self.workdir))
                     subprocess.run(["callgrind_control", "-d", str(valgrind_pid)], check=True, capture_output=True,
                                    timeout=60)
@@ -955,14 +1035,27 @@ class Bench:
                             time.sleep(0.05)
                     if dump is None:
                         raise RuntimeError("callgrind wrote no dump")
-                    return dump, callgrind_total(dump)
+                    elapsed = time.monotonic() - started
+                    return dump, callgrind_total(dump), elapsed
 
                 load(self.bodies["plain"], 20, "warm-plain")
                 load(self.bodies["cg-short"], 5, "warm-stream")
-                request_dump, request_ir = counted(self.bodies["plain"], requests, "requests")
-                short_dump, short_ir = counted(self.bodies["cg-short"], streams, "short")
-                long_dump, long_ir = counted(self.bodies["cg-long"], streams, "long")
+                # What the relay executes while idle (timer ticks; under the
+                # io_uring shim also its polls) is measured, then taken out
+                # of each workload in proportion to its duration.
+                _, idle_ir, idle_s = counted(None, 0, "idle")
+                idle_rate = idle_ir / idle_s
+
+                def corrected(ir, seconds):
+                    return max(0.0, ir - idle_rate * seconds)
+
+                request_dump, request_ir, request_s = counted(self.bodies["plain"], requests, "requests")
+                short_dump, short_ir, short_s = counted(self.bodies["cg-short"], streams, "short")
+                long_dump, long_ir, long_s = counted(self.bodies["cg-long"], streams, "long")
+                request_ir, short_ir, long_ir = (corrected(request_ir, request_s), corrected(short_ir, short_s),
+                                                 corrected(long_ir, long_s))
                 result["targets"][target] = {
+                    "idle_ir_per_s": idle_rate,
                     "ir_per_request": request_ir / requests,
                     "ir_per_stream_8_events": short_ir / streams,
                     "ir_per_stream_72_events": long_ir / streams,
@@ -1039,71 +1132,72 @@ def callgrind_total(path):
 
 
 def callgrind_functions(path):
-    """Self cost (Ir) per function, with unnamed functions (a stripped
-    library) named after their callers. callgrind_annotate also lists the
-    frames that were on the stack when the counters were zeroed (clone,
-    main, the loop) with the whole total as if it were their own: those
-    entries (99% of the total or more) are dropped."""
-    total = callgrind_total(path)
-    completed = subprocess.run(["callgrind_annotate", "--threshold=100", "--inclusive=no", path],
-                               capture_output=True, text=True, timeout=120)
-    costs = {}
-    pattern = re.compile(r"^\s*([\d,]+)\s+(?:\([^)]*\)\s+)?(\S.*?)\s*$")
-    in_table = False
-    for line in completed.stdout.splitlines():
-        if line.startswith("Ir") and "file:function" in line:
-            in_table = True
-            continue
-        if not in_table:
-            continue
-        if line.startswith("----") and costs:
-            break
-        match = pattern.match(line)
-        if match:
-            cost = int(match.group(1).replace(",", ""))
-            if cost >= 0.99 * total:
+    """Self cost (Ir) per function of a callgrind dump, read from the file
+    itself: cost lines under fn= are the function's own, the line after a
+    calls= line is the inclusive cost of that call and is not. Functions
+    without a name (stripped libraries) are named after their two costliest
+    callers. Keys are "function [object]"."""
+    names = {"ob": {}, "fn": {}}
+    self_costs = {}
+    callers = {}
+    current_object = current_function = callee = ""
+    callee_object = ""
+    after_calls = False
+
+    def resolve(kind, value):
+        match = re.match(r"\((\d+)\)(?: (.*))?$", value)
+        if not match:
+            return value
+        if match.group(2) is not None:
+            names[kind][match.group(1)] = match.group(2)
+        return names[kind].get(match.group(1), value)
+
+    with open(path) as dump:
+        for line in dump:
+            line = line.rstrip("\n")
+            if not line:
                 continue
-            name = re.sub(r"^.*?:(?=[^:/]+ \[)", "", match.group(2))  # drop the source file
-            costs[name] = costs.get(name, 0) + cost
-    callers = callgrind_callers(path)
+            head = line[0]
+            if head.isdigit() or head in "+-*":
+                if after_calls:
+                    cost = int(line.split()[-1])
+                    key = f"{callee} [{os.path.basename(callee_object or current_object)}]"
+                    caller = current_function
+                    callers.setdefault(key, {})
+                    callers[key][caller] = callers[key].get(caller, 0) + cost
+                    after_calls = False
+                else:
+                    key = f"{current_function} [{os.path.basename(current_object)}]"
+                    self_costs[key] = self_costs.get(key, 0) + int(line.split()[-1])
+                continue
+            field, _, value = line.partition("=")
+            if field == "ob":
+                current_object = resolve("ob", value)
+            elif field == "fn":
+                current_function = resolve("fn", value)
+                callee_object = ""
+            elif field == "cob":
+                callee_object = resolve("ob", value)
+            elif field == "cfn":
+                callee = resolve("fn", value)
+            elif field == "calls":
+                after_calls = True
     named = {}
-    for name, cost in costs.items():
-        address = name.split()[0]
-        if address.startswith("0x") and address in callers:
-            name = f"{name} (called from {callers[address]})"
-        named[name] = named.get(name, 0) + cost
+    for key, cost in self_costs.items():
+        if key.startswith("0x") and key in callers:
+            top = sorted(callers[key].items(), key=lambda item: -item[1])[:2]
+            function, _, library = key.partition(" ")
+            key = f"{function} (called from {' / '.join(name for name, _ in top)}) {library}"
+        named[key] = named.get(key, 0) + cost
     return named
 
 
-def callgrind_callers(path):
-    """For each unnamed function ("0x..."), its two costliest callers."""
-    completed = subprocess.run(["callgrind_annotate", "--tree=caller", "--threshold=100", "--inclusive=no", path],
-                               capture_output=True, text=True, timeout=120)
-    result = {}
-    callers = []
-    for line in completed.stdout.splitlines():
-        caller = re.match(r"^\s*([\d,]+)\s+(?:\([^)]*\)\s+)?<\s+(\S+)", line)
-        if caller:
-            callers.append((int(caller.group(1).replace(",", "")), re.sub(r"^.*:", "", caller.group(2))))
-            continue
-        callee = re.match(r"^\s*([\d,]+)\s+(?:\([^)]*\)\s+)?\*\s+(\S+)", line)
-        if callee:
-            name = re.sub(r"^.*:(?=0x)", "", callee.group(2))
-            if name.startswith("0x") and callers:
-                top = [caller_name for _, caller_name in sorted(callers, reverse=True)[:2]]
-                result[name] = " / ".join(top)
-            callers = []
-        elif not line.strip():
-            callers = []
-    return result
-
-
-def short_function_name(name):
-    library = re.search(r"\[(.*?)\]", name)
-    base = re.sub(r"\s*\[.*?\]", "", name)
-    if library:
-        base += f" [{os.path.basename(library.group(1))}]"
-    return base
+def short_function_name(name, limit=110):
+    """C++ names can be very long: keep the start and the [object] part."""
+    if len(name) <= limit:
+        return name
+    function, bracket, library = name.rpartition(" [")
+    return function[:limit - len(library) - 6] + " … [" + library if bracket else name[:limit] + " …"
 
 
 def callgrind_top(path, divisor, count=8):
@@ -1439,6 +1533,7 @@ def parse_arguments(argv):
     parser.add_argument("--ringway-valgrind", default=None)
     parser.add_argument("--mock", required=True)
     parser.add_argument("--sseload", required=True)
+    parser.add_argument("--uring-shim", default=None)
     parser.add_argument("--full", action="store_true")
     parser.add_argument("--scenario", action="append", default=[])
     parser.add_argument("--rounds", type=int, default=0)
