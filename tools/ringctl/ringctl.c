@@ -1151,7 +1151,7 @@ static void ringctl_usage(FILE *out) {
             "usage: ringctl [OPTIONS] COMMAND SUBCOMMAND [ARGUMENTS]\n"
             "Manage a running Ringway relay through its admin API.\n\n"
             "Options:\n"
-            "  --admin-url URL    the admin API (default: $RINGCTL_ADMIN_URL, the config's admin_listen,\n"
+            "  --admin-url URL    the admin API (default: the config's admin_listen, $RINGCTL_ADMIN_URL,\n"
             "                     or %s)\n"
             "  --token TOKEN      the admin token (default: the config's admin_token, or $RINGCTL_ADMIN_TOKEN)\n"
             "  --config FILE      read admin_listen and admin_token from a ringway configuration\n"
