@@ -53,8 +53,8 @@ PACKAGES = {"nginx": "nginx-light", "wrk": "wrk", "gnuplot": "gnuplot-nox", "val
 
 # Per mode: seconds per wrk/sseload run, rounds, sweep levels, memory counts, callgrind counts.
 MODES = {
-    "quick": {"rounds": 3, "wrk_s": 2, "latency_s": 2, "sse_ms": 2000, "plain_s": 2,
-              "levels": [100, 500, 2000], "level_rounds": 1, "measure_ms": 2000, "idle": 1000, "active": 200,
+    "quick": {"rounds": 3, "wrk_s": 2, "latency_s": 2, "sse_ms": 1500, "plain_s": 2,
+              "levels": [100, 500, 2000], "level_rounds": 1, "measure_ms": 1500, "idle": 1000, "active": 200,
               "cg_requests": 200, "cg_streams": 10},
     "full": {"rounds": 5, "wrk_s": 10, "latency_s": 5, "sse_ms": 8000, "plain_s": 8,
              "levels": [100, 300, 1000, 2000, 4000, 7000, 10000, 14000], "level_rounds": 1, "measure_ms": 5000,
