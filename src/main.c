@@ -76,11 +76,6 @@ static void *main_worker_thread(void *argument) {
     return NULL;
 }
 
-static void main_on_signal(int signal_number) {
-    (void)signal_number;
-    main_stop_requested = 1;
-}
-
 /* ---- loading the account tables from the store ---------------------------- */
 
 typedef struct main_load_context {
@@ -144,6 +139,17 @@ int main(int argc, char **argv) {
         main_usage(stderr);
         return 2;
     }
+
+    /* SIGINT and SIGTERM are taken by sigwait on this thread alone: blocked
+     * here, before any thread exists (RocksDB starts its own in
+     * store_open), so every thread inherits the mask and no handler runs on
+     * a thread nobody waits on. */
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+    signal(SIGPIPE, SIG_IGN);
 
     char error[1024];
     config_t *config = calloc(1, sizeof *config);
@@ -252,12 +258,6 @@ int main(int argc, char **argv) {
     }
     shared.control = control;
 
-    signal(SIGPIPE, SIG_IGN);
-    struct sigaction action;
-    memset(&action, 0, sizeof action);
-    action.sa_handler = main_on_signal;
-    sigaction(SIGINT, &action, NULL);
-    sigaction(SIGTERM, &action, NULL);
 
     static main_thread_t threads[MAIN_THREADS_MAX];
     for (uint32_t index = 0; index < config->threads; index++) {
@@ -292,8 +292,10 @@ int main(int argc, char **argv) {
             (unsigned)config->listen_port, config->threads, config->admin_listen_host,
             (unsigned)config->admin_listen_port);
 
-    while (!main_stop_requested) pause();
-    fprintf(stderr, "ringway: stopping\n");
+    int received = 0;
+    sigwait(&stop_signals, &received);
+    main_stop_requested = 1;
+    fprintf(stderr, "ringway: stopping (%s)\n", received == SIGINT ? "SIGINT" : "SIGTERM");
     for (uint32_t index = 0; index < config->threads; index++) relay_worker_stop(threads[index].worker);
     for (uint32_t index = 0; index < config->threads; index++) pthread_join(threads[index].thread, NULL);
     control_stop(control);

@@ -98,7 +98,6 @@ typedef struct mock_worker {
 } mock_worker_t;
 
 static uint8_t mock_filler[MOCK_FILLER_BYTES];
-static volatile sig_atomic_t mock_stop_requested;
 static tls_context_t *mock_tls;
 static atomic_uint mock_workers_ready;
 static atomic_ullong mock_connections_total;
@@ -668,10 +667,6 @@ static int mock_parse_listen(const char *text, char *host, size_t host_size, uin
     return 0;
 }
 
-static void mock_on_signal(int signal_number) {
-    (void)signal_number;
-    mock_stop_requested = 1;
-}
 
 int mock_main(int argc, char **argv) {
     static char host[256] = "127.0.0.1";
@@ -742,11 +737,13 @@ int mock_main(int argc, char **argv) {
     }
     static mock_worker_t workers[MOCK_THREADS_MAX];
     mock_tls = tls;
-    struct sigaction action;
-    memset(&action, 0, sizeof action);
-    action.sa_handler = mock_on_signal;
-    sigaction(SIGINT, &action, NULL);
-    sigaction(SIGTERM, &action, NULL);
+    /* SIGINT/SIGTERM are taken by sigwait below: blocked before the
+     * workers start, so they inherit the mask. */
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
     for (uint32_t index = 0; index < options.threads; index++) {
         workers[index].index = index;
         workers[index].options = &options;
@@ -755,7 +752,8 @@ int mock_main(int argc, char **argv) {
     while (atomic_load(&mock_workers_ready) < options.threads) usleep(1000);
     fprintf(stderr, "ringway-mock: listening on %s:%u (%u threads%s)\n", options.host, (unsigned)options.port,
             options.threads, tls != NULL ? ", TLS" : "");
-    while (!mock_stop_requested) pause();
+    int received = 0;
+    sigwait(&stop_signals, &received);
     /* Worker threads hold no state worth flushing: exit at once. */
     return 0;
 }

@@ -122,9 +122,20 @@ static void accounts_submit(relay_stream_t *stream, control_job_t *job) {
     job->slot = server_exchange_index(exchange);
     job->body = server_body(exchange);
     job->body_length = (uint32_t)exchange->body_length;
-    /* The answer goes after the request in the exchange's buffer. */
-    job->reply = exchange->buffer + exchange->buffer_length;
-    job->reply_capacity = (uint32_t)(exchange->buffer_capacity - exchange->buffer_length);
+    /* The answer goes into this stream's buffer (unused by account
+     * requests), or after the request in the exchange's buffer when that
+     * has more room. */
+    uint8_t *reply = stream->buffer;
+    size_t capacity = stream->capacity;
+    size_t exchange_room = exchange->buffer_capacity - exchange->buffer_length;
+    if (exchange_room > capacity) {
+        reply = exchange->buffer + exchange->buffer_length;
+        capacity = exchange_room;
+    }
+    job->reply = reply;
+    job->reply_capacity = (uint32_t)RW_MIN(capacity, (size_t)UINT32_MAX);
+    stream->reply = reply;
+    stream->reply_capacity = job->reply_capacity;
     if (!control_submit(worker->shared->control, worker->index, job, &worker->loop.ring)) {
         relay_respond_error(stream, 503, "server_error", "the account service is busy, retry shortly", NULL,
                             "server_busy");
@@ -138,8 +149,8 @@ static void accounts_balance(relay_stream_t *stream, account_user_t *user) {
     char display[LEDGER_MONEY_TEXT_BYTES];
     ledger_format_money(available < 0 ? 0 : available, display, sizeof display);
     server_exchange_t *exchange = stream->exchange;
-    uint8_t *body = exchange->buffer + exchange->buffer_length;
-    size_t capacity = exchange->buffer_capacity - exchange->buffer_length;
+    uint8_t *body = stream->buffer;
+    size_t capacity = stream->capacity;
     int length = snprintf((char *)body, capacity,
                           "{\"balance\":%lld,\"balance_display\":\"%s\",\"email\":\"%s\",\"user_id\":%llu,"
                           "\"status\":\"%s\"}",
@@ -241,7 +252,6 @@ void relay_accounts_on_reply(relay_stream_t *stream, const control_reply_t *repl
         server_exchange_release(exchange);
         return;
     }
-    RW_ASSERT(reply->length <= exchange->buffer_capacity - exchange->buffer_length);
-    server_respond(exchange, reply->status, "application/json", exchange->buffer + exchange->buffer_length,
-                   reply->length, NULL);
+    RW_ASSERT(reply->length <= stream->reply_capacity);
+    server_respond(exchange, reply->status, "application/json", stream->reply, reply->length, NULL);
 }

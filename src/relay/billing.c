@@ -114,8 +114,22 @@ bool relay_admit(relay_stream_t *stream, const json_chat_request_t *request, uin
                                     "insufficient_quota");
                 return false;
             }
-            snprintf(stream->max_tokens_member, sizeof stream->max_tokens_member, "\"max_tokens\":%llu,",
-                     (unsigned long long)max_tokens);
+            /* A null limit is the same as none: its value is replaced (the
+             * client keeps its choice of field); else a member is added. */
+            const json_member_t *null_limit = request->max_tokens.present ? &request->max_tokens
+                                              : request->max_completion_tokens.present ? &request->max_completion_tokens
+                                                                                       : NULL;
+            if (null_limit != NULL) {
+                snprintf(stream->max_tokens_member, sizeof stream->max_tokens_member, "%llu",
+                         (unsigned long long)max_tokens);
+                stream->max_tokens_offset = null_limit->value.offset;
+                stream->max_tokens_removed = null_limit->value.length;
+            } else {
+                snprintf(stream->max_tokens_member, sizeof stream->max_tokens_member, "\"max_tokens\":%llu,",
+                         (unsigned long long)max_tokens);
+                stream->max_tokens_offset = request->members_offset;
+                stream->max_tokens_removed = 0;
+            }
         }
     }
     /* n > 1 asks for several completions of the same prompt. */

@@ -123,7 +123,11 @@ typedef struct relay_stream {
     uint64_t started_ms;
     uint64_t content_events;       /* SSE data events forwarded: the estimate when no usage comes */
     uint64_t forwarded_bytes;
-    char max_tokens_member[40];    /* "\"max_tokens\":N," spliced when the client set none */
+    char max_tokens_member[40];    /* "\"max_tokens\":N," spliced when the client set none, */
+    uint32_t max_tokens_offset;    /* ... at this body offset, */
+    uint32_t max_tokens_removed;   /* ... replacing these bytes (a null limit's value) */
+    uint8_t *reply;                /* where the control thread writes an account answer */
+    uint32_t reply_capacity;
 } relay_stream_t;
 
 struct relay_worker {

@@ -697,7 +697,8 @@ static void relay_chat(relay_stream_t *stream) {
         }
     }
     if (stream->max_tokens_member[0] != '\0') {
-        edits[edit_count++] = (relay_edit_t){.offset = request.members_offset, .removed = 0,
+        edits[edit_count++] = (relay_edit_t){.offset = stream->max_tokens_offset,
+                                             .removed = stream->max_tokens_removed,
                                              .text = stream->max_tokens_member,
                                              .length = (uint32_t)strlen(stream->max_tokens_member)};
     }
