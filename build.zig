@@ -107,6 +107,7 @@ pub fn build(b: *std.Build) void {
     const run_demo = b.addSystemCommand(&.{ "bash", "tools/demo.sh" });
     run_demo.addArtifactArg(ringway);
     run_demo.addArtifactArg(mock);
+    run_demo.addArtifactArg(ringctl);
     run_demo.addPassthruArgs();
     run_demo.setCwd(b.path("."));
     b.step("run", "Build (release) and start the demo relay on 127.0.0.1:8080 beside the mock upstream").dependOn(&run_demo.step);

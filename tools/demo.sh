@@ -2,7 +2,7 @@
 # The demo behind `tools/zig build run`: the mock upstream with TLS on
 # 127.0.0.1:9443, then the relay in the foreground with conf/ringway.conf.
 #
-#   bash tools/demo.sh PATH/TO/ringway PATH/TO/ringway-mock [ringway args...]
+#   bash tools/demo.sh PATH/TO/ringway PATH/TO/ringway-mock PATH/TO/ringctl [ringway args...]
 #
 # Run from the repository root. On first use it makes a throwaway CA and a
 # server certificate for 127.0.0.1/localhost in data/certs (git-ignored; the
@@ -11,13 +11,15 @@
 # stopped by its PID.
 set -euo pipefail
 
-if [ $# -lt 2 ]; then
-    echo "usage: bash tools/demo.sh RINGWAY RINGWAY_MOCK [ringway arguments...]" >&2
+if [ $# -lt 3 ]; then
+    echo "usage: bash tools/demo.sh RINGWAY RINGWAY_MOCK RINGCTL [ringway arguments...]" >&2
     exit 2
 fi
 ringway=$1
 mock=$2
-shift 2
+ringctl=$3
+shift 3
+key_file=data/demo-key
 
 config=conf/ringway.conf
 certs=data/certs
@@ -126,26 +128,77 @@ if [ "$ready" != yes ]; then
     exit 1
 fi
 
-cat <<EOF
+# The relay, in the background until it is ready and the demo has a key.
+"$ringway" --config "$config" "$@" &
+relay_pid=$!
+stop_all() {
+    if kill -0 "$relay_pid" 2>/dev/null; then
+        kill -TERM "$relay_pid" 2>/dev/null || true
+        wait "$relay_pid" 2>/dev/null || true
+    fi
+    stop_mock
+}
+trap stop_all EXIT
+
+ready=no
+for _ in $(seq 1 100); do
+    if [ "$interrupted" = yes ] || ! kill -0 "$relay_pid" 2>/dev/null; then
+        break
+    fi
+    if curl -sS --noproxy '*' -m 1 -o /dev/null "http://127.0.0.1:8080/healthz" 2>/dev/null; then
+        ready=yes
+        break
+    fi
+    sleep 0.1
+done
+if [ "$ready" != yes ]; then
+    echo "demo: the relay did not come up on 127.0.0.1:8080" >&2
+    exit 1
+fi
+
+# A key for the demo: made once with ringctl for the admin account (user 1,
+# created by the relay on its first start) and kept in data/demo-key.
+key=""
+if [ -s "$key_file" ]; then
+    key=$(cat "$key_file")
+    code=$(curl -sS --noproxy '*' -m 2 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $key" \
+        "http://127.0.0.1:8080/billing/balance" 2>/dev/null || true)
+    [ "$code" = 200 ] || key=""
+fi
+if [ -z "$key" ]; then
+    if json=$("$ringctl" --config "$config" --json keys create --user 1 --name demo); then
+        key=$(printf '%s' "$json" | python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])')
+        (umask 077; printf '%s\n' "$key" > "$key_file")
+    else
+        echo "demo: could not make a key with ringctl (see above)" >&2
+    fi
+fi
+
+cat <<BANNER
 
   Ringway demo
   mock upstream : https://$mock_listen (log: $mock_log)
   relay         : http://127.0.0.1:8080 ($config)
+  admin API     : http://127.0.0.1:8081 (zig-out/bin/ringctl --config $config ...)
+
+  Your demo API key (kept in $key_file):
+
+    export RINGWAY_KEY=$key
 
   Try, in another terminal:
 
     curl -sS http://127.0.0.1:8080/v1/chat/completions \\
-      -H 'Content-Type: application/json' \\
+      -H 'Content-Type: application/json' -H "Authorization: Bearer \$RINGWAY_KEY" \\
       -d '{"model":"ringway-demo","messages":[{"role":"user","content":"Hello"}]}'
 
     curl -sS -N http://127.0.0.1:8080/v1/chat/completions \\
-      -H 'Content-Type: application/json' \\
+      -H 'Content-Type: application/json' -H "Authorization: Bearer \$RINGWAY_KEY" \\
       -d '{"model":"ringway-demo","stream":true,"messages":[{"role":"user","content":"Hello"}]}'
 
   Ctrl-C stops the relay and the mock.
 
-EOF
+BANNER
 
 status=0
-"$ringway" --config "$config" "$@" || status=$?
+wait "$relay_pid" || status=$?
 exit "$status"
