@@ -699,8 +699,12 @@ class Bench:
         load_core_count = len(self.load_cores) if self.load_cores else (os.cpu_count() or 1)
         if loadgen >= CEILING_FRACTION:
             found.append("load generator")
+        others_load = statistics.median([run.get("others_on_load_cores") or 0.0 for run in runs])
         if self.load_cores and loadgen + mock >= CEILING_FRACTION * load_core_count:
             found.append("load core (mock + load generator)")
+        elif self.load_cores and loadgen + mock + others_load >= CEILING_FRACTION * load_core_count:
+            found.append(f"load core full (mock + load generator {(loadgen + mock) * 100:.0f}%, "
+                         f"others {others_load * 100:.0f}%)")
         elif not self.load_cores:
             relay = statistics.median([run["relay_cpu"] or 0 for run in runs])
             if loadgen + mock + relay >= CEILING_FRACTION * load_core_count:
