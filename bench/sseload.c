@@ -259,6 +259,7 @@ static uint64_t sseload_window_end_ns;
 static uint64_t sseload_in_flight_sum;
 static uint64_t sseload_in_flight_samples;
 static uint64_t sseload_in_flight_min;
+static uint64_t sseload_silence_max_ns; /* longest wait for a stream's next byte seen inside the window */
 static sseload_request_t sseload_requests[SSELOAD_BODIES_MAX];
 static uint64_t sseload_request_serial;
 static sseload_connection_t *sseload_connections;
@@ -1210,6 +1211,12 @@ static bool sseload_sweep(uint64_t now, bool periodic) {
         case SSELOAD_STATE_READING:
             busy = true;
             in_flight += connection->state == SSELOAD_STATE_SENDING || connection->state == SSELOAD_STATE_READING;
+            if (periodic && connection->state == SSELOAD_STATE_READING && sseload_stats_for(now) == &sseload_stats) {
+                /* A stream that receives nothing never produces a gap: catch
+                 * its silence here, so a stuck relay does not look punctual. */
+                uint64_t since = RW_MAX(connection->last_event_ns, connection->request_sent_ns);
+                if (now - since > sseload_silence_max_ns) sseload_silence_max_ns = now - since;
+            }
             if (periodic && now - connection->last_activity_ns > timeout_ns) {
                 bool connecting = connection->state == SSELOAD_STATE_CONNECTING;
                 sseload_fail(connection, connecting ? SSELOAD_ERROR_CONNECT : SSELOAD_ERROR_TIMEOUT, now);
@@ -1293,6 +1300,7 @@ static void sseload_report(uint64_t end_ns) {
     printf("  \"idle_closed\": %llu,\n", (unsigned long long)(stats->idle_closed + outside->idle_closed));
     printf("  \"in_flight_mean\": %.1f,\n",
            sseload_in_flight_samples ? (double)sseload_in_flight_sum / (double)sseload_in_flight_samples : 0.0);
+    printf("  \"silence_max_us\": %llu,\n", (unsigned long long)(sseload_silence_max_ns / 1000u));
     printf("  \"in_flight_min\": %llu,\n",
            (unsigned long long)(sseload_in_flight_samples ? sseload_in_flight_min : 0));
     printf("  \"errors_total\": %llu,\n", (unsigned long long)errors_total);
