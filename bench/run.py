@@ -926,12 +926,12 @@ class Bench:
         idle, active = self.mode["idle"], self.mode["active"]
         for target in [target for target in ("ringway", "nginx") if target in self.processes]:
             entry = {}
-            # Idle: one GET /v1/models per connection (ringway answers it
-            # itself, nginx from the mock over its keep-alive pool), then the
+            # Idle: one GET /healthz per connection (both relays answer it
+            # themselves, so no upstream connection is counted), then the
             # connection stays open. Active: a slow stream (an event every
             # 500 ms) per connection, each with its own upstream connection.
             for phase, count, load_options, path in (
-                    ("idle", idle, ["--get", "--ramp-ms", str(idle // 2)], "/v1/models"),
+                    ("idle", idle, ["--get", "--ramp-ms", str(idle // 2)], "/healthz"),
                     ("active", active, ["--body", self.bodies["held"], "--ramp-ms", str(active * 2)],
                      "/v1/chat/completions")):
                 port = free_port()
@@ -1444,12 +1444,12 @@ def render_details(report):
     scenario = scenarios.get("5")
     if scenario and "targets" in scenario:
         lines += ["", "## Scenario 5: memory", "", "| target | phase | count | RSS before, KiB | RSS after, KiB | "
-                  "per connection | errors |", "|---|---|---|---|---|---|---|"]
+                  "per connection | upstream connections held | errors |", "|---|---|---|---|---|---|---|---|"]
         for target, entry in scenario["targets"].items():
             for phase, values in entry.items():
                 lines.append(f"| {target} | {phase} | {values['connections']:,} | {values['rss_before_kib']:,} | "
                              f"{values['rss_after_kib']:,} | {values['per_connection_bytes']:,.0f} B | "
-                             f"{values['errors_total']} |")
+                             f"{values.get('upstream_connections')} | {values['errors_total']} |")
     scenario = scenarios.get("6")
     if scenario and "targets" in scenario:
         lines += ["", "## Scenario 6: where the instructions go (callgrind, self cost)", ""]
