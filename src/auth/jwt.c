@@ -363,7 +363,8 @@ const char *jwt_result_message(jwt_result_t result) {
     case JWT_EXPIRED:
         return "The session token has expired. Log in again with POST /auth/login.";
     case JWT_WRONG_ALGORITHM:
-        return "Invalid session token: only HS256 tokens issued by this relay are accepted.";
+        return "Invalid session token: only HS256 tokens issued by this relay are accepted. "
+               "Log in again with POST /auth/login.";
     }
-    return "Invalid session token.";
+    return "Invalid session token. Log in again with POST /auth/login.";
 }

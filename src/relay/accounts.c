@@ -72,10 +72,7 @@ static account_user_t *accounts_user_from_jwt(relay_stream_t *stream, const auth
     jwt_result_t result = jwt_verify(shared->jwt_secret, shared->jwt_secret_length, token->bytes, token->length,
                                      (int64_t)time(NULL), &claims);
     if (result != JWT_OK) {
-        char message[200];
-        snprintf(message, sizeof message, "Invalid session token: %s. Log in again with POST /auth/login.",
-                 jwt_result_message(result));
-        relay_respond_error(stream, 401, "invalid_request_error", message, NULL, "invalid_token");
+        relay_respond_error(stream, 401, "invalid_request_error", jwt_result_message(result), NULL, "invalid_token");
         return NULL;
     }
     account_user_t *user = account_user_get(shared->tables, claims.user_id);

@@ -105,9 +105,12 @@ bool relay_admit(relay_stream_t *stream, const json_chat_request_t *request, uin
         } else if (request->max_completion_tokens.present && request->max_completion_tokens.type == JSON_TYPE_NUMBER) {
             max_tokens = request->max_completion_tokens_value;
         } else {
+            /* The hold is prompt + completions x max_tokens of output, so
+             * what the wallet affords for all of them is shared out. */
             int64_t available = atomic_load_explicit(&stream->user->available_micros, memory_order_relaxed);
-            max_tokens = ledger_affordable_max_tokens(model, available, prompt_bound * completions,
-                                                      model->max_output_tokens);
+            uint64_t output_tokens = ledger_affordable_max_tokens(model, available, prompt_bound,
+                                                                  (uint64_t)model->max_output_tokens * completions);
+            max_tokens = output_tokens / completions;
             if (max_tokens == 0) {
                 relay_respond_error(stream, 402, "insufficient_quota",
                                     "You exceeded your current quota, please top up your balance.", NULL,
@@ -224,7 +227,11 @@ bool relay_bill(relay_stream_t *stream, const char *status, bool wait_for_ack) {
     record->cached_tokens = billed.cached_tokens > 0 ? (uint64_t)billed.cached_tokens : 0;
     record->reasoning_tokens = usage.reasoning_tokens > 0 ? (uint64_t)usage.reasoning_tokens : 0;
     record->cost_micros = charged;
-    snprintf(record->status, sizeof record->status, "%s", status);
+    if (refused && stream->response.status >= 400 && strcmp(status, "completed") == 0) {
+        snprintf(record->status, sizeof record->status, "upstream_%u", (unsigned)stream->response.status);
+    } else {
+        snprintf(record->status, sizeof record->status, "%s", status);
+    }
     record->latency_ms = loop_now_ms(&worker->loop) - stream->started_ms;
     record->estimated = estimated;
     record->capped = capped;

@@ -83,6 +83,7 @@ typedef struct relay_stream {
     bool upstream_done;
     bool upstream_reusable;
     bool event_partly_forwarded; /* the event in progress was flushed early: never strip it */
+    bool done_seen;              /* the upstream sent data: [DONE]; it waits for the settlement */
     bool head_begun;
     bool forwarded_any;
     uint8_t retries;

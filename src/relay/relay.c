@@ -188,6 +188,11 @@ static void relay_event_complete(relay_stream_t *stream, const sse_event_t *even
         stream->usage = event->json.usage;
         stream->usage_seen = true;
     }
+    /* `data: [DONE]` (and anything after it) stays pending until the body
+     * ends and the usage record is written: a client that stops reading at
+     * [DONE] must never have a response whose charge could still be lost. */
+    if (event->is_done) stream->done_seen = true;
+    if (stream->done_seen) return;
     bool usage_only = event->json.usage_present && event->json.choices_empty;
     if (event->has_data && !event->is_done && !usage_only) stream->content_events++;
     if (usage_only && !stream->client_wants_usage && !stream->event_partly_forwarded) {
