@@ -237,6 +237,11 @@ static int tls_io_send(WOLFSSL *ssl, char *source, int size, void *user_context)
     return (int)stored;
 }
 
+#define TLS_CIPHER_PREFERENCE                                                                           \
+    "TLS13-CHACHA20-POLY1305-SHA256:TLS13-AES128-GCM-SHA256:TLS13-AES256-GCM-SHA384:"                   \
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256:"          \
+    "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384"
+
 /* Creates a WOLFSSL_CTX for TLS 1.2 and 1.3 with our I/O callbacks, or
  * explains the failure in error. */
 static WOLFSSL_CTX *tls_wolfssl_context_new(bool is_server, char *error, size_t error_size) {
@@ -258,6 +263,16 @@ static WOLFSSL_CTX *tls_wolfssl_context_new(bool is_server, char *error, size_t 
     if (status != WOLFSSL_SUCCESS) {
         tls_format_error(error, error_size, "cannot set the minimum TLS version to 1.2: %s",
                          tls_wolfssl_error_text(status));
+        wolfSSL_CTX_free(wolfssl_context);
+        return NULL;
+    }
+    /* ChaCha20-Poly1305 first: Debian's wolfSSL has no AES-NI, and its
+     * plain-C AES-GCM was most of the cost of every relayed record
+     * (callgrind); ChaCha20 is fast without special instructions. AES-GCM
+     * stays acceptable for peers that offer nothing else. */
+    status = wolfSSL_CTX_set_cipher_list(wolfssl_context, TLS_CIPHER_PREFERENCE);
+    if (status != WOLFSSL_SUCCESS) {
+        tls_format_error(error, error_size, "cannot set the cipher preference: %s", tls_wolfssl_error_text(status));
         wolfSSL_CTX_free(wolfssl_context);
         return NULL;
     }
