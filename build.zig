@@ -8,7 +8,6 @@ const std = @import("std");
 /// each module's directory owns one concern (see README "Layout").
 const core_sources = [_][]const u8{
     "src/util/assert.c",
-    "src/util/log.c",
     "src/http/request.c",
     "src/http/response.c",
     "src/http/chunked.c",

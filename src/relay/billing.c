@@ -215,7 +215,6 @@ bool relay_bill(relay_stream_t *stream, const char *status, bool wait_for_ack) {
     int64_t charged = 0;
     bool capped = false;
     ledger_settle(stream->user, stream->key, stream->hold_micros, cost, &charged, &capped);
-    if (!stream->usage_seen) worker->usage_missing += estimated ? 1 : 0;
 
     snprintf(record->request_id, sizeof record->request_id, "%s", stream->exchange->request_id);
     record->key_id = stream->key->id;

@@ -85,9 +85,7 @@ typedef struct relay_stream {
     bool event_partly_forwarded; /* the event in progress was flushed early: never strip it */
     bool done_seen;              /* the upstream sent data: [DONE]; it waits for the settlement */
     bool head_begun;
-    bool forwarded_any;
     uint8_t retries;
-    const char *endpoint;
     /* The upstream request: our head, then the client's body in splices. */
     struct iovec request_pieces[UPSTREAM_IOVECS_MAX];
     uint32_t request_piece_count;
@@ -143,8 +141,6 @@ struct relay_worker {
     loop_timer_list_t drain_timers;
     atomic_bool stop_requested;
     void (*server_tick)(loop_t *loop);
-    uint64_t requests_completed;
-    uint64_t usage_missing;
     /* Messages from the store and control threads arrive as a msg_ring CQE
      * for this operation; its callback drains both reply channels. */
     loop_operation_t mailbox;

@@ -69,7 +69,6 @@ static void relay_finish_drain(relay_stream_t *stream) {
     loop_timer_stop(&stream->timer);
     relay_release_upstream(stream, stream->upstream_done && stream->upstream_reusable);
     relay_bill(stream, "client_closed", false);
-    if (!stream->usage_seen) stream->worker->usage_missing++;
     stream->phase = RELAY_PHASE_DONE;
     server_exchange_release(stream->exchange);
 }
@@ -78,8 +77,6 @@ static void relay_finish_drain(relay_stream_t *stream) {
 static void relay_finish(relay_stream_t *stream) {
     loop_timer_stop(&stream->timer);
     relay_release_upstream(stream, stream->upstream_reusable);
-    stream->worker->requests_completed++;
-    if (!stream->usage_seen && stream->response.status == 200) stream->worker->usage_missing++;
     if (stream->client_gone) {
         relay_finish_drain(stream);
         return;
@@ -158,7 +155,6 @@ void relay_forward(relay_stream_t *stream) {
         stream->phase = RELAY_PHASE_DONE;
     }
     stream->ready_count = 0;
-    if (count > 0) stream->forwarded_any = true;
     for (uint32_t index = 0; index < count; index++) stream->forwarded_bytes += stream->send_pieces[index].iov_len;
     server_send(stream->exchange, stream->send_pieces, count, stream->upstream_done);
 }
@@ -626,7 +622,6 @@ static void relay_plan_request(relay_stream_t *stream, const char *endpoint, rel
     }
     stream->request_pieces[count++] = (struct iovec){.iov_base = (void *)(body + position), .iov_len = body_length - position};
     stream->request_piece_count = count;
-    stream->endpoint = endpoint;
 }
 
 static bool relay_object_is_empty(const uint8_t *body, json_span_t value) {

@@ -1,1 +1,0 @@
-#include "ringway/common.h"
