@@ -293,6 +293,14 @@ __attribute__((format(printf, 3, 4))) static int config_fail(config_parser_t *pa
                   format, arguments);
         va_end(arguments);
     }
+    /* The message quotes bytes from the file: a control or non-ASCII byte
+     * becomes '?', so the message is one printable line for any terminal or
+     * log. The replacement keeps the length, so a short buffer still holds
+     * a prefix of the same text. */
+    for (char *byte = parser->error; *byte != '\0'; byte++) {
+        unsigned char value = (unsigned char)*byte;
+        if (value < 0x20 || value >= 0x7f) *byte = '?';
+    }
     return -1;
 }
 

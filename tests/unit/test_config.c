@@ -746,6 +746,17 @@ static void test_missing_file(void) {
     CHECK(strcmp(error_a, "conf: cannot read: Is a directory") == 0);
 }
 
+/* Bytes quoted from the file never reach the message raw: control and
+ * non-ASCII bytes become '?', length kept. */
+static void test_error_messages_are_printable(void) {
+    static const char text[] = "[server]\nlisten = 127.0.0.1:80\xff\xfex\n[model m]\nupstream = u\n";
+    CHECK_EQ_INT(config_parse(config_a, text, sizeof text - 1, "t.conf", error_a, sizeof error_a), -1);
+    CHECK(strstr(error_a, "t.conf:2: bad value '127.0.0.1:80??x' for 'listen'") == error_a);
+    for (const char *byte = error_a; *byte != '\0'; byte++) {
+        CHECK((unsigned char)*byte >= 0x20 && (unsigned char)*byte < 0x7f);
+    }
+}
+
 typedef struct url_case {
     const char *url;
     bool tls;
@@ -1116,6 +1127,7 @@ int main(void) {
     RUN_TEST(test_billing_and_auth);
     RUN_TEST(test_bad_configurations);
     RUN_TEST(test_missing_file);
+    RUN_TEST(test_error_messages_are_printable);
     RUN_TEST(test_base_urls);
     RUN_TEST(test_model_lookup);
     RUN_TEST(test_byte_by_byte);
