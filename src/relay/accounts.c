@@ -69,8 +69,12 @@ static const uint8_t *accounts_query_value(const server_exchange_t *exchange, co
 static account_user_t *accounts_user_from_jwt(relay_stream_t *stream, const auth_token_t *token) {
     const relay_shared_t *shared = stream->worker->shared;
     jwt_claims_t claims;
+    /* CLOCK_REALTIME, not time(): glibc's time() reads the coarse clock,
+     * which can lag a tick behind the clock the token's exp was set from. */
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
     jwt_result_t result = jwt_verify(shared->jwt_secret, shared->jwt_secret_length, token->bytes, token->length,
-                                     (int64_t)time(NULL), &claims);
+                                     (int64_t)now.tv_sec, &claims);
     if (result != JWT_OK) {
         relay_respond_error(stream, 401, "invalid_request_error", jwt_result_message(result), NULL, "invalid_token");
         return NULL;
