@@ -25,6 +25,15 @@ _Noreturn void rw_assert_fail(const char *expression, const char *file, int line
 
 #define RW_VERSION "0.1.0"
 
+/* Copies the NUL-terminated `text` into out[capacity] (capacity > 0),
+ * truncating, always NUL-terminated: snprintf(out, n, "%s", text) without
+ * the format machinery, for the request path. */
+static inline void rw_copy_text(char *out, size_t capacity, const char *text) {
+    size_t index = 0;
+    for (; index + 1 < capacity && text[index] != '\0'; index++) out[index] = text[index];
+    out[index] = '\0';
+}
+
 /* True when bytes[0, length) is exactly the NUL-terminated `text`. */
 static inline bool rw_bytes_equal_text(const uint8_t *bytes, size_t length, const char *text) {
     size_t index = 0;

@@ -163,12 +163,12 @@ bool relay_admit(relay_stream_t *stream, const json_chat_request_t *request, uin
     memset(message, 0, offsetof(store_message_t, body) + sizeof message->body.hold_open);
     message->kind = STORE_MESSAGE_HOLD_OPEN;
     store_hold_record_t *hold_record = &message->body.hold_open;
-    snprintf(hold_record->request_id, sizeof hold_record->request_id, "%s", stream->exchange->request_id);
+    rw_copy_text(hold_record->request_id, sizeof hold_record->request_id, stream->exchange->request_id);
     hold_record->user_id = stream->user->id;
     hold_record->key_id = stream->key->id;
     hold_record->amount_micros = hold;
     hold_record->created_ms = billing_wall_ms();
-    snprintf(hold_record->model, sizeof hold_record->model, "%s", model->name);
+    rw_copy_text(hold_record->model, sizeof hold_record->model, model->name);
     billing_submit(stream->worker, message);
     return true;
 }
@@ -216,11 +216,11 @@ bool relay_bill(relay_stream_t *stream, const char *status, bool wait_for_ack) {
     bool capped = false;
     ledger_settle(stream->user, stream->key, stream->hold_micros, cost, &charged, &capped);
 
-    snprintf(record->request_id, sizeof record->request_id, "%s", stream->exchange->request_id);
+    rw_copy_text(record->request_id, sizeof record->request_id, stream->exchange->request_id);
     record->key_id = stream->key->id;
     record->user_id = stream->user->id;
-    snprintf(record->model, sizeof record->model, "%s", model->name);
-    snprintf(record->upstream, sizeof record->upstream, "%s", stream->pool->upstream->name);
+    rw_copy_text(record->model, sizeof record->model, model->name);
+    rw_copy_text(record->upstream, sizeof record->upstream, stream->pool->upstream->name);
     record->prompt_tokens = billed.prompt_tokens > 0 ? (uint64_t)billed.prompt_tokens : 0;
     record->completion_tokens = billed.completion_tokens > 0 ? (uint64_t)billed.completion_tokens : 0;
     record->cached_tokens = billed.cached_tokens > 0 ? (uint64_t)billed.cached_tokens : 0;
@@ -229,7 +229,7 @@ bool relay_bill(relay_stream_t *stream, const char *status, bool wait_for_ack) {
     if (refused && stream->response.status >= 400 && strcmp(status, "completed") == 0) {
         snprintf(record->status, sizeof record->status, "upstream_%u", (unsigned)stream->response.status);
     } else {
-        snprintf(record->status, sizeof record->status, "%s", status);
+        rw_copy_text(record->status, sizeof record->status, status);
     }
     record->latency_ms = loop_now_ms(&worker->loop) - stream->started_ms;
     record->estimated = estimated;

@@ -320,14 +320,14 @@ static bool relay_on_response_head(relay_stream_t *stream) {
     stream->mode = (status == 200 && event_stream) ? RELAY_MODE_SSE : RELAY_MODE_PASS;
     if (stream->mode == RELAY_MODE_SSE) {
         sse_scanner_init(&stream->sse);
-        snprintf(stream->content_type, sizeof stream->content_type, "text/event-stream");
+        rw_copy_text(stream->content_type, sizeof stream->content_type, "text/event-stream");
     } else {
         usage_scanner_init(&stream->usage_scanner);
         if (response->has_content_type && response->content_type.length < sizeof stream->content_type) {
             memcpy(stream->content_type, stream->buffer + response->content_type.offset, response->content_type.length);
             stream->content_type[response->content_type.length] = '\0';
         } else {
-            snprintf(stream->content_type, sizeof stream->content_type, "application/json");
+            rw_copy_text(stream->content_type, sizeof stream->content_type, "application/json");
         }
     }
     size_t extra_length = 0;
