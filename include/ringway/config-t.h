@@ -50,6 +50,13 @@ typedef enum config_disconnect_policy {
     CONFIG_DISCONNECT_CANCEL = 1,
 } config_disconnect_policy_t;
 
+/* [billing] mode: `on` holds, settles and records every billable request;
+ * `off` only relays (API keys are still checked). */
+typedef enum config_billing_mode {
+    CONFIG_BILLING_ON = 0,
+    CONFIG_BILLING_OFF = 1,
+} config_billing_mode_t;
+
 /* One [upstream NAME] section, validated and resolved. `host` holds no
  * brackets even for an IPv6 literal: whoever writes a Host header or a URL
  * must bracket a host that contains ':'. */
@@ -122,7 +129,11 @@ typedef struct config {
     config_disconnect_policy_t client_disconnect;
 
     /* [billing] */
+    config_billing_mode_t billing_mode; /* off: keys checked, no holds, records or wallet */
     uint32_t sync_interval_ms;  /* the store's group-commit (fsync) period */
+    uint32_t hold_record_after_ms;   /* a hold still open this long gets a durable record */
+    uint32_t store_wait_requests_max; /* per thread: requests waiting for a store that fell behind */
+    uint32_t store_wait_ms;          /* the longest such a wait; then 503 */
     int64_t free_grant_micros;  /* starting balance of a self-registered account */
     uint32_t users_max;         /* slots in the in-memory user table */
     uint32_t keys_max;          /* slots in the in-memory API key table */

@@ -113,6 +113,10 @@ void server_respond(server_exchange_t *exchange, uint16_t status, const char *co
  * and code may be NULL (JSON null). */
 void server_respond_error(server_exchange_t *exchange, uint16_t status, const char *type,
                           const char *message, const char *param, const char *code);
+/* The same with extra header lines ("Name: value\r\n" each, or NULL). */
+void server_respond_error_with_headers(server_exchange_t *exchange, uint16_t status, const char *type,
+                                       const char *message, const char *param, const char *code,
+                                       const char *extra_headers);
 /* Starts a response: content_length >= 0 sends a fixed-length body, -1 a
  * chunked one. The head goes out with the first server_send. */
 void server_begin(server_exchange_t *exchange, uint16_t status, const char *content_type,

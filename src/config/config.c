@@ -50,6 +50,7 @@ typedef enum config_value_kind {
     CONFIG_VALUE_TOKEN,         /* printable ASCII without space, '"', '\' */
     CONFIG_VALUE_HOSTNAME,      /* a DNS name or IPv4 literal */
     CONFIG_VALUE_DISCONNECT,    /* drain | cancel */
+    CONFIG_VALUE_BILLING_MODE,  /* on | off */
     CONFIG_VALUE_BASE_URL,      /* upstream only: fills tls, host, port, base_path */
     CONFIG_VALUE_SECRET,        /* a literal secret (api_key, admin_token, jwt_secret) */
     CONFIG_VALUE_SECRET_ENV,    /* the same secret read from a named environment variable */
@@ -147,6 +148,11 @@ static const config_key_t config_relay_keys[] = {
  * tables accept (ACCOUNT_USERS_MAX_LIMIT, ACCOUNT_KEYS_MAX_LIMIT). */
 static const config_key_t config_billing_keys[] = {
     CONFIG_KEY(config_t, sync_interval_ms, CONFIG_VALUE_INTEGER, 1, 10000),
+    {.name = "mode", .kind = CONFIG_VALUE_BILLING_MODE, .offset = offsetof(config_t, billing_mode),
+     .size = CONFIG_FIELD_SIZE(config_t, billing_mode)},
+    CONFIG_KEY(config_t, hold_record_after_ms, CONFIG_VALUE_INTEGER, 0, CONFIG_TIMEOUT_MS_MAX),
+    CONFIG_KEY(config_t, store_wait_requests_max, CONFIG_VALUE_INTEGER, 0, 1048576),
+    CONFIG_KEY(config_t, store_wait_ms, CONFIG_VALUE_INTEGER, 1, CONFIG_TIMEOUT_MS_MAX),
     CONFIG_KEY_MONEY(config_t, "free_grant", free_grant_micros),
     CONFIG_KEY(config_t, users_max, CONFIG_VALUE_INTEGER, 1, 16777216),
     CONFIG_KEY(config_t, keys_max, CONFIG_VALUE_INTEGER, 1, 16777216),
@@ -640,6 +646,20 @@ static int config_apply_value(config_parser_t *parser, const config_key_t *key, 
         }
         RW_ASSERT(key->size == sizeof policy);
         memcpy(target + key->offset, &policy, sizeof policy);
+        return 0;
+    }
+    case CONFIG_VALUE_BILLING_MODE: {
+        config_billing_mode_t mode;
+        if (config_bytes_equal(value, value_length, "on")) {
+            mode = CONFIG_BILLING_ON;
+        } else if (config_bytes_equal(value, value_length, "off")) {
+            mode = CONFIG_BILLING_OFF;
+        } else {
+            return config_fail(parser, line, "bad value '%.*s' for '%s': expected on or off",
+                               echo_length, value, key->name);
+        }
+        RW_ASSERT(key->size == sizeof mode);
+        memcpy(target + key->offset, &mode, sizeof mode);
         return 0;
     }
     case CONFIG_VALUE_ADDRESS: {
@@ -1229,7 +1249,11 @@ void config_set_defaults(config_t *config) {
 
     config->client_disconnect = CONFIG_DISCONNECT_DRAIN;
 
+    config->billing_mode = CONFIG_BILLING_ON;
     config->sync_interval_ms = 10;
+    config->hold_record_after_ms = 2000;
+    config->store_wait_requests_max = 1024;
+    config->store_wait_ms = 5000;
     config->free_grant_micros = 1 * LEDGER_MICROS_PER_UNIT;
     config->users_max = 100000;
     config->keys_max = 262144;

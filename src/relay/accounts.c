@@ -1,4 +1,4 @@
-/* The self-service account endpoints (seed 003), served on the client
+/* The self-service account endpoints, served on the client
  * listener under /, /v1 and /api/v1:
  *
  *   POST /auth/register, POST /auth/login           -> control thread (Argon2id)
@@ -17,26 +17,11 @@
 
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 enum {
     ACCOUNTS_USAGE_LIMIT_DEFAULT = 20,
     ACCOUNTS_USAGE_LIMIT_MAX = 1000,
 };
-
-/* The path without an optional /v1 or /api/v1 prefix. */
-static void accounts_strip_prefix(const uint8_t **path, size_t *length) {
-    static const char *prefixes[] = {"/api/v1", "/v1"};
-    for (size_t index = 0; index < RW_ARRAY_LENGTH(prefixes); index++) {
-        size_t prefix_length = strlen(prefixes[index]);
-        if (*length > prefix_length && memcmp(*path, prefixes[index], prefix_length) == 0 &&
-            (*path)[prefix_length] == '/') {
-            *path += prefix_length;
-            *length -= prefix_length;
-            return;
-        }
-    }
-}
 
 static bool accounts_starts_with(const uint8_t *path, size_t length, const char *prefix) {
     size_t prefix_length = strlen(prefix);
@@ -69,19 +54,15 @@ static const uint8_t *accounts_query_value(const server_exchange_t *exchange, co
 static account_user_t *accounts_user_from_jwt(relay_stream_t *stream, const auth_token_t *token) {
     const relay_shared_t *shared = stream->worker->shared;
     jwt_claims_t claims;
-    /* CLOCK_REALTIME, not time(): glibc's time() reads the coarse clock,
-     * which can lag a tick behind the clock the token's exp was set from. */
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
     jwt_result_t result = jwt_verify(shared->jwt_secret, shared->jwt_secret_length, token->bytes, token->length,
-                                     (int64_t)now.tv_sec, &claims);
+                                     relay_wall_ms() / 1000, &claims);
     if (result != JWT_OK) {
-        relay_respond_error(stream, 401, "invalid_request_error", jwt_result_message(result), NULL, "invalid_token");
+        relay_reply_error(stream, 401, "invalid_request_error", jwt_result_message(result), NULL, "invalid_token");
         return NULL;
     }
     account_user_t *user = account_user_get(shared->tables, claims.user_id);
     if (user == NULL) {
-        relay_respond_error(stream, 401, "invalid_request_error", "The account of this session token does not exist.",
+        relay_reply_error(stream, 401, "invalid_request_error", "The account of this session token does not exist.",
                             NULL, "invalid_token");
         return NULL;
     }
@@ -98,16 +79,16 @@ static account_user_t *accounts_authenticate(relay_stream_t *stream, bool allow_
     auth_token_t token;
     auth_bearer_kind_t kind = auth_bearer_parse(value, length, &token);
     if (kind == AUTH_BEARER_API_KEY && allow_key) {
-        return relay_authenticate_key(stream) ? stream->user : NULL;
+        return relay_admit_key(stream) ? stream->user : NULL;
     }
     if (kind == AUTH_BEARER_OTHER) return accounts_user_from_jwt(stream, &token);
     if (kind == AUTH_BEARER_API_KEY) {
-        relay_respond_error(stream, 401, "invalid_request_error",
+        relay_reply_error(stream, 401, "invalid_request_error",
                             "This endpoint takes the session token from POST /auth/login, not an API key.", NULL,
                             "invalid_token");
         return NULL;
     }
-    relay_respond_error(stream, 401, "invalid_request_error",
+    relay_reply_error(stream, 401, "invalid_request_error",
                         kind == AUTH_BEARER_MISSING
                             ? "You didn't provide a token. Send 'Authorization: Bearer <token>'."
                             : "The Authorization header is malformed. Send 'Authorization: Bearer <token>'.",
@@ -138,8 +119,8 @@ static void accounts_submit(relay_stream_t *stream, control_job_t *job) {
     stream->reply = reply;
     stream->reply_capacity = job->reply_capacity;
     if (!control_submit(worker->shared->control, worker->index, job, &worker->loop.ring)) {
-        relay_respond_error(stream, 503, "server_error", "the account service is busy, retry shortly", NULL,
-                            "server_busy");
+        relay_reply_error_retry_after(stream, 503, "server_error", "the account service is busy, retry shortly",
+                                      "server_busy", RELAY_BUSY_RETRY_AFTER_S);
         return;
     }
     stream->phase = RELAY_PHASE_WAITING_CONTROL;
@@ -162,17 +143,17 @@ static void accounts_balance(relay_stream_t *stream, account_user_t *user) {
     server_respond(exchange, 200, "application/json", body, (size_t)length, NULL);
 }
 
-/* Serves the account endpoints; false when the path is none of them. */
+/* Serves the account endpoints; false when the path is none of them.
+ * `path` is without its /v1 or /api/v1 prefix (dispatch.c strips it). */
 bool relay_accounts_route(relay_stream_t *stream, const uint8_t *path, size_t path_length) {
     server_exchange_t *exchange = stream->exchange;
     http_method_t method = exchange->request.method;
-    accounts_strip_prefix(&path, &path_length);
     control_job_t job;
     memset(&job, 0, sizeof job);
     if (rw_bytes_equal_text(path, path_length, "/auth/register") ||
         rw_bytes_equal_text(path, path_length, "/auth/login")) {
         if (method != HTTP_METHOD_POST) {
-            relay_respond_error(stream, 405, "invalid_request_error", "Use POST.", NULL, "method_not_allowed");
+            relay_reply_error(stream, 405, "invalid_request_error", "Use POST.", NULL, "method_not_allowed");
             return true;
         }
         job.kind = path_length == strlen("/auth/login") ? CONTROL_JOB_LOGIN : CONTROL_JOB_REGISTER;
@@ -182,7 +163,7 @@ bool relay_accounts_route(relay_stream_t *stream, const uint8_t *path, size_t pa
     if (rw_bytes_equal_text(path, path_length, "/billing/balance") ||
         rw_bytes_equal_text(path, path_length, "/billing/usage")) {
         if (method != HTTP_METHOD_GET) {
-            relay_respond_error(stream, 405, "invalid_request_error", "Use GET.", NULL, "method_not_allowed");
+            relay_reply_error(stream, 405, "invalid_request_error", "Use GET.", NULL, "method_not_allowed");
             return true;
         }
         account_user_t *user = accounts_authenticate(stream, true);
@@ -202,7 +183,7 @@ bool relay_accounts_route(relay_stream_t *stream, const uint8_t *path, size_t pa
                 value = value * 10 + (uint64_t)(limit_text[index] - '0');
             }
             if (!valid || value == 0 || value > ACCOUNTS_USAGE_LIMIT_MAX) {
-                relay_respond_error(stream, 400, "invalid_request_error", "limit must be a whole number from 1 to 1000.",
+                relay_reply_error(stream, 400, "invalid_request_error", "limit must be a whole number from 1 to 1000.",
                                     "limit", NULL);
                 return true;
             }
@@ -218,7 +199,7 @@ bool relay_accounts_route(relay_stream_t *stream, const uint8_t *path, size_t pa
         bool collection = path_length == strlen("/api-keys");
         if ((collection && method != HTTP_METHOD_GET && method != HTTP_METHOD_POST) ||
             (!collection && method != HTTP_METHOD_DELETE)) {
-            relay_respond_error(stream, 405, "invalid_request_error",
+            relay_reply_error(stream, 405, "invalid_request_error",
                                 collection ? "Use GET or POST on /api-keys." : "Use DELETE on /api-keys/{id}.", NULL,
                                 "method_not_allowed");
             return true;

@@ -1,6 +1,17 @@
-/* Private to src/relay: the stream slot and the worker, shared by the
- * request path (relay.c), billing (billing.c) and the account endpoints
- * (accounts.c). */
+/* Private to src/relay: the stream slot, the worker, and the entry point of
+ * each stage of the request path. The stage map: each stage is one file,
+ * read top to bottom, and calls only later stages (a reply from the store
+ * or the control thread comes back through worker.c's mailbox):
+ *
+ *   worker.c    the thread: create, run, tick, mailbox, server callbacks
+ *   dispatch.c  the endpoint table: path and method -> endpoint
+ *   admit.c     authenticate, read the body, route, allowlist, [limits],
+ *               store backpressure, hold
+ *   plan.c      the upstream request: head + the client's body in splices
+ *   stream.c    upstream I/O, response head, decode, forward, finish
+ *   settle.c    the charge, the usage record, the store's queue
+ *   reply.c     our own answers (OpenAI errors); a leaf every stage uses
+ */
 #ifndef RINGWAY_RELAY_INTERNAL_H
 #define RINGWAY_RELAY_INTERNAL_H
 
@@ -22,20 +33,37 @@
 
 enum {
     RELAY_SPANS_MAX = 48,
+    /* Span slack a decode pass keeps free: a chunk adds at most one span to
+     * pending and moves at most one to ready per event it completes, so a
+     * pass stops while this many are left; a batched extra read needs room
+     * for a whole record's worth of events. */
+    RELAY_SPANS_SLACK_DECODE = 4,
+    RELAY_SPANS_SLACK_BATCH = 8,
     RELAY_REQUEST_HEAD_BYTES = 2048,
     RELAY_EDITS_MAX = 3, /* the model, stream_options, max_tokens */
+    RELAY_MAX_TOKENS_TEXT_BYTES = 40,
     RELAY_TICK_MS = 50,
     RELAY_RETRIES_MAX = 2,
-    /* Provided receive buffers per thread. A request's bytes are copied out
-     * of them at once, so few are busy at any moment; the ring hands them
-     * out in FIFO order, so every one of them ends up resident: keep the
-     * count small (512 x 16 KiB = 8 MiB per thread at most). */
+    /* The loop's submission queue, and its provided receive buffers. A
+     * request's bytes are copied out of the buffers at once, so few are busy
+     * at any moment; the ring hands them out in FIFO order, so every one of
+     * them ends up resident: keep the count small (512 x 16 KiB = 8 MiB per
+     * thread at most). */
+    RELAY_RING_ENTRIES = 4096,
     RELAY_RECEIVE_BUFFERS = 512,
+    RELAY_RECEIVE_BUFFER_BYTES = 16 * 1024,
     /* Decrypt another buffered record before sending only while this much
      * room is left in the stream buffer. */
     RELAY_BATCH_ROOM_MIN = 2048,
-    /* Settlements kept per thread while the store's channel is full. */
-    RELAY_STORE_RETRIES_MAX = 1024,
+    /* Store messages one held request sends at most: its hold record and
+     * its settlement. */
+    RELAY_STORE_MESSAGES_PER_HOLD = 2,
+    /* One stream slot in this many is kept from billable requests, so
+     * requests that need no store (health checks, the model list, account
+     * pages) are served while the store is behind. */
+    RELAY_STREAMS_KEPT_DIVISOR = 64,
+    /* Retry-After, in seconds, of a 503 server_busy. */
+    RELAY_BUSY_RETRY_AFTER_S = 1,
 };
 
 typedef struct relay_span {
@@ -52,6 +80,7 @@ typedef struct relay_edit {
 
 typedef enum relay_phase {
     RELAY_PHASE_IDLE,
+    RELAY_PHASE_WAITING_STORE,   /* admitted up to the hold; the store is behind (admit.c) */
     RELAY_PHASE_CONNECTING,
     RELAY_PHASE_SENDING,
     RELAY_PHASE_WAITING_HEAD,
@@ -68,14 +97,61 @@ typedef enum relay_mode {
     RELAY_MODE_SSE,  /* an event stream, forwarded event by event */
 } relay_mode_t;
 
+typedef enum relay_endpoint {
+    RELAY_ENDPOINT_NONE,
+    RELAY_ENDPOINT_CHAT,       /* POST /v1/chat/completions */
+    RELAY_ENDPOINT_EMBEDDINGS, /* POST /v1/embeddings */
+} relay_endpoint_t;
+
+/* What admission read from a request body, for plan.c. Spans are offsets
+ * in the client's body. */
+typedef struct relay_request_facts {
+    json_span_t model;              /* the "model" value, quotes included */
+    bool wants_usage_inserted;      /* streaming without include_usage: ask for it */
+    bool stream_options_present;
+    bool stream_options_is_object;
+    json_span_t stream_options;     /* its value */
+    bool include_usage_present;
+    json_span_t include_usage;      /* its value */
+    uint32_t members_offset;        /* just after the top-level '{' */
+    uint32_t completions;           /* n, at least 1 */
+    char max_tokens_text[RELAY_MAX_TOKENS_TEXT_BYTES]; /* spliced when the client set no limit, */
+    uint32_t max_tokens_length;     /* ... this long (0: nothing spliced), */
+    uint32_t max_tokens_offset;     /* ... at this body offset, */
+    uint32_t max_tokens_removed;    /* ... replacing these bytes (a null limit's value) */
+} relay_request_facts_t;
+
+/* Buffers whose contents are valid only up to the counts kept beside them:
+ * a new request never needs them cleared. */
+typedef struct relay_stream_scratch {
+    relay_span_t ready[RELAY_SPANS_MAX];
+    relay_span_t pending[RELAY_SPANS_MAX];
+    struct iovec send_pieces[RELAY_SPANS_MAX + 2];
+    /* The upstream request: our head, then the client's body in splices. */
+    struct iovec request_pieces[UPSTREAM_IOVECS_MAX];
+    uint8_t request_head[RELAY_REQUEST_HEAD_BYTES];
+    char content_type[128];
+    char extra_headers[256];
+    uint8_t error_event[640];
+} relay_stream_scratch_t;
+
 typedef struct relay_stream {
+    /* ---- Fixed for the slot's life (set once by worker.c). ---- */
     struct relay_worker *worker;
+    uint8_t *buffer; /* the upstream response, stream_buffer_bytes */
+    size_t capacity;
+    loop_timer_t timer;      /* the phase's deadline */
+    loop_timer_t hold_timer; /* when the hold gets its durable record (settle.c) */
+    uint32_t generation;     /* bumped per request: stale acks are recognised */
+
+    /* ---- Per request: everything from `exchange` up to `scratch` is
+     * zeroed by relay_stream_reset, so a field added here starts at zero. */
     server_exchange_t *exchange;
+    relay_phase_t phase;
+    relay_endpoint_t endpoint;
+    relay_mode_t mode;
     upstream_pool_t *pool;
     upstream_connection_t *upstream;
-    loop_timer_t timer;
-    relay_phase_t phase;
-    relay_mode_t mode;
     bool client_streaming;
     bool client_wants_usage;
     bool client_gone;
@@ -86,13 +162,8 @@ typedef struct relay_stream {
     bool done_seen;              /* the upstream sent data: [DONE]; it waits for the settlement */
     bool head_begun;
     uint8_t retries;
-    /* The upstream request: our head, then the client's body in splices. */
-    struct iovec request_pieces[UPSTREAM_IOVECS_MAX];
     uint32_t request_piece_count;
-    uint8_t request_head[RELAY_REQUEST_HEAD_BYTES];
     /* The upstream response. */
-    uint8_t *buffer;
-    size_t capacity;
     size_t filled;
     size_t parsed; /* raw bytes up to here are decoded (or are the head) */
     http_response_parser_t response_parser;
@@ -104,29 +175,27 @@ typedef struct relay_stream {
     usage_counts_t usage;
     bool usage_seen;
     uint64_t drained_bytes;
-    relay_span_t ready[RELAY_SPANS_MAX];
     uint32_t ready_count;
-    relay_span_t pending[RELAY_SPANS_MAX];
     uint32_t pending_count;
-    struct iovec send_pieces[RELAY_SPANS_MAX + 2];
-    char content_type[128];
-    char extra_headers[256];
-    uint8_t error_event[640];
-    /* Billing (billing.c): who pays, what is held, what was delivered. */
-    uint32_t generation;           /* bumped per request: stale acks are recognised */
+    relay_request_facts_t facts;
+    /* Billing: who pays, what is held, what was delivered. */
     const router_route_t *route;
     account_user_t *user;
     account_key_t *key;
     int64_t hold_micros;
-    bool held;                     /* a hold is open until relay_bill settles it */
+    bool held;                     /* a hold is open until relay_settle settles it */
+    bool hold_recorded;            /* its durable record went to the store */
     uint64_t started_ms;
     uint64_t content_events;       /* SSE data events forwarded: the estimate when no usage comes */
     uint64_t forwarded_bytes;
-    char max_tokens_member[40];    /* "\"max_tokens\":N," spliced when the client set none, */
-    uint32_t max_tokens_offset;    /* ... at this body offset, */
-    uint32_t max_tokens_removed;   /* ... replacing these bytes (a null limit's value) */
+    /* Waiting for the store (admit.c): links of the worker's FIFO. */
+    struct relay_stream *wait_next;
+    struct relay_stream *wait_prev;
     uint8_t *reply;                /* where the control thread writes an account answer */
     uint32_t reply_capacity;
+
+    /* ---- Scratch, never cleared. ---- */
+    relay_stream_scratch_t scratch;
 } relay_stream_t;
 
 struct relay_worker {
@@ -139,34 +208,74 @@ struct relay_worker {
     relay_stream_t *streams;
     uint8_t *stream_memory;
     loop_timer_list_t drain_timers;
+    loop_timer_list_t hold_record_timers; /* hold_record_after_ms */
+    loop_timer_list_t store_wait_timers;  /* store_wait_ms */
     atomic_bool stop_requested;
     void (*server_tick)(loop_t *loop);
     /* Messages from the store and control threads arrive as a msg_ring CQE
      * for this operation; its callback drains both reply channels. */
     loop_operation_t mailbox;
-    /* Store messages that found the channel full, retried every tick in
-     * order (a ring of RELAY_STORE_RETRIES_MAX). */
+    /* Store messages that found the channel full, sent again in order on a
+     * later tick (a ring of store_retries_max). Admission keeps room in it
+     * for every message a held request may still send (store_reserved), so
+     * it never overflows: see relay_settle_room. */
     store_message_t *store_retries;
+    uint32_t store_retries_max;
     uint32_t store_retry_first;
     uint32_t store_retry_count;
+    uint32_t store_reserved;
+    /* Billable streams (settle.c): holding money, and waiting for the
+     * store's ack of their settlement; admission stops at the maxima. */
+    uint32_t held_count;
+    uint32_t held_max;
+    uint32_t settling_count;
+    uint32_t settling_max;
+    /* Requests waiting for the store (admit.c), oldest first. */
+    relay_stream_t *wait_first;
+    relay_stream_t *wait_last;
+    uint32_t wait_count;
+    uint32_t wait_max;
     store_message_t message;       /* scratch: messages are copied into the channel */
 };
 
-/* relay.c */
-void relay_forward(relay_stream_t *stream);
-void relay_respond_error(relay_stream_t *stream, uint16_t status, const char *type, const char *message,
-                         const char *param, const char *code);
+/* reply.c: our own answers. The stream is done afterwards; nothing is
+ * billed here (a stage that holds money settles it before answering). */
+void relay_reply_error(relay_stream_t *stream, uint16_t status, const char *type, const char *message,
+                       const char *param, const char *code);
+void relay_reply_error_retry_after(relay_stream_t *stream, uint16_t status, const char *type, const char *message,
+                                   const char *code, uint32_t retry_after_s);
+int64_t relay_wall_ms(void);
 
-/* billing.c: admission and settlement (see the contracts there). */
-bool relay_authenticate_key(relay_stream_t *stream);
-bool relay_admit(relay_stream_t *stream, const json_chat_request_t *request, uint64_t completions);
-bool relay_bill(relay_stream_t *stream, const char *status, bool wait_for_ack);
-void relay_on_mailbox(loop_operation_t *operation, int32_t result, uint32_t flags);
-void relay_retry_settlements(relay_worker_t *worker);
+/* dispatch.c */
+void relay_dispatch(relay_stream_t *stream);
 
-/* accounts.c: the account endpoints (self-service, seed 003). */
+/* admit.c */
+void relay_admit(relay_stream_t *stream, relay_endpoint_t endpoint);
+bool relay_admit_key(relay_stream_t *stream);
+void relay_admit_resume(relay_worker_t *worker);
+void relay_admit_forget(relay_stream_t *stream);
+void relay_admit_on_wait_timeout(relay_stream_t *stream);
+
+/* plan.c */
+void relay_plan(relay_stream_t *stream);
+
+/* stream.c */
+void relay_stream_start(relay_stream_t *stream);
+void relay_stream_on_sent(relay_stream_t *stream);
+void relay_stream_on_abort(relay_stream_t *stream);
+void relay_stream_on_timer(relay_stream_t *stream);
+void relay_stream_on_settled(relay_stream_t *stream, const store_ack_t *ack);
+
+/* settle.c */
+bool relay_settle_room(const relay_worker_t *worker);
+void relay_settle_hold_opened(relay_stream_t *stream);
+bool relay_settle(relay_stream_t *stream, const char *status, bool wait_for_ack);
+void relay_settle_retry(relay_worker_t *worker);
+void relay_settle_acknowledged(relay_stream_t *stream);
+void relay_settle_on_hold_timer(loop_timer_t *timer);
+
+/* accounts.c: the self-service account endpoints. */
 bool relay_accounts_route(relay_stream_t *stream, const uint8_t *path, size_t path_length);
 void relay_accounts_on_reply(relay_stream_t *stream, const control_reply_t *reply);
-
 
 #endif

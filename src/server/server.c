@@ -97,7 +97,7 @@ struct server {
     "\"param\":null,\"code\":\"server_busy\"}}"
 static const char server_busy_response[] =
     "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 120\r\n"
-    "x-request-id: refused\r\nConnection: close\r\n\r\n" SERVER_BUSY_BODY;
+    "x-request-id: refused\r\nRetry-After: 1\r\nConnection: close\r\n\r\n" SERVER_BUSY_BODY;
 
 static void server_connection_process(server_connection_t *connection);
 static void server_flush(server_connection_t *connection);
@@ -273,13 +273,19 @@ void server_respond(server_exchange_t *exchange, uint16_t status, const char *co
 
 void server_respond_error(server_exchange_t *exchange, uint16_t status, const char *type, const char *message,
                           const char *param, const char *code) {
+    server_respond_error_with_headers(exchange, status, type, message, param, code, NULL);
+}
+
+void server_respond_error_with_headers(server_exchange_t *exchange, uint16_t status, const char *type,
+                                       const char *message, const char *param, const char *code,
+                                       const char *extra_headers) {
     size_t length = http_write_error_body(exchange->error_body, sizeof exchange->error_body, message, type, param,
                                           code);
     if (length == 0) {
         length = http_write_error_body(exchange->error_body, sizeof exchange->error_body, "error", type, NULL, code);
     }
     RW_ASSERT(length > 0);
-    server_respond(exchange, status, "application/json", exchange->error_body, length, NULL);
+    server_respond(exchange, status, "application/json", exchange->error_body, length, extra_headers);
 }
 
 /* Answers on the server's behalf (the handler never saw this request) and

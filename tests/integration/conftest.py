@@ -92,13 +92,14 @@ def _tail(path):
 class ManagedProcess:
     """A child process whose stdout/stderr go to files in log_dir; stopped by PID."""
 
-    def __init__(self, name, argv, log_dir):
+    def __init__(self, name, argv, log_dir, env=None):
         self.name = name
         self.argv = [str(argument) for argument in argv]
         self.stdout_path = os.path.join(log_dir, f"{name}.stdout")
         self.stderr_path = os.path.join(log_dir, f"{name}.stderr")
         with open(self.stdout_path, "wb") as stdout, open(self.stderr_path, "wb") as stderr:
-            self.popen = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr)
+            self.popen = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                                          env=env)
         self.pid = self.popen.pid
         _PROCESSES.append(self)
 
