@@ -58,7 +58,7 @@ typedef struct account_key {
     _Atomic uint64_t model_bits[ACCOUNT_MODEL_WORDS]; /* allowlist over config model indexes */
     _Atomic int64_t spend_cap_micros; /* -1: no cap */
     _Atomic int64_t spend_available_micros; /* cap - spent - open holds; used only with a cap */
-    _Atomic uint32_t tier;            /* rate-limit tier (the rate-limit issue) */
+    _Atomic uint32_t tier;            /* rate-limit tier: stored, not enforced yet */
 } account_key_t;
 
 /* Returned by the publish functions when they refuse (see account.h). */

@@ -239,6 +239,10 @@ static void test_billing_and_auth(void) {
         "free_grant = 0.000001\n"
         "users_max = 1\n"
         "keys_max = 16777216\n"
+        "mode = off\n"
+        "hold_record_after_ms = 0\n"
+        "store_wait_requests_max = 0\n"
+        "store_wait_ms = 1\n"
         "[auth]\n"
         "admin_token = 0123456789abcdef   # exactly 16\n"
         "jwt_secret = \"0123456789abcdef0123456789abcdef\"\n"
@@ -265,6 +269,10 @@ static void test_billing_and_auth(void) {
     CHECK_EQ_INT(config_a->free_grant_micros, 1);
     CHECK_EQ_INT(config_a->users_max, 1);
     CHECK_EQ_INT(config_a->keys_max, 16777216);
+    CHECK_EQ_INT(config_a->billing_mode, CONFIG_BILLING_OFF);
+    CHECK_EQ_INT(config_a->hold_record_after_ms, 0);
+    CHECK_EQ_INT(config_a->store_wait_requests_max, 0);
+    CHECK_EQ_INT(config_a->store_wait_ms, 1);
     CHECK(config_a->has_admin_token);
     CHECK(strcmp(config_a->admin_token, "0123456789abcdef") == 0);
     CHECK(config_a->has_jwt_secret);
@@ -288,6 +296,13 @@ static void test_billing_and_auth(void) {
                             sizeof error_a),
                  0);
     CHECK_EQ_INT(config_a->free_grant_micros, 0);
+    /* The billing defaults: on, holds recorded after 2 s, a bounded wait. */
+    CHECK_EQ_INT(config_a->billing_mode, CONFIG_BILLING_ON);
+    CHECK_EQ_INT(config_a->hold_record_after_ms, 2000);
+    CHECK_EQ_INT(config_a->store_wait_requests_max, 1024);
+    CHECK_EQ_INT(config_a->store_wait_ms, 5000);
+    CHECK_EQ_INT(parse_text(config_a, "[billing]\nmode = on\n" MINIMAL_TAIL, error_a, sizeof error_a), 0);
+    CHECK_EQ_INT(config_a->billing_mode, CONFIG_BILLING_ON);
 
     /* Secrets from the environment. */
     setenv("RINGWAY_TEST_ADMIN", "admin-token-from-environment", 1);
@@ -583,6 +598,11 @@ static const bad_case_t bad_cases[] = {
     {"[billing]\nsync_interval_ms = 10001\n",
      "t.conf:2: value '10001' for 'sync_interval_ms' is out of range (1..10000)"},
     {"[billing]\nusers_max = 0\n", "t.conf:2: value '0' for 'users_max' is out of range (1..16777216)"},
+    {"[billing]\nmode = maybe\n", "t.conf:2: bad value 'maybe' for 'mode': expected on or off"},
+    {"[billing]\nmode = ON\n", "t.conf:2: bad value 'ON' for 'mode': expected on or off"},
+    {"[billing]\nstore_wait_ms = 0\n", "t.conf:2: value '0' for 'store_wait_ms' is out of range (1..86400000)"},
+    {"[billing]\nhold_record_after_ms = 86400001\n",
+     "t.conf:2: value '86400001' for 'hold_record_after_ms' is out of range (0..86400000)"},
     {"[billing]\nkeys_max = 16777217\n",
      "t.conf:2: value '16777217' for 'keys_max' is out of range (1..16777216)"},
     {"[billing]\nfree_grant = 1.5 EUR\n",
