@@ -49,8 +49,7 @@ typedef enum config_value_kind {
     CONFIG_VALUE_PATH,          /* any printable bytes (UTF-8 allowed) */
     CONFIG_VALUE_TOKEN,         /* printable ASCII without space, '"', '\' */
     CONFIG_VALUE_HOSTNAME,      /* a DNS name or IPv4 literal */
-    CONFIG_VALUE_DISCONNECT,    /* drain | cancel */
-    CONFIG_VALUE_BILLING_MODE,  /* on | off */
+    CONFIG_VALUE_CHOICE,        /* one of the key's choices: an int-sized enum, its index */
     CONFIG_VALUE_BASE_URL,      /* upstream only: fills tls, host, port, base_path */
     CONFIG_VALUE_SECRET,        /* a literal secret (api_key, admin_token, jwt_secret) */
     CONFIG_VALUE_SECRET_ENV,    /* the same secret read from a named environment variable */
@@ -72,6 +71,11 @@ typedef struct config_key {
      * form exclude each other. */
     size_t flag_offset;
     uint32_t pair_index;
+    /* CONFIG_VALUE_CHOICE: the accepted words, in the enum's order, and the
+     * phrase that lists them in an error. */
+    const char *const *choices;
+    uint32_t choice_count;
+    const char *choices_text;
 } config_key_t;
 
 typedef struct config_section_spec {
@@ -98,6 +102,11 @@ typedef struct config_section_spec {
 #define CONFIG_KEY_MONEY(type, key_name, field)                                          \
     {.name = (key_name), .kind = CONFIG_VALUE_MONEY, .offset = offsetof(type, field),     \
      .size = CONFIG_FIELD_SIZE(type, field)}
+
+#define CONFIG_KEY_CHOICE(type, field, words, text)                                      \
+    {.name = #field, .kind = CONFIG_VALUE_CHOICE, .offset = offsetof(type, field),       \
+     .size = CONFIG_FIELD_SIZE(type, field), .choices = (words),                          \
+     .choice_count = RW_ARRAY_LENGTH(words), .choices_text = (text)}
 
 #define CONFIG_KEY_ADDRESS(key_name, host_field, port_field)                             \
     {.name = (key_name), .kind = CONFIG_VALUE_ADDRESS, .offset = offsetof(config_t, host_field), \
@@ -140,16 +149,23 @@ static const config_key_t config_timeouts_keys[] = {
     CONFIG_KEY(config_t, upstream_keepalive_ms, CONFIG_VALUE_INTEGER, 1, CONFIG_TIMEOUT_MS_MAX),
 };
 
+/* In the order of config_disconnect_policy_t and config_billing_mode_t. */
+static const char *const config_disconnect_words[] = {"drain", "cancel"};
+static const char *const config_billing_mode_words[] = {"on", "off"};
+_Static_assert(sizeof(config_disconnect_policy_t) == sizeof(int) && sizeof(config_billing_mode_t) == sizeof(int),
+               "CONFIG_VALUE_CHOICE stores an int");
+
 static const config_key_t config_relay_keys[] = {
-    CONFIG_KEY(config_t, client_disconnect, CONFIG_VALUE_DISCONNECT, 0, 0),
+    CONFIG_KEY_CHOICE(config_t, client_disconnect, config_disconnect_words, "drain or cancel"),
 };
 
 /* [billing]: users_max and keys_max stop at 2^24, the most the account
  * tables accept (ACCOUNT_USERS_MAX_LIMIT, ACCOUNT_KEYS_MAX_LIMIT). */
 static const config_key_t config_billing_keys[] = {
     CONFIG_KEY(config_t, sync_interval_ms, CONFIG_VALUE_INTEGER, 1, 10000),
-    {.name = "mode", .kind = CONFIG_VALUE_BILLING_MODE, .offset = offsetof(config_t, billing_mode),
-     .size = CONFIG_FIELD_SIZE(config_t, billing_mode)},
+    {.name = "mode", .kind = CONFIG_VALUE_CHOICE, .offset = offsetof(config_t, billing_mode),
+     .size = CONFIG_FIELD_SIZE(config_t, billing_mode), .choices = config_billing_mode_words,
+     .choice_count = RW_ARRAY_LENGTH(config_billing_mode_words), .choices_text = "on or off"},
     CONFIG_KEY(config_t, hold_record_after_ms, CONFIG_VALUE_INTEGER, 0, CONFIG_TIMEOUT_MS_MAX),
     CONFIG_KEY(config_t, store_wait_requests_max, CONFIG_VALUE_INTEGER, 0, 1048576),
     CONFIG_KEY(config_t, store_wait_ms, CONFIG_VALUE_INTEGER, 1, CONFIG_TIMEOUT_MS_MAX),
@@ -634,33 +650,16 @@ static int config_apply_value(config_parser_t *parser, const config_key_t *key, 
         memcpy(target + key->offset, &flag, sizeof flag);
         return 0;
     }
-    case CONFIG_VALUE_DISCONNECT: {
-        config_disconnect_policy_t policy;
-        if (config_bytes_equal(value, value_length, "drain")) {
-            policy = CONFIG_DISCONNECT_DRAIN;
-        } else if (config_bytes_equal(value, value_length, "cancel")) {
-            policy = CONFIG_DISCONNECT_CANCEL;
-        } else {
-            return config_fail(parser, line, "bad value '%.*s' for '%s': expected drain or cancel",
-                               echo_length, value, key->name);
+    case CONFIG_VALUE_CHOICE: {
+        RW_ASSERT(key->size == sizeof(int) && key->choice_count > 0);
+        for (uint32_t index = 0; index < key->choice_count; index++) {
+            if (!config_bytes_equal(value, value_length, key->choices[index])) continue;
+            int chosen = (int)index;
+            memcpy(target + key->offset, &chosen, sizeof chosen);
+            return 0;
         }
-        RW_ASSERT(key->size == sizeof policy);
-        memcpy(target + key->offset, &policy, sizeof policy);
-        return 0;
-    }
-    case CONFIG_VALUE_BILLING_MODE: {
-        config_billing_mode_t mode;
-        if (config_bytes_equal(value, value_length, "on")) {
-            mode = CONFIG_BILLING_ON;
-        } else if (config_bytes_equal(value, value_length, "off")) {
-            mode = CONFIG_BILLING_OFF;
-        } else {
-            return config_fail(parser, line, "bad value '%.*s' for '%s': expected on or off",
-                               echo_length, value, key->name);
-        }
-        RW_ASSERT(key->size == sizeof mode);
-        memcpy(target + key->offset, &mode, sizeof mode);
-        return 0;
+        return config_fail(parser, line, "bad value '%.*s' for '%s': expected %s", echo_length, value, key->name,
+                           key->choices_text);
     }
     case CONFIG_VALUE_ADDRESS: {
         RW_ASSERT(key->size == CONFIG_HOST_BYTES);
