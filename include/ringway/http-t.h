@@ -57,6 +57,15 @@ typedef enum http_head_stage {
     HTTP_HEAD_STAGE_ERROR
 } http_head_stage_t;
 
+/* What every head parser keeps to resume: the first member of both
+ * http_request_parser_t and http_response_parser_t (http_head_drive). */
+typedef struct http_head_state {
+    uint32_t head_bytes_max;  /* a head longer than this is refused */
+    http_head_cursor_t cursor;
+    http_head_stage_t stage;
+    size_t length_seen;       /* the longest length given so far (it may only grow) */
+} http_head_state_t;
+
 /* A parsed request head. Spans refer to the buffer given to http_request_parse;
  * every span lies inside [0, head_length). */
 typedef struct http_request {
@@ -89,10 +98,7 @@ typedef struct http_request {
 
 /* Resumable request head parser; see http_request_parse. */
 typedef struct http_request_parser {
-    uint32_t head_bytes_max;     /* a head longer than this is refused with 431 */
-    http_head_cursor_t cursor;
-    http_head_stage_t stage;
-    size_t length_seen;          /* the longest length given so far (it may only grow) */
+    http_head_state_t head;      /* a head longer than head_bytes_max is refused with 431 */
     const http_request_t *request; /* the result struct bound on the first call */
     bool seen_content_length;
     bool seen_transfer_encoding;
@@ -122,10 +128,7 @@ typedef struct http_response {
 
 /* Resumable response head parser; see http_response_parse. */
 typedef struct http_response_parser {
-    uint32_t head_bytes_max;
-    http_head_cursor_t cursor;
-    http_head_stage_t stage;
-    size_t length_seen;
+    http_head_state_t head;
     const http_response_t *response;
     bool seen_content_length;
     bool seen_transfer_encoding;

@@ -97,6 +97,29 @@ typedef enum http_line_result {
 http_line_result_t http_head_next_line(http_head_cursor_t *cursor, const uint8_t *buffer,
                                        size_t limit, http_span_t *line);
 
+/* The line loop both head parsers share. A parser gives its callbacks
+ * (each receives the parser and the result struct it fills):
+ *   begin       on the first call: reset the result struct
+ *   start_line  the request or status line
+ *   field       one field line
+ *   finish      the empty line: the head is head_length bytes
+ *   fail        the head broke a rule of the driver's: `too_large` (more
+ *               than head_bytes_max without its end) or else a bare LF
+ * start_line, field and finish return HTTP_PARSE_ERROR after recording the
+ * failure (stage ERROR), anything else to go on; fail always records and
+ * returns HTTP_PARSE_ERROR. A DONE or ERROR parser answers the same again. */
+typedef struct http_head_handlers {
+    void (*begin)(void *parser, void *result);
+    http_parse_result_t (*start_line)(void *parser, void *result, const uint8_t *buffer, http_span_t line);
+    http_parse_result_t (*field)(void *parser, void *result, const uint8_t *buffer, http_span_t line);
+    http_parse_result_t (*finish)(void *parser, void *result, uint32_t head_length);
+    http_parse_result_t (*fail)(void *parser, bool too_large);
+    bool skip_empty_lines_before_start; /* RFC 9112 section 2.2, for requests */
+} http_head_handlers_t;
+
+http_parse_result_t http_head_drive(http_head_state_t *head, const http_head_handlers_t *handlers, void *parser,
+                                    void *result, const uint8_t *buffer, size_t length);
+
 /* Splits one field line into name and OWS-trimmed value. Returns NULL, or a
  * static message for obs-fold, a bad or empty name, whitespace before the colon,
  * a missing colon, or control characters in the value. */

@@ -217,14 +217,14 @@ void http_request_parser_init(http_request_parser_t *parser, uint32_t head_bytes
     RW_ASSERT(parser != NULL);
     RW_ASSERT(head_bytes_max > 0 && head_bytes_max < ((uint32_t)1 << 31));
     memset(parser, 0, sizeof(*parser));
-    parser->head_bytes_max = head_bytes_max;
-    parser->stage = HTTP_HEAD_STAGE_START;
+    parser->head.head_bytes_max = head_bytes_max;
+    parser->head.stage = HTTP_HEAD_STAGE_START;
 }
 
 static http_parse_result_t request_fail(http_request_parser_t *parser, uint16_t status,
                                         const char *message) {
     RW_ASSERT(status == 400 || status == 431 || status == 501 || status == 505);
-    parser->stage = HTTP_HEAD_STAGE_ERROR;
+    parser->head.stage = HTTP_HEAD_STAGE_ERROR;
     parser->error_status = status;
     parser->error_message = message;
     return HTTP_PARSE_ERROR;
@@ -411,7 +411,7 @@ static http_parse_result_t request_parse_start_line(http_request_parser_t *parse
         return request_fail(parser, 400, "malformed request line");
     }
     RW_ASSERT(request->version_minor <= 1);
-    parser->stage = HTTP_HEAD_STAGE_FIELDS;
+    parser->head.stage = HTTP_HEAD_STAGE_FIELDS;
     return HTTP_PARSE_AGAIN;
 }
 
@@ -506,61 +506,88 @@ static http_parse_result_t request_finish(http_request_parser_t *parser, http_re
         request->keep_alive = parser->seen_connection_keep_alive && !parser->seen_connection_close;
     }
     request->head_length = head_length;
-    parser->stage = HTTP_HEAD_STAGE_DONE;
+    parser->head.stage = HTTP_HEAD_STAGE_DONE;
     return HTTP_PARSE_DONE;
 }
+
+/* See http.h. */
+http_parse_result_t http_head_drive(http_head_state_t *head, const http_head_handlers_t *handlers, void *parser,
+                                    void *result, const uint8_t *buffer, size_t length) {
+    RW_ASSERT(buffer != NULL || length == 0);
+    RW_ASSERT(head->head_bytes_max > 0);
+    if (head->stage == HTTP_HEAD_STAGE_DONE) return HTTP_PARSE_DONE;
+    if (head->stage == HTTP_HEAD_STAGE_ERROR) return HTTP_PARSE_ERROR;
+    if (head->stage == HTTP_HEAD_STAGE_START) {
+        handlers->begin(parser, result);
+        head->stage = HTTP_HEAD_STAGE_START_LINE;
+    }
+    RW_ASSERT(length >= head->length_seen);
+    head->length_seen = length;
+    size_t limit = RW_MIN(length, (size_t)head->head_bytes_max);
+    for (;;) {
+        http_span_t line;
+        http_line_result_t found = http_head_next_line(&head->cursor, buffer, limit, &line);
+        if (found == HTTP_LINE_AGAIN) {
+            if (length > head->head_bytes_max) return handlers->fail(parser, true);
+            return HTTP_PARSE_AGAIN;
+        }
+        if (found == HTTP_LINE_BARE_LF) return handlers->fail(parser, false);
+        http_parse_result_t step;
+        if (head->stage == HTTP_HEAD_STAGE_START_LINE) {
+            if (line.length == 0 && handlers->skip_empty_lines_before_start) continue;
+            step = handlers->start_line(parser, result, buffer, line);
+        } else {
+            RW_ASSERT(head->stage == HTTP_HEAD_STAGE_FIELDS);
+            if (line.length == 0) return handlers->finish(parser, result, head->cursor.line_start);
+            step = handlers->field(parser, result, buffer, line);
+        }
+        if (step == HTTP_PARSE_ERROR) {
+            RW_ASSERT(head->stage == HTTP_HEAD_STAGE_ERROR);
+            return step;
+        }
+    }
+}
+
+/* The request parser's callbacks for http_head_drive. */
+static void request_begin(void *parser, void *result) {
+    http_request_t *request = result;
+    memset(request, 0, sizeof(*request));
+    request->content_length = -1;
+    ((http_request_parser_t *)parser)->request = request;
+}
+
+static http_parse_result_t request_on_start_line(void *parser, void *result, const uint8_t *buffer,
+                                                 http_span_t line) {
+    return request_parse_start_line(parser, result, buffer, line);
+}
+
+static http_parse_result_t request_on_field(void *parser, void *result, const uint8_t *buffer, http_span_t line) {
+    return request_parse_field(parser, result, buffer, line);
+}
+
+static http_parse_result_t request_on_finish(void *parser, void *result, uint32_t head_length) {
+    return request_finish(parser, result, head_length);
+}
+
+static http_parse_result_t request_on_fail(void *parser, bool too_large) {
+    return too_large ? request_fail(parser, 431, "request header fields too large")
+                     : request_fail(parser, 400, "bare lf in request head");
+}
+
+static const http_head_handlers_t request_handlers = {
+    .begin = request_begin,
+    .start_line = request_on_start_line,
+    .field = request_on_field,
+    .finish = request_on_finish,
+    .fail = request_on_fail,
+    .skip_empty_lines_before_start = true,
+};
 
 http_parse_result_t http_request_parse(http_request_parser_t *parser, http_request_t *request,
                                        const uint8_t *buffer, size_t length) {
     RW_ASSERT(parser != NULL && request != NULL);
-    RW_ASSERT(buffer != NULL || length == 0);
-    RW_ASSERT(parser->head_bytes_max > 0);
-    if (parser->stage == HTTP_HEAD_STAGE_DONE) {
-        return HTTP_PARSE_DONE;
-    }
-    if (parser->stage == HTTP_HEAD_STAGE_ERROR) {
-        return HTTP_PARSE_ERROR;
-    }
-    if (parser->stage == HTTP_HEAD_STAGE_START) {
-        memset(request, 0, sizeof(*request));
-        request->content_length = -1;
-        parser->request = request;
-        parser->stage = HTTP_HEAD_STAGE_START_LINE;
-    }
-    RW_ASSERT(parser->request == request);
-    RW_ASSERT(length >= parser->length_seen);
-    parser->length_seen = length;
-
-    size_t limit = RW_MIN(length, (size_t)parser->head_bytes_max);
-    for (;;) {
-        http_span_t line;
-        http_line_result_t found = http_head_next_line(&parser->cursor, buffer, limit, &line);
-        if (found == HTTP_LINE_AGAIN) {
-            if (length > parser->head_bytes_max) {
-                return request_fail(parser, 431, "request header fields too large");
-            }
-            return HTTP_PARSE_AGAIN;
-        }
-        if (found == HTTP_LINE_BARE_LF) {
-            return request_fail(parser, 400, "bare lf in request head");
-        }
-        http_parse_result_t result;
-        if (parser->stage == HTTP_HEAD_STAGE_START_LINE) {
-            if (line.length == 0) {
-                continue; /* RFC 9112 section 2.2: ignore empty lines before the request line */
-            }
-            result = request_parse_start_line(parser, request, buffer, line);
-        } else {
-            RW_ASSERT(parser->stage == HTTP_HEAD_STAGE_FIELDS);
-            if (line.length == 0) {
-                return request_finish(parser, request, parser->cursor.line_start);
-            }
-            result = request_parse_field(parser, request, buffer, line);
-        }
-        if (result == HTTP_PARSE_ERROR) {
-            return result;
-        }
-    }
+    RW_ASSERT(parser->head.stage == HTTP_HEAD_STAGE_START || parser->request == request);
+    return http_head_drive(&parser->head, &request_handlers, parser, request, buffer, length);
 }
 
 const http_header_t *http_request_find_header(const http_request_t *request,

@@ -13,13 +13,13 @@ void http_response_parser_init(http_response_parser_t *parser, uint32_t head_byt
     RW_ASSERT(parser != NULL);
     RW_ASSERT(head_bytes_max > 0 && head_bytes_max < ((uint32_t)1 << 31));
     memset(parser, 0, sizeof(*parser));
-    parser->head_bytes_max = head_bytes_max;
-    parser->stage = HTTP_HEAD_STAGE_START;
+    parser->head.head_bytes_max = head_bytes_max;
+    parser->head.stage = HTTP_HEAD_STAGE_START;
 }
 
 static http_parse_result_t response_fail(http_response_parser_t *parser, const char *message) {
     RW_ASSERT(message != NULL);
-    parser->stage = HTTP_HEAD_STAGE_ERROR;
+    parser->head.stage = HTTP_HEAD_STAGE_ERROR;
     parser->error_message = message;
     return HTTP_PARSE_ERROR;
 }
@@ -65,7 +65,7 @@ static http_parse_result_t response_parse_status_line(http_response_parser_t *pa
         response->reason.offset = line.offset + 13;
         response->reason.length = line.length - 13;
     }
-    parser->stage = HTTP_HEAD_STAGE_FIELDS;
+    parser->head.stage = HTTP_HEAD_STAGE_FIELDS;
     return HTTP_PARSE_AGAIN;
 }
 
@@ -140,58 +140,49 @@ static http_parse_result_t response_finish(http_response_parser_t *parser,
         response->keep_alive = false;
     }
     response->head_length = head_length;
-    parser->stage = HTTP_HEAD_STAGE_DONE;
+    parser->head.stage = HTTP_HEAD_STAGE_DONE;
     return HTTP_PARSE_DONE;
 }
+
+/* The response parser's callbacks for http_head_drive. */
+static void response_begin(void *parser, void *result) {
+    http_response_t *response = result;
+    memset(response, 0, sizeof(*response));
+    response->content_length = -1;
+    ((http_response_parser_t *)parser)->response = response;
+}
+
+static http_parse_result_t response_on_start_line(void *parser, void *result, const uint8_t *buffer,
+                                                  http_span_t line) {
+    return response_parse_status_line(parser, result, buffer, line);
+}
+
+static http_parse_result_t response_on_field(void *parser, void *result, const uint8_t *buffer, http_span_t line) {
+    return response_parse_field(parser, result, buffer, line);
+}
+
+static http_parse_result_t response_on_finish(void *parser, void *result, uint32_t head_length) {
+    return response_finish(parser, result, head_length);
+}
+
+static http_parse_result_t response_on_fail(void *parser, bool too_large) {
+    return response_fail(parser, too_large ? "upstream response head too large" : "bare lf in upstream response head");
+}
+
+static const http_head_handlers_t response_handlers = {
+    .begin = response_begin,
+    .start_line = response_on_start_line,
+    .field = response_on_field,
+    .finish = response_on_finish,
+    .fail = response_on_fail,
+    .skip_empty_lines_before_start = false,
+};
 
 http_parse_result_t http_response_parse(http_response_parser_t *parser, http_response_t *response,
                                         const uint8_t *buffer, size_t length) {
     RW_ASSERT(parser != NULL && response != NULL);
-    RW_ASSERT(buffer != NULL || length == 0);
-    RW_ASSERT(parser->head_bytes_max > 0);
-    if (parser->stage == HTTP_HEAD_STAGE_DONE) {
-        return HTTP_PARSE_DONE;
-    }
-    if (parser->stage == HTTP_HEAD_STAGE_ERROR) {
-        return HTTP_PARSE_ERROR;
-    }
-    if (parser->stage == HTTP_HEAD_STAGE_START) {
-        memset(response, 0, sizeof(*response));
-        response->content_length = -1;
-        parser->response = response;
-        parser->stage = HTTP_HEAD_STAGE_START_LINE;
-    }
-    RW_ASSERT(parser->response == response);
-    RW_ASSERT(length >= parser->length_seen);
-    parser->length_seen = length;
-
-    size_t limit = RW_MIN(length, (size_t)parser->head_bytes_max);
-    for (;;) {
-        http_span_t line;
-        http_line_result_t found = http_head_next_line(&parser->cursor, buffer, limit, &line);
-        if (found == HTTP_LINE_AGAIN) {
-            if (length > parser->head_bytes_max) {
-                return response_fail(parser, "upstream response head too large");
-            }
-            return HTTP_PARSE_AGAIN;
-        }
-        if (found == HTTP_LINE_BARE_LF) {
-            return response_fail(parser, "bare lf in upstream response head");
-        }
-        http_parse_result_t result;
-        if (parser->stage == HTTP_HEAD_STAGE_START_LINE) {
-            result = response_parse_status_line(parser, response, buffer, line);
-        } else {
-            RW_ASSERT(parser->stage == HTTP_HEAD_STAGE_FIELDS);
-            if (line.length == 0) {
-                return response_finish(parser, response, parser->cursor.line_start);
-            }
-            result = response_parse_field(parser, response, buffer, line);
-        }
-        if (result == HTTP_PARSE_ERROR) {
-            return result;
-        }
-    }
+    RW_ASSERT(parser->head.stage == HTTP_HEAD_STAGE_START || parser->response == response);
+    return http_head_drive(&parser->head, &response_handlers, parser, response, buffer, length);
 }
 
 const http_header_t *http_response_find_header(const http_response_t *response,

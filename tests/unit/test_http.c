@@ -612,7 +612,7 @@ static void test_request_head_too_large(void) {
     CHECK_EQ_INT(request_parse_bytewise(endless, sizeof(endless), HEAD_MAX, parser, request),
                  HTTP_PARSE_ERROR);
     CHECK_EQ_INT(parser->error_status, 431);
-    CHECK_EQ_INT(parser->length_seen, HEAD_MAX + 1);
+    CHECK_EQ_INT(parser->head.length_seen, HEAD_MAX + 1);
 
     /* Leading empty lines count towards the limit too. */
     const char *leading = "\r\n\r\nGET / HTTP/1.0\r\n\r\n";
@@ -681,8 +681,8 @@ static void test_request_resumes_without_rescanning(void) {
     http_request_parser_init(parser, HEAD_MAX);
     for (size_t length = 0; length < used; length++) {
         CHECK_EQ_INT(http_request_parse(parser, request, buffer, length), HTTP_PARSE_AGAIN);
-        CHECK_EQ_INT(parser->cursor.scan_offset, length);
-        CHECK(parser->cursor.line_start <= length);
+        CHECK_EQ_INT(parser->head.cursor.scan_offset, length);
+        CHECK(parser->head.cursor.line_start <= length);
     }
     CHECK_EQ_INT(http_request_parse(parser, request, buffer, used), HTTP_PARSE_DONE);
     CHECK_EQ_INT(request->head_length, used);
