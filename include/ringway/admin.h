@@ -1,5 +1,5 @@
 /* The control thread (src/admin): the admin API for ringctl on its own
- * listener, and the account jobs relay workers hand it (control.h). It is the
+ * listener, and the account jobs relay workers hand it (control-t.h). It is the
  * only thread that creates users and API keys: it hands out their ids and
  * publishes their slots in the shared account tables, and it is store
  * producer `store_producer` (after the workers), talking to the store thread
@@ -27,7 +27,7 @@
 #include "ringway/account-t.h"
 #include "ringway/common.h"
 #include "ringway/config-t.h"
-#include "ringway/control.h"
+#include "ringway/control-t.h"
 #include "ringway/json-t.h"
 #include "ringway/loop.h"
 #include "ringway/store-t.h"

@@ -45,7 +45,7 @@
 
 #include "ringway/account-t.h"
 #include "ringway/config-t.h"
-#include "ringway/sse-t.h"
+#include "ringway/usage-t.h"
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,4 +1,4 @@
-/* The account jobs relay workers hand the control thread (control.h):
+/* The account jobs relay workers hand the control thread (control-t.h):
  * self-service registration and login (Argon2id: tens of milliseconds, so
  * never on a worker), key listing, creation and deletion, and the usage
  * history. Each writes its JSON answer into the job's reply buffer and
