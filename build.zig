@@ -8,6 +8,10 @@ const std = @import("std");
 /// each module's directory owns one concern (see README "Layout").
 const core_sources = [_][]const u8{
     "src/util/assert.c",
+    "src/text/buffer.c",
+    "src/text/number.c",
+    "src/text/utf8.c",
+    "src/text/time.c",
     "src/http/request.c",
     "src/http/response.c",
     "src/http/chunked.c",
@@ -43,6 +47,7 @@ const core_sources = [_][]const u8{
 
 /// One executable per file; each prints "N passed, N failed" last.
 const unit_tests = [_][]const u8{
+    "text",
     "http",
     "json",
     "sse",
