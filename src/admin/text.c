@@ -2,7 +2,7 @@
  * CSV fields, query strings and percent-decoding, and a JSON array walker.
  * The general ones (the output buffer, JSON strings, numbers, money, time
  * stamps, UTF-8) are in src/text. Pure: no I/O, no allocation. */
-#include "ringway/admin.h"
+#include "ringway/admin-text.h"
 
 #include "ringway/text.h"
 

@@ -9,7 +9,7 @@
  * buffer. */
 #include "client.h"
 
-#include "ringway/admin.h"
+#include "ringway/admin-text.h"
 #include "ringway/config.h"
 #include "ringway/json.h"
 #include "ringway/ledger.h"
