@@ -62,6 +62,9 @@ const mock_libraries = [_][]const u8{ "uring", "wolfssl", "pthread" };
 /// (config, and ledger for its money values); libc only.
 const ringctl_sources = base_sources ++ json_sources ++ http_sources ++ config_sources ++ ledger_sources ++
     admin_text_sources;
+/// The fuzz harnesses: the pure parsers alone, as tests/fuzz/run.sh links
+/// them for libFuzzer; libc only.
+const fuzz_sources = base_sources ++ json_sources ++ http_sources ++ sse_sources ++ config_sources ++ ledger_sources;
 
 /// One executable per file; each prints "N passed, N failed" last.
 const unit_tests = [_][]const u8{
@@ -100,6 +103,7 @@ const core_parts = Parts{ .sources = &core_sources, .libraries = &core_libraries
 const base_parts = Parts{ .sources = &base_sources, .libraries = &.{} };
 const mock_parts = Parts{ .sources = &mock_program_sources, .libraries = &mock_libraries };
 const ringctl_parts = Parts{ .sources = &ringctl_sources, .libraries = &.{} };
+const fuzz_parts = Parts{ .sources = &fuzz_sources, .libraries = &.{} };
 
 fn addParts(b: *std.Build, module: *std.Build.Module, parts: Parts) void {
     module.addIncludePath(b.path("include"));
@@ -175,7 +179,7 @@ pub fn build(b: *std.Build) void {
     const fuzz_harnesses = [_][]const u8{ "http_request", "http_response", "http_chunked", "json", "sse", "config" };
     for (fuzz_harnesses) |name| {
         const module = b.createModule(.{ .target = target, .optimize = .debug, .link_libc = true });
-        addParts(b, module, core_parts);
+        addParts(b, module, fuzz_parts);
         module.addCSourceFiles(.{
             .files = &.{ b.fmt("tests/fuzz/fuzz_{s}.c", .{name}), "tests/fuzz/replay.c" },
             .flags = &c_flags,
