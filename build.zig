@@ -1,26 +1,36 @@
 //! Ringway's only build description. `zig build` compiles the relay
-//! (`ringway`), the mock upstream (`ringway-mock`) and the unit tests; `run`
+//! (`ringway`), the mock upstream (`ringway-mock`), the ops tool (`ringctl`)
+//! and the unit tests, each from the modules it uses; `run`
 //! starts the demo relay beside the mock; `test` runs every unit and
 //! integration test and ends with one "N passed, N failed" line.
 const std = @import("std");
 
-/// Every C source of the relay core, by module. Binaries link all of them;
-/// each module's directory owns one concern (see README "Layout").
-const core_sources = [_][]const u8{
-    "src/util/assert.c",
+/// The C sources of each module (each directory owns one concern, see
+/// README "Layout"). A binary links only the modules it uses: ringctl and
+/// the text tests need no RocksDB, wolfSSL, liburing or argon2, and the mock
+/// upstream is in ringway-mock alone.
+const util_sources = [_][]const u8{"src/util/assert.c"};
+const text_sources = [_][]const u8{
+    "src/text/buffer.c",
+    "src/text/number.c",
+    "src/text/utf8.c",
+    "src/text/time.c",
+};
+const json_sources = [_][]const u8{"src/json/json.c"};
+const http_sources = [_][]const u8{
     "src/http/request.c",
     "src/http/response.c",
     "src/http/chunked.c",
     "src/http/writer.c",
-    "src/json/json.c",
-    "src/sse/sse.c",
-    "src/sse/usage.c",
-    "src/tls/tls.c",
-    "src/config/config.c",
-    "src/loop/loop.c",
-    "src/router/router.c",
-    "src/upstream/upstream.c",
-    "src/server/server.c",
+};
+const sse_sources = [_][]const u8{ "src/sse/sse.c", "src/sse/usage.c" };
+const tls_sources = [_][]const u8{"src/tls/tls.c"};
+const config_sources = [_][]const u8{"src/config/config.c"};
+const loop_sources = [_][]const u8{"src/loop/loop.c"};
+const router_sources = [_][]const u8{"src/router/router.c"};
+const upstream_sources = [_][]const u8{"src/upstream/upstream.c"};
+const server_sources = [_][]const u8{"src/server/server.c"};
+const relay_sources = [_][]const u8{
     "src/relay/reply.c",
     "src/relay/worker.c",
     "src/relay/dispatch.c",
@@ -29,25 +39,45 @@ const core_sources = [_][]const u8{
     "src/relay/stream.c",
     "src/relay/settle.c",
     "src/relay/accounts.c",
-    "src/mock/mock.c",
-    "src/channel/channel.c",
-    "src/account/account.c",
-    "src/auth/auth.c",
-    "src/auth/jwt.c",
-    "src/auth/password.c",
-    "src/ledger/ledger.c",
-    "src/store/store.c",
-    "src/store/codec.c",
-    "src/store/thread.c",
+};
+const channel_sources = [_][]const u8{"src/channel/channel.c"};
+const account_sources = [_][]const u8{"src/account/account.c"};
+const auth_sources = [_][]const u8{ "src/auth/auth.c", "src/auth/jwt.c", "src/auth/password.c" };
+const ledger_sources = [_][]const u8{"src/ledger/ledger.c"};
+const store_sources = [_][]const u8{ "src/store/store.c", "src/store/codec.c", "src/store/thread.c" };
+/// src/admin/text.c is the part of the admin module ringctl shares.
+const admin_text_sources = [_][]const u8{"src/admin/text.c"};
+const admin_sources = [_][]const u8{
     "src/admin/admin.c",
     "src/admin/control.c",
     "src/admin/jobs.c",
     "src/admin/accounts.c",
-    "src/admin/text.c",
-};
+} ++ admin_text_sources;
+const mock_sources = [_][]const u8{"src/mock/mock.c"};
+
+/// What the text unit test and everything else build on: libc only.
+const base_sources = util_sources ++ text_sources;
+/// The relay and everything it runs: every module but the mock.
+const core_sources = base_sources ++ json_sources ++ http_sources ++ sse_sources ++ tls_sources ++ config_sources ++
+    loop_sources ++ router_sources ++ upstream_sources ++ server_sources ++ relay_sources ++ channel_sources ++
+    account_sources ++ auth_sources ++ ledger_sources ++ store_sources ++ admin_sources;
+const core_libraries = [_][]const u8{ "uring", "wolfssl", "rocksdb", "argon2", "pthread" };
+/// The mock upstream: an HTTP(S) server on the same loop, nothing of the
+/// relay's accounts, billing or store.
+const mock_program_sources = base_sources ++ json_sources ++ http_sources ++ tls_sources ++ loop_sources ++
+    server_sources ++ mock_sources;
+const mock_libraries = [_][]const u8{ "uring", "wolfssl", "pthread" };
+/// ringctl: an HTTP client of the admin API that reads the config file
+/// (config, and ledger for its money values); libc only.
+const ringctl_sources = base_sources ++ json_sources ++ http_sources ++ config_sources ++ ledger_sources ++
+    admin_text_sources;
+/// The fuzz harnesses: the pure parsers alone, as tests/fuzz/run.sh links
+/// them for libFuzzer; libc only.
+const fuzz_sources = base_sources ++ json_sources ++ http_sources ++ sse_sources ++ config_sources ++ ledger_sources;
 
 /// One executable per file; each prints "N passed, N failed" last.
 const unit_tests = [_][]const u8{
+    "text",
     "http",
     "json",
     "sse",
@@ -72,23 +102,34 @@ const c_flags = [_][]const u8{
     "-fno-strict-aliasing",
 };
 
-const system_libraries = [_][]const u8{ "uring", "wolfssl", "rocksdb", "argon2", "pthread" };
+/// The sources and system libraries of one binary.
+const Parts = struct {
+    sources: []const []const u8,
+    libraries: []const []const u8,
+};
 
-fn addCore(b: *std.Build, module: *std.Build.Module) void {
+const core_parts = Parts{ .sources = &core_sources, .libraries = &core_libraries };
+const base_parts = Parts{ .sources = &base_sources, .libraries = &.{} };
+const mock_parts = Parts{ .sources = &mock_program_sources, .libraries = &mock_libraries };
+const ringctl_parts = Parts{ .sources = &ringctl_sources, .libraries = &.{} };
+const fuzz_parts = Parts{ .sources = &fuzz_sources, .libraries = &.{} };
+
+fn addParts(b: *std.Build, module: *std.Build.Module, parts: Parts) void {
     module.addIncludePath(b.path("include"));
-    module.addCSourceFiles(.{ .files = &core_sources, .flags = &c_flags });
-    for (system_libraries) |name| module.linkSystemLibrary(name, .{});
+    module.addCSourceFiles(.{ .files = parts.sources, .flags = &c_flags });
+    for (parts.libraries) |name| module.linkSystemLibrary(name, .{});
 }
 
 fn addProgram(
     b: *std.Build,
     name: []const u8,
     main_source: []const u8,
+    parts: Parts,
     target: std.Build.ResolvedTarget,
     optimize: std.builtin.Optimize,
 ) *std.Build.Step.Compile {
     const module = b.createModule(.{ .target = target, .optimize = optimize, .link_libc = true });
-    addCore(b, module);
+    addParts(b, module, parts);
     module.addCSourceFiles(.{ .files = &.{main_source}, .flags = &c_flags });
     const exe = b.addExecutable(.{ .name = name, .root_module = module });
     b.installArtifact(exe);
@@ -101,10 +142,10 @@ pub fn build(b: *std.Build) void {
     // assertions (RW_ASSERT) stay on in every mode.
     const optimize = b.option(std.builtin.Optimize, "optimize", "debug, safe, fast or small (default: fast)") orelse .fast;
 
-    const ringway = addProgram(b, "ringway", "src/main.c", target, optimize);
-    const mock = addProgram(b, "ringway-mock", "src/mock/main.c", target, optimize);
+    const ringway = addProgram(b, "ringway", "src/main.c", core_parts, target, optimize);
+    const mock = addProgram(b, "ringway-mock", "src/mock/main.c", mock_parts, target, optimize);
     // ringctl, the ops tool (tools/ringctl): the admin API's client.
-    const ringctl = addProgram(b, "ringctl", "tools/ringctl/ringctl.c", target, optimize);
+    const ringctl = addProgram(b, "ringctl", "tools/ringctl/ringctl.c", ringctl_parts, target, optimize);
     ringctl.root_module.addCSourceFiles(.{ .files = &.{"tools/ringctl/client.c"}, .flags = &c_flags });
 
     // `zig build run`: the demo relay and the mock upstream it routes to.
@@ -125,7 +166,8 @@ pub fn build(b: *std.Build) void {
     run_tests.addPrefixedArtifactArg("--ringctl=", ringctl);
     for (unit_tests) |name| {
         const module = b.createModule(.{ .target = target, .optimize = .debug, .link_libc = true });
-        addCore(b, module);
+        // The text module's test proves it needs nothing but libc.
+        addParts(b, module, if (std.mem.eql(u8, name, "text")) base_parts else core_parts);
         module.addCSourceFiles(.{
             .files = &.{b.fmt("tests/unit/test_{s}.c", .{name})},
             .flags = &c_flags,
@@ -146,7 +188,7 @@ pub fn build(b: *std.Build) void {
     const fuzz_harnesses = [_][]const u8{ "http_request", "http_response", "http_chunked", "json", "sse", "config" };
     for (fuzz_harnesses) |name| {
         const module = b.createModule(.{ .target = target, .optimize = .debug, .link_libc = true });
-        addCore(b, module);
+        addParts(b, module, fuzz_parts);
         module.addCSourceFiles(.{
             .files = &.{ b.fmt("tests/fuzz/fuzz_{s}.c", .{name}), "tests/fuzz/replay.c" },
             .flags = &c_flags,
@@ -174,7 +216,7 @@ pub fn build(b: *std.Build) void {
     var valgrind_query = target.query;
     if (target.result.cpu.arch == .x86_64) valgrind_query.cpu_model = .{ .explicit = &std.Target.x86.cpu.x86_64_v3 };
     const valgrind_module = b.createModule(.{ .target = b.resolveTargetQuery(valgrind_query), .optimize = optimize, .link_libc = true });
-    addCore(b, valgrind_module);
+    addParts(b, valgrind_module, core_parts);
     valgrind_module.addCSourceFiles(.{ .files = &.{"src/main.c"}, .flags = &c_flags });
     const ringway_valgrind = b.addExecutable(.{ .name = "ringway-valgrind", .root_module = valgrind_module });
     const shim_module = b.createModule(.{ .target = target, .optimize = optimize, .link_libc = true });

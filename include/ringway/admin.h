@@ -1,11 +1,11 @@
 /* The control thread (src/admin): the admin API for ringctl on its own
- * listener, and the account jobs relay workers hand it (control.h). It is the
+ * listener, and the account jobs relay workers hand it (control-t.h). It is the
  * only thread that creates users and API keys: it hands out their ids and
  * publishes their slots in the shared account tables, and it is store
  * producer `store_producer` (after the workers), talking to the store thread
  * with blocking store_thread_call (it may block; it is never on the data
- * path). Also here: the text helpers the admin API and ringctl share (time
- * stamps, query strings, a JSON array walker, CSV fields).
+ * path). The text helpers the admin API shares with ringctl are in
+ * admin-text.h.
  *
  * Start-up, in this order (main.c):
  *   1. account_tables_init, store_open, store_load (admin_key_fields_from_record
@@ -25,9 +25,10 @@
 #define RINGWAY_ADMIN_H
 
 #include "ringway/account-t.h"
+#include "ringway/admin-text.h"
 #include "ringway/common.h"
 #include "ringway/config-t.h"
-#include "ringway/control.h"
+#include "ringway/control-t.h"
 #include "ringway/json-t.h"
 #include "ringway/loop.h"
 #include "ringway/store-t.h"
@@ -120,78 +121,5 @@ bool control_reply_pop(control_t *control, uint32_t worker, control_reply_t *rep
  * all_models). Returns 0, or -1 for a record that cannot be published (user
  * id 0, a cap below -1, negative spent). */
 int admin_key_fields_from_record(const config_t *config, const store_key_record_t *record, account_key_t *fields);
-
-/* ---- Text helpers shared by the admin API and ringctl (src/admin/text.c) ---- */
-
-/* An append-only text buffer over caller memory. Appends that do not fit set
- * `overflow` and write nothing more; the caller checks it once at the end. */
-typedef struct admin_buffer {
-    char *bytes;
-    size_t capacity;
-    size_t length;
-    bool overflow;
-} admin_buffer_t;
-
-void admin_buffer_append(admin_buffer_t *buffer, const void *bytes, size_t length);
-void admin_buffer_text(admin_buffer_t *buffer, const char *text);
-void admin_buffer_format(admin_buffer_t *buffer, const char *format, ...) __attribute__((format(printf, 2, 3)));
-/* A JSON string with its quotes: '"' and '\\' escaped, control bytes as
- * \u00XX, everything else (valid UTF-8, checked by the caller) as is. */
-void admin_buffer_json_string(admin_buffer_t *buffer, const char *text, size_t length);
-/* A CSV field per RFC 4180: quoted (with '"' doubled) when it holds a comma,
- * a quote, CR or LF, or starts or ends with a space; as is otherwise. */
-void admin_buffer_csv_field(admin_buffer_t *buffer, const char *text, size_t length);
-/* Money as ledger_format_money writes it ("1.500000"). */
-void admin_buffer_money(admin_buffer_t *buffer, int64_t micros);
-/* Bytes still free. */
-size_t admin_buffer_room(const admin_buffer_t *buffer);
-
-enum {
-    ADMIN_TIME_TEXT_BYTES = 32, /* "2026-11-23T20:35:17.123Z" and its NUL */
-};
-
-/* Parses a point in time into milliseconds since the epoch (UTC): either
- * 1 to 15 decimal digits (milliseconds as is), or ISO 8601 /RFC 3339
- * "YYYY-MM-DD" (midnight UTC) optionally followed by 'T' or ' ', "HH:MM",
- * optionally ":SS" and a fraction of 1 to 9 digits (milliseconds kept,
- * the rest cut), and an optional zone "Z" or "+HH:MM" / "-HH:MM" (UTC when
- * absent). Years 1970 to 9999, real calendar days (leap years), hours
- * 0-23, seconds 0-59. Returns false for anything else or a time before the
- * epoch; *ms is written only on true. */
-bool admin_time_parse(const char *text, size_t length, int64_t *ms);
-
-/* Writes ms (>= 0) as "YYYY-MM-DDTHH:MM:SS.mmmZ" and a NUL; returns the
- * length (24). */
-size_t admin_time_format(int64_t ms, char out[static ADMIN_TIME_TEXT_BYTES]);
-
-/* Strict unsigned decimal: 1 to 19 digits, no sign, no space, no leading
- * zero except "0" itself. false otherwise or above UINT64_MAX / 10 * 10. */
-bool admin_parse_u64(const char *text, size_t length, uint64_t *value);
-
-/* Decodes application/x-www-form-urlencoded / percent-encoding: "%XX" (hex,
- * any case) and, when plus_is_space, '+' as a space. Writes a NUL. Returns
- * false for a bad or truncated escape, a decoded NUL byte, or a result that
- * does not fit with its NUL in capacity. */
-bool admin_url_decode(const uint8_t *input, size_t length, bool plus_is_space, char *out, size_t capacity,
-                      size_t *out_length);
-
-/* Finds parameter `name` in a query string "a=1&b=2" (names compared as
- * sent, not decoded; a parameter without '=' has an empty value). Returns 0
- * with *value / *value_length set (still encoded), -1 when absent, -2 when
- * it occurs more than once. */
-int admin_query_find(const uint8_t *query, size_t length, const char *name, const uint8_t **value,
-                     size_t *value_length);
-
-/* Whether bytes[0, length) is well-formed UTF-8 (no overlong forms,
- * surrogates or code points above U+10FFFF). */
-bool admin_utf8_valid(const uint8_t *bytes, size_t length);
-
-/* Walks the elements of a JSON array inside a document json_validate
- * accepted: `array` is the array's span (e.g. from json_object_find), and
- * *cursor starts at 0. Each call sets *element to the next element's span
- * and returns true, or returns false after the last one (or on bytes that
- * are not a well-formed array: safe on any input). */
-bool admin_json_array_next(const uint8_t *document, size_t length, json_span_t array, uint32_t *cursor,
-                           json_span_t *element);
 
 #endif

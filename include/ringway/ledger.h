@@ -45,7 +45,8 @@
 
 #include "ringway/account-t.h"
 #include "ringway/config-t.h"
-#include "ringway/sse-t.h"
+#include "ringway/text-t.h"
+#include "ringway/usage-t.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -64,7 +65,7 @@
 #define LEDGER_ESTIMATE_BYTES_PER_TOKEN 4
 
 /* Enough for ledger_format_money of any int64_t, with its NUL. */
-#define LEDGER_MONEY_TEXT_BYTES 32
+#define LEDGER_MONEY_TEXT_BYTES TEXT_MONEY_BYTES
 
 typedef enum ledger_result {
     LEDGER_OK = 0,
@@ -95,7 +96,8 @@ ledger_money_result_t ledger_parse_money(const char *text, size_t length, int64_
 /* Writes `micros` as units with exactly six decimals ("1.500000",
  * "0.000001", "-2.000000") and a NUL into `buffer`; returns the length
  * without the NUL. ledger_parse_money reads back any non-negative result.
- * `capacity` must be at least LEDGER_MONEY_TEXT_BYTES. */
+ * `capacity` must be at least LEDGER_MONEY_TEXT_BYTES. The same as
+ * text_format_money, kept for src/relay/accounts.c until it calls that. */
 size_t ledger_format_money(int64_t micros, char *buffer, size_t capacity);
 
 /* ---- Prices -------------------------------------------------------------- */

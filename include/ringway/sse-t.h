@@ -5,6 +5,8 @@
 #ifndef RINGWAY_SSE_T_H
 #define RINGWAY_SSE_T_H
 
+#include "ringway/usage-t.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -18,19 +20,6 @@ enum { USAGE_DEPTH_MAX = 128 };
 /* Object keys longer than this can never be ones the scanner looks for, so
  * they are not buffered. */
 enum { USAGE_KEY_CAPACITY = 64 };
-
-/* Token counts of one response. Each is -1 when the response did not give it
- * as a non-negative integer that fits in int64_t: absent, null, negative,
- * a fraction or exponent (12.0, 1e3), a string, or too large. */
-typedef struct usage_counts {
-    int64_t prompt_tokens;
-    int64_t completion_tokens;
-    int64_t total_tokens;
-    /* usage.prompt_tokens_details.cached_tokens, or else DeepSeek's
-     * usage.prompt_cache_hit_tokens */
-    int64_t cached_tokens;
-    int64_t reasoning_tokens; /* usage.completion_tokens_details.reasoning_tokens */
-} usage_counts_t;
 
 /* What one document said, from its top-level object only: the same names
  * nested anywhere else (inside choices, inside strings) are ignored. */

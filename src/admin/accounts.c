@@ -85,7 +85,7 @@ bool admin_user_create(control_t *control, const admin_user_request_t *request, 
     record->id = id;
     record->status = ACCOUNT_USER_ACTIVE;
     record->balance_micros = request->balance_micros;
-    record->created_ms = control_wall_ms();
+    record->created_ms = text_wall_ms();
     snprintf(record->email, sizeof record->email, "%s", request->email);
     snprintf(record->password_hash, sizeof record->password_hash, "%s", request->password_hash);
     store_ack_t ack;
@@ -113,33 +113,33 @@ bool admin_user_create(control_t *control, const admin_user_request_t *request, 
         char target[32];
         snprintf(target, sizeof target, "user:%llu", (unsigned long long)id);
         char details_memory[STORE_AUDIT_DETAILS_BYTES];
-        admin_buffer_t details = {.bytes = details_memory, .capacity = sizeof details_memory - 1};
-        admin_buffer_text(&details, "{\"email\":");
-        admin_buffer_json_string(&details, request->email, strlen(request->email));
-        admin_buffer_text(&details, ",\"balance\":\"");
-        admin_buffer_money(&details, request->balance_micros);
-        admin_buffer_format(&details, "\",\"password\":%s}", request->password_hash[0] != '\0' ? "true" : "false");
+        text_buffer_t details = {.bytes = details_memory, .capacity = sizeof details_memory - 1};
+        text_buffer_text(&details, "{\"email\":");
+        text_buffer_json_string(&details, request->email, strlen(request->email));
+        text_buffer_text(&details, ",\"balance\":\"");
+        text_buffer_money(&details, request->balance_micros);
+        text_buffer_format(&details, "\",\"password\":%s}", request->password_hash[0] != '\0' ? "true" : "false");
         details_memory[details.overflow ? 0 : details.length] = '\0';
         admin_audit(control, request->audit_admin, "user.create", target, details_memory);
     }
     return true;
 }
 
-bool admin_write_user(control_t *control, admin_buffer_t *out, const account_user_t *user) {
+bool admin_write_user(control_t *control, text_buffer_t *out, const account_user_t *user) {
     store_user_record_t record;
     if (store_user_get(control->store, user->id, &record) != 0) return false;
-    char created[ADMIN_TIME_TEXT_BYTES];
-    admin_time_format(record.created_ms >= 0 ? record.created_ms : 0, created);
+    char created[TEXT_TIME_BYTES];
+    text_time_format(record.created_ms >= 0 ? record.created_ms : 0, created);
     int64_t available = atomic_load_explicit(&((account_user_t *)user)->available_micros, memory_order_acquire);
     account_user_status_t status = account_user_status(user);
-    admin_buffer_format(out, "{\"id\":%llu,\"object\":\"user\",\"email\":", (unsigned long long)user->id);
-    admin_buffer_json_string(out, user->email, strlen(user->email));
-    admin_buffer_format(out, ",\"status\":\"%s\",\"balance_micros\":%lld,\"balance\":\"",
+    text_buffer_format(out, "{\"id\":%llu,\"object\":\"user\",\"email\":", (unsigned long long)user->id);
+    text_buffer_json_string(out, user->email, strlen(user->email));
+    text_buffer_format(out, ",\"status\":\"%s\",\"balance_micros\":%lld,\"balance\":\"",
                         status == ACCOUNT_USER_SUSPENDED ? "suspended" : "active", (long long)record.balance_micros);
-    admin_buffer_money(out, record.balance_micros);
-    admin_buffer_format(out, "\",\"available_micros\":%lld,\"available\":\"", (long long)available);
-    admin_buffer_money(out, available);
-    admin_buffer_format(out, "\",\"has_password\":%s,\"created_ms\":%lld,\"created\":\"%s\"}",
+    text_buffer_money(out, record.balance_micros);
+    text_buffer_format(out, "\",\"available_micros\":%lld,\"available\":\"", (long long)available);
+    text_buffer_money(out, available);
+    text_buffer_format(out, "\",\"has_password\":%s,\"created_ms\":%lld,\"created\":\"%s\"}",
                         record.password_hash[0] != '\0' ? "true" : "false", (long long)record.created_ms, created);
     return true;
 }
@@ -152,7 +152,7 @@ bool admin_key_name_valid(const char *name, size_t length) {
         uint8_t byte = (uint8_t)name[index];
         if (byte < 0x20 || byte == 0x7F) return false;
     }
-    return admin_utf8_valid((const uint8_t *)name, length);
+    return text_utf8_valid((const uint8_t *)name, length);
 }
 
 void admin_key_request_defaults(admin_key_request_t *request) {
@@ -251,23 +251,23 @@ uint32_t admin_user_keys(control_t *control, uint64_t user_id, bool (*visit)(voi
     return visited;
 }
 
-static void admin_key_audit_details(admin_buffer_t *details, const admin_key_request_t *request) {
-    admin_buffer_format(details, "{\"user_id\":%llu,\"name\":", (unsigned long long)request->user_id);
-    admin_buffer_json_string(details, request->name, strlen(request->name));
-    admin_buffer_text(details, ",\"models\":");
+static void admin_key_audit_details(text_buffer_t *details, const admin_key_request_t *request) {
+    text_buffer_format(details, "{\"user_id\":%llu,\"name\":", (unsigned long long)request->user_id);
+    text_buffer_json_string(details, request->name, strlen(request->name));
+    text_buffer_text(details, ",\"models\":");
     if (request->all_models) {
-        admin_buffer_text(details, "null");
+        text_buffer_text(details, "null");
     } else {
-        admin_buffer_json_string(details, request->models, strlen(request->models));
+        text_buffer_json_string(details, request->models, strlen(request->models));
     }
-    admin_buffer_format(details, ",\"tier\":%u,\"expires_at_ms\":%lld,\"spend_cap\":", request->tier,
+    text_buffer_format(details, ",\"tier\":%u,\"expires_at_ms\":%lld,\"spend_cap\":", request->tier,
                         (long long)request->expires_at_ms);
     if (request->spend_cap_micros < 0) {
-        admin_buffer_text(details, "null}");
+        text_buffer_text(details, "null}");
     } else {
-        admin_buffer_text(details, "\"");
-        admin_buffer_money(details, request->spend_cap_micros);
-        admin_buffer_text(details, "\"}");
+        text_buffer_text(details, "\"");
+        text_buffer_money(details, request->spend_cap_micros);
+        text_buffer_text(details, "\"}");
     }
 }
 
@@ -303,7 +303,7 @@ account_key_t *admin_key_create(control_t *control, const admin_key_request_t *r
     record->expires_at_ms = request->expires_at_ms;
     record->spend_cap_micros = request->spend_cap_micros;
     record->spent_micros = 0;
-    record->created_ms = control_wall_ms();
+    record->created_ms = text_wall_ms();
     record->all_models = request->all_models;
     snprintf(record->name, sizeof record->name, "%s", request->name);
     snprintf(record->models, sizeof record->models, "%s", request->all_models ? "" : request->models);
@@ -333,7 +333,7 @@ account_key_t *admin_key_create(control_t *control, const admin_key_request_t *r
         char target[32];
         snprintf(target, sizeof target, "key:%llu", (unsigned long long)id);
         char details_memory[STORE_AUDIT_DETAILS_BYTES];
-        admin_buffer_t details = {.bytes = details_memory, .capacity = sizeof details_memory - 1};
+        text_buffer_t details = {.bytes = details_memory, .capacity = sizeof details_memory - 1};
         admin_key_audit_details(&details, request);
         details_memory[details.overflow ? 0 : details.length] = '\0';
         admin_audit(control, request->audit_admin, "key.create", target, details_memory);
@@ -368,63 +368,63 @@ bool admin_key_update(control_t *control, account_key_t *key, const store_key_up
     return true;
 }
 
-bool admin_write_key(control_t *control, admin_buffer_t *out, const account_key_t *key, const char *key_text) {
+bool admin_write_key(control_t *control, text_buffer_t *out, const account_key_t *key, const char *key_text) {
     account_key_t *mutable_key = (account_key_t *)key;
     store_key_record_t record;
     if (store_key_get(control->store, key->id, &record) != 0) return false;
     char masked[AUTH_KEY_MASKED_BYTES];
     size_t masked_length = auth_key_masked(key->prefix, key->last4, masked);
-    char time_text[ADMIN_TIME_TEXT_BYTES];
-    admin_time_format(record.created_ms >= 0 ? record.created_ms : 0, time_text);
+    char time_text[TEXT_TIME_BYTES];
+    text_time_format(record.created_ms >= 0 ? record.created_ms : 0, time_text);
     account_key_status_t status = account_key_status(key);
     int64_t expires_at_ms = atomic_load_explicit(&mutable_key->expires_at_ms, memory_order_acquire);
     int64_t cap = atomic_load_explicit(&mutable_key->spend_cap_micros, memory_order_acquire);
     bool all_models = atomic_load_explicit(&mutable_key->all_models, memory_order_acquire) != 0;
 
-    admin_buffer_format(out, "{\"id\":%llu,\"object\":\"api_key\",\"user_id\":%llu,\"name\":",
+    text_buffer_format(out, "{\"id\":%llu,\"object\":\"api_key\",\"user_id\":%llu,\"name\":",
                         (unsigned long long)key->id, (unsigned long long)key->user_index + 1);
-    admin_buffer_json_string(out, key->name, strlen(key->name));
-    admin_buffer_text(out, ",\"masked_key\":");
-    admin_buffer_json_string(out, masked, masked_length);
+    text_buffer_json_string(out, key->name, strlen(key->name));
+    text_buffer_text(out, ",\"masked_key\":");
+    text_buffer_json_string(out, masked, masked_length);
     if (key_text != NULL) {
-        admin_buffer_text(out, ",\"key\":");
-        admin_buffer_json_string(out, key_text, strlen(key_text));
+        text_buffer_text(out, ",\"key\":");
+        text_buffer_json_string(out, key_text, strlen(key_text));
     }
-    admin_buffer_format(out, ",\"status\":\"%s\",\"expired\":%s,\"created_ms\":%lld,\"created\":\"%s\"",
+    text_buffer_format(out, ",\"status\":\"%s\",\"expired\":%s,\"created_ms\":%lld,\"created\":\"%s\"",
                         status == ACCOUNT_KEY_DISABLED ? "disabled" : "active",
-                        account_key_expired(key, control_wall_ms()) ? "true" : "false", (long long)record.created_ms,
+                        account_key_expired(key, text_wall_ms()) ? "true" : "false", (long long)record.created_ms,
                         time_text);
     if (expires_at_ms > 0) {
-        admin_time_format(expires_at_ms, time_text);
-        admin_buffer_format(out, ",\"expires_at_ms\":%lld,\"expires_at\":\"%s\"", (long long)expires_at_ms, time_text);
+        text_time_format(expires_at_ms, time_text);
+        text_buffer_format(out, ",\"expires_at_ms\":%lld,\"expires_at\":\"%s\"", (long long)expires_at_ms, time_text);
     } else {
-        admin_buffer_text(out, ",\"expires_at_ms\":null,\"expires_at\":null");
+        text_buffer_text(out, ",\"expires_at_ms\":null,\"expires_at\":null");
     }
-    admin_buffer_text(out, ",\"models\":");
+    text_buffer_text(out, ",\"models\":");
     if (all_models) {
-        admin_buffer_text(out, "null");
+        text_buffer_text(out, "null");
     } else {
-        admin_buffer_text(out, "[");
+        text_buffer_text(out, "[");
         bool first = true;
         const config_t *config = control->config;
         for (uint32_t index = 0; index < config->model_count && index < ACCOUNT_MODEL_WORDS * 64; index++) {
             if (!account_key_allows_model(key, index)) continue;
-            if (!first) admin_buffer_text(out, ",");
+            if (!first) text_buffer_text(out, ",");
             first = false;
-            admin_buffer_json_string(out, config->models[index].name, strlen(config->models[index].name));
+            text_buffer_json_string(out, config->models[index].name, strlen(config->models[index].name));
         }
-        admin_buffer_text(out, "]");
+        text_buffer_text(out, "]");
     }
-    admin_buffer_format(out, ",\"tier\":%u", account_key_tier(key));
+    text_buffer_format(out, ",\"tier\":%u", account_key_tier(key));
     if (cap >= 0) {
-        admin_buffer_format(out, ",\"spend_cap_micros\":%lld,\"spend_cap\":\"", (long long)cap);
-        admin_buffer_money(out, cap);
-        admin_buffer_text(out, "\"");
+        text_buffer_format(out, ",\"spend_cap_micros\":%lld,\"spend_cap\":\"", (long long)cap);
+        text_buffer_money(out, cap);
+        text_buffer_text(out, "\"");
     } else {
-        admin_buffer_text(out, ",\"spend_cap_micros\":null,\"spend_cap\":null");
+        text_buffer_text(out, ",\"spend_cap_micros\":null,\"spend_cap\":null");
     }
-    admin_buffer_format(out, ",\"spent_micros\":%lld,\"spent\":\"", (long long)record.spent_micros);
-    admin_buffer_money(out, record.spent_micros);
-    admin_buffer_text(out, "\"}");
+    text_buffer_format(out, ",\"spent_micros\":%lld,\"spent\":\"", (long long)record.spent_micros);
+    text_buffer_money(out, record.spent_micros);
+    text_buffer_text(out, "\"}");
     return true;
 }

@@ -14,6 +14,7 @@
 #include "ringway/config.h"
 #include "ringway/server.h"
 #include "ringway/store.h"
+#include "ringway/text.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -129,8 +130,6 @@ struct control {
  * token, the control ring as the doorbell when the thread runs. Returns the
  * ack's status (0 or a negative errno) or -ETIMEDOUT / -EAGAIN. */
 int control_store_call(control_t *control, const store_message_t *message, uint32_t flags, store_ack_t *ack);
-/* Wall clock, ms since the epoch. */
-int64_t control_wall_ms(void);
 
 /* ---- accounts.c: operations shared by the admin API and the jobs ---- */
 
@@ -195,8 +194,8 @@ void admin_audit(control_t *control, const char *admin, const char *action, cons
 /* JSON objects: a user (from the tables and its stored record), a key (from
  * the tables and its stored record; with the full key when key_text is not
  * NULL). Return false when the stored record cannot be read. */
-bool admin_write_user(control_t *control, admin_buffer_t *out, const account_user_t *user);
-bool admin_write_key(control_t *control, admin_buffer_t *out, const account_key_t *key, const char *key_text);
+bool admin_write_user(control_t *control, text_buffer_t *out, const account_user_t *user);
+bool admin_write_key(control_t *control, text_buffer_t *out, const account_key_t *key, const char *key_text);
 
 /* The keys of one user, in creation order. Returns how many were visited;
  * visit returning false stops. */

@@ -51,7 +51,7 @@ typedef struct admin_request {
     uint32_t segment_count;
     const uint8_t *segments[ADMIN_SEGMENTS_MAX];
     size_t segment_lengths[ADMIN_SEGMENTS_MAX];
-    admin_buffer_t out;
+    text_buffer_t out;
     admin_failure_t failure;
 } admin_request_t;
 
@@ -127,7 +127,7 @@ static bool admin_split_path(admin_request_t *request, const uint8_t *path, size
 
 static bool admin_segment_id(const admin_request_t *request, uint32_t index, uint64_t *id) {
     return index < request->segment_count &&
-           admin_parse_u64((const char *)request->segments[index], request->segment_lengths[index], id) && *id > 0;
+           text_parse_u64((const char *)request->segments[index], request->segment_lengths[index], id) && *id > 0;
 }
 
 /* The body must be one JSON object (an empty body counts as {} when
@@ -202,7 +202,7 @@ static bool admin_member_u64(admin_request_t *request, const char *name, uint64_
     if (found <= 0) return found == 0;
     uint64_t number = 0;
     if (type != JSON_TYPE_NUMBER ||
-        !admin_parse_u64((const char *)request->body + value.offset, value.length, &number) || number > maximum) {
+        !text_parse_u64((const char *)request->body + value.offset, value.length, &number) || number > maximum) {
         char expected[64];
         snprintf(expected, sizeof expected, "an integer from 0 to %llu", (unsigned long long)maximum);
         return admin_wrong_type(request, name, expected);
@@ -259,11 +259,11 @@ static bool admin_member_time(admin_request_t *request, const char *name, int64_
     size_t length = 0;
     bool parsed = false;
     if (type == JSON_TYPE_NUMBER) {
-        parsed = admin_time_parse((const char *)request->body + value.offset, value.length, ms) &&
+        parsed = text_time_parse((const char *)request->body + value.offset, value.length, ms) &&
                  value.length <= 15;
     } else if (type == JSON_TYPE_STRING &&
                json_string_decode(request->body + value.offset, value.length, text, sizeof text, &length) == 0) {
-        parsed = admin_time_parse(text, length, ms);
+        parsed = text_time_parse(text, length, ms);
     }
     if (!parsed) {
         return admin_wrong_type(request, name,
@@ -295,7 +295,7 @@ static bool admin_parameter_u64(admin_request_t *request, const char *name, uint
     size_t length = 0;
     if (!admin_parameter(request, name, text, sizeof text, &length, present)) return false;
     if (!*present) return true;
-    if (!admin_parse_u64(text, length, out) || *out > maximum) {
+    if (!text_parse_u64(text, length, out) || *out > maximum) {
         admin_fail(&request->failure, 400, "invalid_request_error", "invalid_parameter", name,
                    "query parameter '%s' must be an integer from 0 to %llu", name, (unsigned long long)maximum);
         admin_respond_failure(request);
@@ -309,7 +309,7 @@ static bool admin_parameter_time(admin_request_t *request, const char *name, int
     size_t length = 0;
     if (!admin_parameter(request, name, text, sizeof text, &length, present)) return false;
     if (!*present) return true;
-    if (!admin_time_parse(text, length, ms)) {
+    if (!text_time_parse(text, length, ms)) {
         admin_fail(&request->failure, 400, "invalid_request_error", "invalid_parameter", name,
                    "query parameter '%s' must be milliseconds since the epoch or an ISO 8601 date or time "
                    "(2026-01-31, 2026-01-31T12:00:00Z)",
@@ -433,32 +433,32 @@ static void admin_users_list(admin_request_t *request) {
     if (!admin_parameter_u64(request, "limit", ADMIN_LIST_LIMIT_MAX, &limit, &present)) return;
     if (!present || limit == 0) limit = ADMIN_LIST_LIMIT_DEFAULT;
     if (!admin_parameter_u64(request, "after", UINT32_MAX, &after, &present)) return;
-    admin_buffer_t *out = &request->out;
-    admin_buffer_text(out, "{\"object\":\"list\",\"data\":[");
+    text_buffer_t *out = &request->out;
+    text_buffer_text(out, "{\"object\":\"list\",\"data\":[");
     uint32_t count = atomic_load_explicit(&control->tables->user_count, memory_order_acquire);
     uint64_t written = 0;
     bool has_more = false;
     for (uint64_t id = after + 1; id <= count; id++) {
         account_user_t *user = account_user_get(control->tables, id);
         if (user == NULL) continue;
-        if (written == limit || admin_buffer_room(out) < ADMIN_ENTRY_BYTES_MAX) {
+        if (written == limit || text_buffer_room(out) < ADMIN_ENTRY_BYTES_MAX) {
             has_more = true;
             break;
         }
-        if (written > 0) admin_buffer_text(out, ",");
+        if (written > 0) text_buffer_text(out, ",");
         if (!admin_write_user(control, out, user)) {
             admin_respond_store_error(request, -EIO, "reading a user");
             return;
         }
         written++;
     }
-    admin_buffer_format(out, "],\"has_more\":%s}", has_more ? "true" : "false");
+    text_buffer_format(out, "],\"has_more\":%s}", has_more ? "true" : "false");
     admin_respond_json(request, 200);
 }
 
 typedef struct admin_key_list {
     control_t *control;
-    admin_buffer_t *out;
+    text_buffer_t *out;
     uint64_t after;
     uint64_t limit;
     uint64_t written;
@@ -469,11 +469,11 @@ typedef struct admin_key_list {
 static bool admin_list_key(void *context, account_key_t *key) {
     admin_key_list_t *list = context;
     if (key->id <= list->after) return true;
-    if (list->written == list->limit || admin_buffer_room(list->out) < ADMIN_ENTRY_BYTES_MAX) {
+    if (list->written == list->limit || text_buffer_room(list->out) < ADMIN_ENTRY_BYTES_MAX) {
         list->has_more = true;
         return false;
     }
-    if (list->written > 0) admin_buffer_text(list->out, ",");
+    if (list->written > 0) text_buffer_text(list->out, ",");
     if (!admin_write_key(list->control, list->out, key, NULL)) {
         list->failed = true;
         return false;
@@ -485,21 +485,21 @@ static bool admin_list_key(void *context, account_key_t *key) {
 static void admin_users_show(admin_request_t *request) {
     account_user_t *user = admin_find_user(request, 1);
     if (user == NULL) return;
-    admin_buffer_t *out = &request->out;
+    text_buffer_t *out = &request->out;
     if (!admin_write_user(request->control, out, user)) {
         admin_respond_store_error(request, -EIO, "reading the user");
         return;
     }
     RW_ASSERT(out->overflow || (out->length > 0 && out->bytes[out->length - 1] == '}'));
     if (!out->overflow) out->length--; /* reopen the object to add its keys */
-    admin_buffer_text(out, ",\"keys\":[");
+    text_buffer_text(out, ",\"keys\":[");
     admin_key_list_t list = {.control = request->control, .out = out, .limit = ADMIN_LIST_LIMIT_MAX};
     admin_user_keys(request->control, user->id, admin_list_key, &list);
     if (list.failed) {
         admin_respond_store_error(request, -EIO, "reading a key");
         return;
     }
-    admin_buffer_format(out, "],\"keys_truncated\":%s}", list.has_more ? "true" : "false");
+    text_buffer_format(out, "],\"keys_truncated\":%s}", list.has_more ? "true" : "false");
     admin_respond_json(request, 200);
 }
 
@@ -534,9 +534,9 @@ static void admin_users_balance(admin_request_t *request) {
         int64_t available = atomic_load_explicit(&user->available_micros, memory_order_acquire);
         do {
             if (available < amount) {
-                char have[LEDGER_MONEY_TEXT_BYTES], want[LEDGER_MONEY_TEXT_BYTES];
-                ledger_format_money(available, have, sizeof have);
-                ledger_format_money(amount, want, sizeof want);
+                char have[TEXT_MONEY_BYTES], want[TEXT_MONEY_BYTES];
+                text_format_money(available, have);
+                text_format_money(amount, want);
                 admin_fail(&request->failure, 409, "invalid_request_error", "insufficient_balance", "amount",
                            "cannot deduct %s: only %s is available (the balance minus open holds)", want, have);
                 admin_respond_failure(request);
@@ -572,12 +572,12 @@ static void admin_users_balance(admin_request_t *request) {
     char target[32];
     admin_target(target, sizeof target, "user", user->id);
     char details_memory[STORE_AUDIT_DETAILS_BYTES];
-    admin_buffer_t details = {.bytes = details_memory, .capacity = sizeof details_memory - 1};
-    admin_buffer_text(&details, "{\"amount\":\"");
-    admin_buffer_money(&details, amount);
-    admin_buffer_text(&details, "\",\"balance_after\":\"");
-    admin_buffer_money(&details, ack.balance_micros);
-    admin_buffer_text(&details, "\"}");
+    text_buffer_t details = {.bytes = details_memory, .capacity = sizeof details_memory - 1};
+    text_buffer_text(&details, "{\"amount\":\"");
+    text_buffer_money(&details, amount);
+    text_buffer_text(&details, "\",\"balance_after\":\"");
+    text_buffer_money(&details, ack.balance_micros);
+    text_buffer_text(&details, "\"}");
     details_memory[details.overflow ? 0 : details.length] = '\0';
     admin_audit(control, control->admin_fingerprint, top_up ? "balance.top_up" : "balance.deduct", target,
                 details_memory);
@@ -714,8 +714,8 @@ static void admin_keys_list(admin_request_t *request) {
         admin_respond_failure(request);
         return;
     }
-    admin_buffer_t *out = &request->out;
-    admin_buffer_text(out, "{\"object\":\"list\",\"data\":[");
+    text_buffer_t *out = &request->out;
+    text_buffer_text(out, "{\"object\":\"list\",\"data\":[");
     admin_key_list_t list = {.control = control, .out = out, .after = after, .limit = limit};
     if (has_user) {
         admin_user_keys(control, user_id, admin_list_key, &list);
@@ -730,7 +730,7 @@ static void admin_keys_list(admin_request_t *request) {
         admin_respond_store_error(request, -EIO, "reading a key");
         return;
     }
-    admin_buffer_format(out, "],\"has_more\":%s}", list.has_more ? "true" : "false");
+    text_buffer_format(out, "],\"has_more\":%s}", list.has_more ? "true" : "false");
     admin_respond_json(request, 200);
 }
 
@@ -798,27 +798,27 @@ static const char admin_csv_header[] =
 
 typedef struct admin_usage_page {
     admin_exchange_t *state;
-    admin_buffer_t *out;
+    text_buffer_t *out;
     bool full;       /* stopped for room: more may follow */
     bool limit_hit;  /* stopped at the caller's limit */
 } admin_usage_page_t;
 
-static void admin_usage_csv(admin_buffer_t *out, const store_usage_record_t *record) {
-    char created[ADMIN_TIME_TEXT_BYTES];
-    admin_time_format(record->created_ms >= 0 ? record->created_ms : 0, created);
-    admin_buffer_format(out, "%llu,%lld,%s,", (unsigned long long)record->id, (long long)record->created_ms, created);
-    admin_buffer_csv_field(out, record->request_id, strlen(record->request_id));
-    admin_buffer_format(out, ",%llu,%llu,", (unsigned long long)record->user_id, (unsigned long long)record->key_id);
-    admin_buffer_csv_field(out, record->model, strlen(record->model));
-    admin_buffer_text(out, ",");
-    admin_buffer_csv_field(out, record->upstream, strlen(record->upstream));
-    admin_buffer_format(out, ",%llu,%llu,%llu,%llu,%lld,", (unsigned long long)record->prompt_tokens,
+static void admin_usage_csv(text_buffer_t *out, const store_usage_record_t *record) {
+    char created[TEXT_TIME_BYTES];
+    text_time_format(record->created_ms >= 0 ? record->created_ms : 0, created);
+    text_buffer_format(out, "%llu,%lld,%s,", (unsigned long long)record->id, (long long)record->created_ms, created);
+    admin_csv_field(out, record->request_id, strlen(record->request_id));
+    text_buffer_format(out, ",%llu,%llu,", (unsigned long long)record->user_id, (unsigned long long)record->key_id);
+    admin_csv_field(out, record->model, strlen(record->model));
+    text_buffer_text(out, ",");
+    admin_csv_field(out, record->upstream, strlen(record->upstream));
+    text_buffer_format(out, ",%llu,%llu,%llu,%llu,%lld,", (unsigned long long)record->prompt_tokens,
                         (unsigned long long)record->completion_tokens, (unsigned long long)record->cached_tokens,
                         (unsigned long long)record->reasoning_tokens, (long long)record->cost_micros);
-    admin_buffer_money(out, record->cost_micros);
-    admin_buffer_text(out, ",");
-    admin_buffer_csv_field(out, record->status, strlen(record->status));
-    admin_buffer_format(out, ",%llu,%s,%s\r\n", (unsigned long long)record->latency_ms,
+    text_buffer_money(out, record->cost_micros);
+    text_buffer_text(out, ",");
+    admin_csv_field(out, record->status, strlen(record->status));
+    text_buffer_format(out, ",%llu,%s,%s\r\n", (unsigned long long)record->latency_ms,
                         record->estimated ? "true" : "false", record->capped ? "true" : "false");
 }
 
@@ -831,18 +831,18 @@ static int admin_usage_visit(void *context, const store_usage_record_t *record, 
         page->limit_hit = true;
         return 1;
     }
-    if (admin_buffer_room(page->out) < 2 * ADMIN_ENTRY_BYTES_MAX) {
+    if (text_buffer_room(page->out) < 2 * ADMIN_ENTRY_BYTES_MAX) {
         page->full = true;
         return 1;
     }
     switch (state->format) {
     case ADMIN_FORMAT_JSON:
-        admin_buffer_text(page->out, state->sent > 0 ? ",\n" : "\n");
-        admin_buffer_append(page->out, json, json_length);
+        text_buffer_text(page->out, state->sent > 0 ? ",\n" : "\n");
+        text_buffer_append(page->out, json, json_length);
         break;
     case ADMIN_FORMAT_JSONL:
-        admin_buffer_append(page->out, json, json_length);
-        admin_buffer_text(page->out, "\n");
+        text_buffer_append(page->out, json, json_length);
+        text_buffer_text(page->out, "\n");
         break;
     case ADMIN_FORMAT_CSV: admin_usage_csv(page->out, record); break;
     }
@@ -858,10 +858,10 @@ static int admin_usage_visit(void *context, const store_usage_record_t *record, 
  * (created_ms <= the last one's, id below it). Returns the page length, or a
  * negative errno from the store. */
 static int admin_usage_page(control_t *control, admin_exchange_t *state) {
-    admin_buffer_t out = {.bytes = state->response, .capacity = ADMIN_RESPONSE_BYTES};
+    text_buffer_t out = {.bytes = state->response, .capacity = ADMIN_RESPONSE_BYTES};
     if (state->first_page) {
-        if (state->format == ADMIN_FORMAT_JSON) admin_buffer_text(&out, "[");
-        if (state->format == ADMIN_FORMAT_CSV) admin_buffer_text(&out, admin_csv_header);
+        if (state->format == ADMIN_FORMAT_JSON) text_buffer_text(&out, "[");
+        if (state->format == ADMIN_FORMAT_CSV) text_buffer_text(&out, admin_csv_header);
     }
     store_usage_query_t query = state->query;
     query.limit = 0;
@@ -874,7 +874,7 @@ static int admin_usage_page(control_t *control, admin_exchange_t *state) {
     int visited = store_usage_list(control->store, &query, admin_usage_visit, &page);
     if (visited < 0) return visited;
     state->stream_done = !page.full;
-    if (state->stream_done && state->format == ADMIN_FORMAT_JSON) admin_buffer_text(&out, state->sent > 0 ? "\n]\n" : "]\n");
+    if (state->stream_done && state->format == ADMIN_FORMAT_JSON) text_buffer_text(&out, state->sent > 0 ? "\n]\n" : "]\n");
     RW_ASSERT(!out.overflow);
     return (int)out.length;
 }
@@ -984,7 +984,7 @@ void admin_on_abort(server_exchange_t *exchange) { server_exchange_release(excha
 /* ---- Audit ---- */
 
 typedef struct admin_audit_list {
-    admin_buffer_t *out;
+    text_buffer_t *out;
     uint64_t limit;
     uint64_t written;
     bool has_more;
@@ -993,12 +993,12 @@ typedef struct admin_audit_list {
 static int admin_audit_visit(void *context, const store_audit_record_t *record, const char *json,
                              size_t json_length) {
     admin_audit_list_t *list = context;
-    if (list->written == list->limit || admin_buffer_room(list->out) < json_length + 64) {
+    if (list->written == list->limit || text_buffer_room(list->out) < json_length + 64) {
         list->has_more = true;
         return 1;
     }
-    if (list->written > 0) admin_buffer_text(list->out, ",");
-    admin_buffer_append(list->out, json, json_length);
+    if (list->written > 0) text_buffer_text(list->out, ",");
+    text_buffer_append(list->out, json, json_length);
     list->written++;
     return 0;
 }
@@ -1008,15 +1008,15 @@ static void admin_audit_list(admin_request_t *request) {
     bool present = false;
     if (!admin_parameter_u64(request, "limit", ADMIN_LIST_LIMIT_MAX, &limit, &present)) return;
     if (!present || limit == 0) limit = ADMIN_AUDIT_LIMIT_DEFAULT;
-    admin_buffer_t *out = &request->out;
-    admin_buffer_text(out, "{\"object\":\"list\",\"data\":[");
+    text_buffer_t *out = &request->out;
+    text_buffer_text(out, "{\"object\":\"list\",\"data\":[");
     admin_audit_list_t list = {.out = out, .limit = limit};
     int visited = store_audit_list(request->control->store, (uint32_t)limit + 1, admin_audit_visit, &list);
     if (visited < 0) {
         admin_respond_store_error(request, visited, "reading the audit log");
         return;
     }
-    admin_buffer_format(out, "],\"has_more\":%s}", list.has_more ? "true" : "false");
+    text_buffer_format(out, "],\"has_more\":%s}", list.has_more ? "true" : "false");
     admin_respond_json(request, 200);
 }
 
@@ -1154,7 +1154,7 @@ void admin_on_request(server_exchange_t *exchange) {
     request.body_length = exchange->body_length;
     request.query = exchange->buffer + exchange->request.query.offset;
     request.query_length = exchange->request.query.length;
-    request.out = (admin_buffer_t){.bytes = state->response, .capacity = ADMIN_RESPONSE_BYTES};
+    request.out = (text_buffer_t){.bytes = state->response, .capacity = ADMIN_RESPONSE_BYTES};
     if (!admin_authorized(&request)) return;
     if (!admin_split_path(&request, exchange->buffer + exchange->request.path.offset,
                           exchange->request.path.length)) {

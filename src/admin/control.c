@@ -21,17 +21,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <time.h>
 #include <unistd.h>
 
 /* The control state whose thread this is (NULL on every other thread). */
 static _Thread_local control_t *control_current;
-
-int64_t control_wall_ms(void) {
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-}
 
 /* ---- Creation ---- */
 
@@ -367,8 +360,8 @@ int control_bootstrap(control_t *control, char *error, size_t error_size) {
         snprintf(error, error_size, "cannot create the admin account on first start: %s", failure.message);
         return -1;
     }
-    char balance[LEDGER_MONEY_TEXT_BYTES];
-    ledger_format_money(control->config->free_grant_micros, balance, sizeof balance);
+    char balance[TEXT_MONEY_BYTES];
+    text_format_money(control->config->free_grant_micros, balance);
     char ringctl[PATH_MAX];
     control_ringctl_path(ringctl, sizeof ringctl);
     fprintf(stderr,

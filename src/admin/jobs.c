@@ -1,4 +1,4 @@
-/* The account jobs relay workers hand the control thread (control.h):
+/* The account jobs relay workers hand the control thread (control-t.h):
  * self-service registration and login (Argon2id: tens of milliseconds, so
  * never on a worker), key listing, creation and deletion, and the usage
  * history. Each writes its JSON answer into the job's reply buffer and
@@ -22,7 +22,7 @@ enum {
 
 /* Replaces whatever was written with the error; with too little room for
  * it (less than CONTROL_REPLY_BYTES_MIN) the reply is empty. */
-static uint16_t jobs_error(admin_buffer_t *out, const admin_failure_t *failure) {
+static uint16_t jobs_error(text_buffer_t *out, const admin_failure_t *failure) {
     out->length = 0;
     out->overflow = false;
     out->length = http_write_error_body((uint8_t *)out->bytes, out->capacity, failure->message, failure->type,
@@ -30,7 +30,7 @@ static uint16_t jobs_error(admin_buffer_t *out, const admin_failure_t *failure) 
     return failure->status;
 }
 
-static uint16_t jobs_refuse(admin_buffer_t *out, uint16_t status, const char *type, const char *code,
+static uint16_t jobs_refuse(text_buffer_t *out, uint16_t status, const char *type, const char *code,
                             const char *param, const char *message) {
     admin_failure_t failure;
     admin_fail(&failure, status, type, code, param, "%s", message);
@@ -65,13 +65,13 @@ static bool jobs_body_is_object(const control_job_t *job) {
 /* The session token for a user: HS256, valid for jwt_ttl_s. */
 static size_t jobs_sign(control_t *control, uint64_t user_id, const char *email, char *token, size_t capacity,
                         int64_t *expires_at_s) {
-    int64_t now_s = control_wall_ms() / 1000;
+    int64_t now_s = text_wall_ms() / 1000;
     *expires_at_s = now_s + (int64_t)control->config->jwt_ttl_s;
     return jwt_sign(control->jwt_secret, control->jwt_secret_length, user_id, email, strlen(email), now_s,
                     *expires_at_s, token, capacity);
 }
 
-static uint16_t jobs_register(control_t *control, const control_job_t *job, admin_buffer_t *out) {
+static uint16_t jobs_register(control_t *control, const control_job_t *job, text_buffer_t *out) {
     if (!jobs_body_is_object(job)) {
         return jobs_refuse(out, 400, "invalid_request_error", "invalid_json", NULL,
                            "the body must be a JSON object with \"email\" and \"password\"");
@@ -133,19 +133,19 @@ static uint16_t jobs_register(control_t *control, const control_job_t *job, admi
     RW_ASSERT(token_length > 0);
 
     int64_t balance = control->config->free_grant_micros;
-    admin_buffer_format(out, "{\"user_id\":%llu,\"email\":", (unsigned long long)user_id);
-    admin_buffer_json_string(out, email, strlen(email));
-    admin_buffer_format(out, ",\"token\":\"%s\",\"token_type\":\"Bearer\",\"expires_at\":%lld", token,
+    text_buffer_format(out, "{\"user_id\":%llu,\"email\":", (unsigned long long)user_id);
+    text_buffer_json_string(out, email, strlen(email));
+    text_buffer_format(out, ",\"token\":\"%s\",\"token_type\":\"Bearer\",\"expires_at\":%lld", token,
                         (long long)expires_at_s);
-    admin_buffer_format(out, ",\"api_key\":\"%s\",\"api_key_id\":%llu,\"balance\":%lld,\"balance_display\":\"",
+    text_buffer_format(out, ",\"api_key\":\"%s\",\"api_key_id\":%llu,\"balance\":%lld,\"balance_display\":\"",
                         key_text, (unsigned long long)key->id, (long long)balance);
-    admin_buffer_money(out, balance);
-    admin_buffer_text(out, "\",\"message\":\"Registered. Keep the API key: it is shown only once.\"}");
+    text_buffer_money(out, balance);
+    text_buffer_text(out, "\",\"message\":\"Registered. Keep the API key: it is shown only once.\"}");
     memset(key_text, 0, sizeof key_text);
     return 200;
 }
 
-static uint16_t jobs_login(control_t *control, const control_job_t *job, admin_buffer_t *out) {
+static uint16_t jobs_login(control_t *control, const control_job_t *job, text_buffer_t *out) {
     if (!jobs_body_is_object(job)) {
         return jobs_refuse(out, 400, "invalid_request_error", "invalid_json", NULL,
                            "the body must be a JSON object with \"email\" and \"password\"");
@@ -182,20 +182,20 @@ static uint16_t jobs_login(control_t *control, const control_job_t *job, admin_b
     size_t token_length = jobs_sign(control, user->id, user->email, token, sizeof token, &expires_at_s);
     RW_ASSERT(token_length > 0);
     int64_t balance = atomic_load_explicit(&user->available_micros, memory_order_acquire);
-    admin_buffer_format(out, "{\"user_id\":%llu,\"email\":", (unsigned long long)user->id);
-    admin_buffer_json_string(out, user->email, strlen(user->email));
-    admin_buffer_format(out, ",\"token\":\"%s\",\"token_type\":\"Bearer\",\"expires_at\":%lld,\"balance\":%lld"
+    text_buffer_format(out, "{\"user_id\":%llu,\"email\":", (unsigned long long)user->id);
+    text_buffer_json_string(out, user->email, strlen(user->email));
+    text_buffer_format(out, ",\"token\":\"%s\",\"token_type\":\"Bearer\",\"expires_at\":%lld,\"balance\":%lld"
                              ",\"balance_display\":\"",
                         token, (long long)expires_at_s, (long long)balance);
-    admin_buffer_money(out, balance);
-    admin_buffer_format(out, "\",\"status\":\"%s\"}",
+    text_buffer_money(out, balance);
+    text_buffer_format(out, "\",\"status\":\"%s\"}",
                         account_user_status(user) == ACCOUNT_USER_SUSPENDED ? "suspended" : "active");
     return 200;
 }
 
 typedef struct jobs_key_list {
     control_t *control;
-    admin_buffer_t *out;
+    text_buffer_t *out;
     uint32_t written;
     bool truncated;
     bool failed;
@@ -203,12 +203,12 @@ typedef struct jobs_key_list {
 
 static bool jobs_list_key(void *context, account_key_t *key) {
     jobs_key_list_t *list = context;
-    if (admin_buffer_room(list->out) < ADMIN_ENTRY_BYTES_MAX / 2) {
+    if (text_buffer_room(list->out) < ADMIN_ENTRY_BYTES_MAX / 2) {
         list->truncated = true;
         return false;
     }
     size_t mark = list->out->length;
-    if (list->written > 0) admin_buffer_text(list->out, ",");
+    if (list->written > 0) text_buffer_text(list->out, ",");
     if (!admin_write_key(list->control, list->out, key, NULL)) {
         list->failed = true;
         return false;
@@ -223,23 +223,23 @@ static bool jobs_list_key(void *context, account_key_t *key) {
     return true;
 }
 
-static uint16_t jobs_keys_list(control_t *control, const control_job_t *job, admin_buffer_t *out) {
+static uint16_t jobs_keys_list(control_t *control, const control_job_t *job, text_buffer_t *out) {
     if (account_user_get(control->tables, job->user_id) == NULL) {
         return jobs_refuse(out, 404, "invalid_request_error", "user_not_found", NULL, "no such account");
     }
-    admin_buffer_text(out, "{\"object\":\"list\",\"data\":[");
+    text_buffer_text(out, "{\"object\":\"list\",\"data\":[");
     jobs_key_list_t list = {.control = control, .out = out};
     admin_user_keys(control, job->user_id, jobs_list_key, &list);
     if (list.failed) {
         return jobs_refuse(out, 500, "server_error", "store_error", NULL, "cannot read a key from the store");
     }
-    admin_buffer_format(out, "],\"has_more\":%s}", list.truncated ? "true" : "false");
+    text_buffer_format(out, "],\"has_more\":%s}", list.truncated ? "true" : "false");
     return 200;
 }
 
 static bool jobs_count_key(void *context, account_key_t *key) { return true; }
 
-static uint16_t jobs_key_create(control_t *control, const control_job_t *job, admin_buffer_t *out) {
+static uint16_t jobs_key_create(control_t *control, const control_job_t *job, text_buffer_t *out) {
     if (account_user_get(control->tables, job->user_id) == NULL) {
         return jobs_refuse(out, 404, "invalid_request_error", "user_not_found", NULL, "no such account");
     }
@@ -273,10 +273,10 @@ static uint16_t jobs_key_create(control_t *control, const control_job_t *job, ad
     return 200;
 }
 
-static uint16_t jobs_key_delete(control_t *control, const control_job_t *job, admin_buffer_t *out) {
+static uint16_t jobs_key_delete(control_t *control, const control_job_t *job, text_buffer_t *out) {
     uint64_t key_id = 0;
     account_key_t *key = NULL;
-    if (job->argument != NULL && admin_parse_u64((const char *)job->argument, job->argument_length, &key_id)) {
+    if (job->argument != NULL && text_parse_u64((const char *)job->argument, job->argument_length, &key_id)) {
         key = account_key_by_id(control->tables, key_id);
     }
     if (key == NULL || (uint64_t)key->user_index + 1 != job->user_id) {
@@ -290,13 +290,13 @@ static uint16_t jobs_key_delete(control_t *control, const control_job_t *job, ad
         admin_failure_t failure;
         if (!admin_key_update(control, key, &update, NULL, &failure)) return jobs_error(out, &failure);
     }
-    admin_buffer_format(out, "{\"id\":%llu,\"object\":\"api_key\",\"deleted\":true,\"status\":\"disabled\"}",
+    text_buffer_format(out, "{\"id\":%llu,\"object\":\"api_key\",\"deleted\":true,\"status\":\"disabled\"}",
                         (unsigned long long)key->id);
     return 200;
 }
 
 typedef struct jobs_usage_list {
-    admin_buffer_t *out;
+    text_buffer_t *out;
     uint32_t limit;
     uint32_t written;
     bool has_more;
@@ -304,20 +304,20 @@ typedef struct jobs_usage_list {
 
 static int jobs_list_usage(void *context, const store_usage_record_t *record, const char *json, size_t json_length) {
     jobs_usage_list_t *list = context;
-    admin_buffer_t *out = list->out;
-    if (list->written == list->limit || admin_buffer_room(out) < ADMIN_ENTRY_BYTES_MAX) {
+    text_buffer_t *out = list->out;
+    if (list->written == list->limit || text_buffer_room(out) < ADMIN_ENTRY_BYTES_MAX) {
         list->has_more = true;
         return 1;
     }
     size_t mark = out->length;
-    char created[ADMIN_TIME_TEXT_BYTES];
-    admin_time_format(record->created_ms >= 0 ? record->created_ms : 0, created);
-    if (list->written > 0) admin_buffer_text(out, ",");
-    admin_buffer_format(out, "{\"id\":%llu,\"request_id\":", (unsigned long long)record->id);
-    admin_buffer_json_string(out, record->request_id, strlen(record->request_id));
-    admin_buffer_text(out, ",\"model\":");
-    admin_buffer_json_string(out, record->model, strlen(record->model));
-    admin_buffer_format(out,
+    char created[TEXT_TIME_BYTES];
+    text_time_format(record->created_ms >= 0 ? record->created_ms : 0, created);
+    if (list->written > 0) text_buffer_text(out, ",");
+    text_buffer_format(out, "{\"id\":%llu,\"request_id\":", (unsigned long long)record->id);
+    text_buffer_json_string(out, record->request_id, strlen(record->request_id));
+    text_buffer_text(out, ",\"model\":");
+    text_buffer_json_string(out, record->model, strlen(record->model));
+    text_buffer_format(out,
                         ",\"key_id\":%llu,\"prompt_tokens\":%llu,\"completion_tokens\":%llu,\"total_tokens\":%llu"
                         ",\"cached_tokens\":%llu,\"reasoning_tokens\":%llu,\"cost_micros\":%lld,\"cost\":\"",
                         (unsigned long long)record->key_id, (unsigned long long)record->prompt_tokens,
@@ -325,10 +325,10 @@ static int jobs_list_usage(void *context, const store_usage_record_t *record, co
                         (unsigned long long)(record->prompt_tokens + record->completion_tokens),
                         (unsigned long long)record->cached_tokens, (unsigned long long)record->reasoning_tokens,
                         (long long)record->cost_micros);
-    admin_buffer_money(out, record->cost_micros);
-    admin_buffer_text(out, "\",\"status\":");
-    admin_buffer_json_string(out, record->status, strlen(record->status));
-    admin_buffer_format(out, ",\"latency_ms\":%llu,\"created_ms\":%lld,\"created\":\"%s\",\"estimated\":%s"
+    text_buffer_money(out, record->cost_micros);
+    text_buffer_text(out, "\",\"status\":");
+    text_buffer_json_string(out, record->status, strlen(record->status));
+    text_buffer_format(out, ",\"latency_ms\":%llu,\"created_ms\":%lld,\"created\":\"%s\",\"estimated\":%s"
                              ",\"capped\":%s}",
                         (unsigned long long)record->latency_ms, (long long)record->created_ms, created,
                         record->estimated ? "true" : "false", record->capped ? "true" : "false");
@@ -342,12 +342,12 @@ static int jobs_list_usage(void *context, const store_usage_record_t *record, co
     return 0;
 }
 
-static uint16_t jobs_usage_list(control_t *control, const control_job_t *job, admin_buffer_t *out) {
+static uint16_t jobs_usage_list(control_t *control, const control_job_t *job, text_buffer_t *out) {
     if (account_user_get(control->tables, job->user_id) == NULL) {
         return jobs_refuse(out, 404, "invalid_request_error", "user_not_found", NULL, "no such account");
     }
     uint32_t limit = job->limit == 0 ? CONTROL_USAGE_LIMIT_DEFAULT : RW_MIN(job->limit, (uint32_t)CONTROL_USAGE_LIMIT_MAX);
-    admin_buffer_text(out, "{\"object\":\"list\",\"data\":[");
+    text_buffer_text(out, "{\"object\":\"list\",\"data\":[");
     jobs_usage_list_t list = {.out = out, .limit = limit};
     /* One more than asked: seeing it tells has_more. */
     store_usage_query_t query = {.user_id = job->user_id, .limit = limit + 1};
@@ -355,12 +355,12 @@ static uint16_t jobs_usage_list(control_t *control, const control_job_t *job, ad
     if (visited < 0) {
         return jobs_refuse(out, 500, "server_error", "store_error", NULL, "cannot read the usage history");
     }
-    admin_buffer_format(out, "],\"has_more\":%s}", list.has_more ? "true" : "false");
+    text_buffer_format(out, "],\"has_more\":%s}", list.has_more ? "true" : "false");
     return 200;
 }
 
 uint16_t control_job_run(control_t *control, const control_job_t *job, uint32_t *length) {
-    admin_buffer_t out = {.bytes = (char *)job->reply, .capacity = job->reply_capacity};
+    text_buffer_t out = {.bytes = (char *)job->reply, .capacity = job->reply_capacity};
     if (job->reply_capacity < CONTROL_REPLY_BYTES_MIN) {
         uint16_t status = jobs_refuse(&out, 413, "invalid_request_error", "request_too_large", NULL,
                                       "the request is too large for this endpoint");

@@ -4,6 +4,7 @@
 #include "ringway/auth.h"
 
 #include "ringway/json.h"
+#include "ringway/text.h"
 
 #include <string.h>
 
@@ -126,20 +127,6 @@ static bool jwt_append(char *out, size_t capacity, size_t *length, const char *b
     return true;
 }
 
-static bool jwt_append_text(char *out, size_t capacity, size_t *length, const char *text) {
-    return jwt_append(out, capacity, length, text, strlen(text));
-}
-
-static bool jwt_append_decimal(char *out, size_t capacity, size_t *length, uint64_t value) {
-    char digits[20];
-    size_t count = 0;
-    do {
-        digits[sizeof(digits) - 1 - count++] = (char)('0' + value % 10);
-        value /= 10;
-    } while (value != 0);
-    return jwt_append(out, capacity, length, digits + sizeof(digits) - count, count);
-}
-
 /* Whether the email can go into a JSON string without escaping. */
 static bool jwt_email_plain(const char *email, size_t length) {
     for (size_t index = 0; index < length; index++) {
@@ -160,18 +147,17 @@ size_t jwt_sign(const uint8_t *secret, size_t secret_length, uint64_t user_id, c
     if (issued_at_s < 0 || expires_at_s < 0) return 0;
 
     char payload[64 + ACCOUNT_EMAIL_BYTES + 3 * 20];
-    size_t payload_length = 0;
-    size_t payload_capacity = sizeof(payload);
-    bool fits = jwt_append_text(payload, payload_capacity, &payload_length, "{\"sub\":\"") &&
-                jwt_append_decimal(payload, payload_capacity, &payload_length, user_id) &&
-                jwt_append_text(payload, payload_capacity, &payload_length, "\",\"email\":\"") &&
-                jwt_append(payload, payload_capacity, &payload_length, email, email_length) &&
-                jwt_append_text(payload, payload_capacity, &payload_length, "\",\"iat\":") &&
-                jwt_append_decimal(payload, payload_capacity, &payload_length, (uint64_t)issued_at_s) &&
-                jwt_append_text(payload, payload_capacity, &payload_length, ",\"exp\":") &&
-                jwt_append_decimal(payload, payload_capacity, &payload_length, (uint64_t)expires_at_s) &&
-                jwt_append_text(payload, payload_capacity, &payload_length, "}");
-    RW_ASSERT(fits); /* sized for the largest email and numbers */
+    text_buffer_t claims = text_buffer_over(payload, sizeof payload);
+    text_buffer_text(&claims, "{\"sub\":\"");
+    text_buffer_u64(&claims, user_id);
+    text_buffer_text(&claims, "\",\"email\":\"");
+    text_buffer_append(&claims, email, email_length);
+    text_buffer_text(&claims, "\",\"iat\":");
+    text_buffer_u64(&claims, (uint64_t)issued_at_s);
+    text_buffer_text(&claims, ",\"exp\":");
+    text_buffer_u64(&claims, (uint64_t)expires_at_s);
+    text_buffer_text(&claims, "}");
+    RW_ASSERT(!claims.overflow); /* sized for the largest email and numbers */
 
     size_t length = 0;
     size_t written = jwt_base64url_encode((const uint8_t *)jwt_header_json, sizeof(jwt_header_json) - 1,
@@ -179,7 +165,7 @@ size_t jwt_sign(const uint8_t *secret, size_t secret_length, uint64_t user_id, c
     if (written == 0) return 0;
     length += written;
     if (!jwt_append(out, capacity, &length, ".", 1)) return 0;
-    written = jwt_base64url_encode((const uint8_t *)payload, payload_length, out + length,
+    written = jwt_base64url_encode((const uint8_t *)payload, claims.length, out + length,
                                    capacity - length);
     if (written == 0) return 0;
     length += written;

@@ -4,6 +4,8 @@
  * stack; every byte is looked at a bounded number of times. */
 #include "ringway/json.h"
 
+#include "ringway/text.h"
+
 #include <string.h>
 
 #define JSON_SYNTAX(reason) "We could not parse the JSON body of your request: " reason
@@ -135,45 +137,14 @@ static int json_scan_escape(json_reader_t *reader) {
 
 /* Validates one UTF-8 sequence of two to four bytes at the position (its
  * lead byte is >= 0x80) and steps over it. Refuses overlong forms, encoded
- * surrogates and code points above U+10FFFF. */
+ * surrogates and code points above U+10FFFF (text_utf8_sequence_length). */
 static int json_scan_utf8(json_reader_t *reader) {
-    const uint8_t *sequence = reader->bytes + reader->position;
-    size_t available = reader->length - reader->position;
-    uint8_t lead = sequence[0];
-    size_t continuation_count = 0;
-    uint8_t second_low = 0x80;
-    uint8_t second_high = 0xBF;
-    if (lead >= 0xC2 && lead <= 0xDF) {
-        continuation_count = 1;
-    } else if (lead == 0xE0) {
-        continuation_count = 2;
-        second_low = 0xA0;
-    } else if ((lead >= 0xE1 && lead <= 0xEC) || lead == 0xEE || lead == 0xEF) {
-        continuation_count = 2;
-    } else if (lead == 0xED) {
-        continuation_count = 2;
-        second_high = 0x9F;
-    } else if (lead == 0xF0) {
-        continuation_count = 3;
-        second_low = 0x90;
-    } else if (lead >= 0xF1 && lead <= 0xF3) {
-        continuation_count = 3;
-    } else if (lead == 0xF4) {
-        continuation_count = 3;
-        second_high = 0x8F;
-    } else {
+    size_t sequence = text_utf8_sequence_length(reader->bytes + reader->position,
+                                                reader->length - reader->position);
+    if (sequence == 0) {
         return json_fail(reader, JSON_SYNTAX("a string is not valid UTF-8."));
     }
-    if (available < continuation_count + 1 || sequence[1] < second_low ||
-        sequence[1] > second_high) {
-        return json_fail(reader, JSON_SYNTAX("a string is not valid UTF-8."));
-    }
-    for (size_t index = 2; index <= continuation_count; index++) {
-        if (sequence[index] < 0x80 || sequence[index] > 0xBF) {
-            return json_fail(reader, JSON_SYNTAX("a string is not valid UTF-8."));
-        }
-    }
-    reader->position += (uint32_t)continuation_count + 1;
+    reader->position += (uint32_t)sequence;
     return 0;
 }
 

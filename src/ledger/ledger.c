@@ -12,9 +12,9 @@
 #include "ringway/ledger.h"
 
 #include "ringway/common.h"
+#include "ringway/text.h"
 
 #include <stdatomic.h>
-#include <stdio.h>
 
 __extension__ typedef unsigned __int128 ledger_wide_t;
 
@@ -112,15 +112,11 @@ ledger_money_result_t ledger_parse_money(const char *text, size_t length, int64_
     return LEDGER_MONEY_OK;
 }
 
+_Static_assert(LEDGER_MICROS_PER_UNIT == TEXT_MICROS_PER_UNIT, "money text and ledger agree on the unit");
+
 size_t ledger_format_money(int64_t micros, char *buffer, size_t capacity) {
     RW_ASSERT(buffer != NULL && capacity >= LEDGER_MONEY_TEXT_BYTES);
-    /* The magnitude of INT64_MIN does not fit in int64_t; go through uint64_t. */
-    uint64_t magnitude = micros < 0 ? (uint64_t)(-(micros + 1)) + 1 : (uint64_t)micros;
-    int written = snprintf(buffer, capacity, "%s%llu.%06llu", micros < 0 ? "-" : "",
-                           (unsigned long long)(magnitude / LEDGER_MICROS_PER_UNIT),
-                           (unsigned long long)(magnitude % LEDGER_MICROS_PER_UNIT));
-    RW_ASSERT(written > 0 && (size_t)written < capacity);
-    return (size_t)written;
+    return text_format_money(micros, buffer);
 }
 
 /* ---------------------------------------------------------------------- */

@@ -10,6 +10,7 @@
 #include "ringway/http-writer.h"
 #include "ringway/json.h"
 #include "ringway/server.h"
+#include "ringway/text.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -147,28 +148,22 @@ static void mock_parse_directives(mock_directives_t *directives, const char *tex
 
 /* ---- formatting -------------------------------------------------------- */
 
-typedef struct mock_text {
-    uint8_t *bytes;
-    size_t capacity;
-    size_t length;
-} mock_text_t;
-
-static void mock_append(mock_text_t *text, const void *bytes, size_t length) {
-    RW_ASSERT(length <= text->capacity - text->length);
-    memcpy(text->bytes + text->length, bytes, length);
-    text->length += length;
+/* The mock's answers are sized to fit its scratch buffer; one that does not
+ * is a bug in the mock, so every append asserts. */
+static void mock_append(text_buffer_t *text, const void *bytes, size_t length) {
+    text_buffer_append(text, bytes, length);
+    RW_ASSERT(!text->overflow);
 }
 
-static void mock_append_text(mock_text_t *text, const char *value) { mock_append(text, value, strlen(value)); }
+static void mock_append_text(text_buffer_t *text, const char *value) { mock_append(text, value, strlen(value)); }
 
-static void mock_append_format(mock_text_t *text, const char *format, ...) __attribute__((format(printf, 2, 3)));
-static void mock_append_format(mock_text_t *text, const char *format, ...) {
+static void mock_append_format(text_buffer_t *text, const char *format, ...) __attribute__((format(printf, 2, 3)));
+static void mock_append_format(text_buffer_t *text, const char *format, ...) {
     va_list arguments;
     va_start(arguments, format);
-    int written = vsnprintf((char *)text->bytes + text->length, text->capacity - text->length, format, arguments);
+    text_buffer_vformat(text, format, arguments);
     va_end(arguments);
-    RW_ASSERT(written >= 0 && (size_t)written < text->capacity - text->length);
-    text->length += (size_t)written;
+    RW_ASSERT(!text->overflow);
 }
 
 static const char *mock_line_end(const mock_stream_t *stream) {
@@ -177,17 +172,16 @@ static const char *mock_line_end(const mock_stream_t *stream) {
     return "\n";
 }
 
-static void mock_append_echo(mock_text_t *text, const mock_stream_t *stream) {
+static void mock_append_echo(text_buffer_t *text, const mock_stream_t *stream) {
     const server_exchange_t *exchange = stream->exchange;
     /* Worst case 6 bytes per input byte; keep 4 KiB for the rest. */
-    size_t room = text->capacity - text->length - 4096;
+    size_t room = text_buffer_room(text) - 4096;
     size_t length = RW_MIN(exchange->body_length, room / 6);
-    size_t written = http_write_json_escaped(text->bytes + text->length, room, (const char *)server_body(exchange),
-                                             length);
-    text->length += written;
+    text_buffer_json_escaped(text, (const char *)server_body(exchange), length);
+    RW_ASSERT(!text->overflow);
 }
 
-static void mock_append_usage(mock_text_t *text, const mock_stream_t *stream) {
+static void mock_append_usage(text_buffer_t *text, const mock_stream_t *stream) {
     int64_t completion = stream->directives.chunks;
     mock_append_format(text,
                        "\"usage\":{\"prompt_tokens\":%lld,\"completion_tokens\":%lld,\"total_tokens\":%lld}",
@@ -195,7 +189,7 @@ static void mock_append_usage(mock_text_t *text, const mock_stream_t *stream) {
                        (long long)(stream->prompt_tokens + completion));
 }
 
-static void mock_append_chunk_prefix(mock_text_t *text, const mock_stream_t *stream) {
+static void mock_append_chunk_prefix(text_buffer_t *text, const mock_stream_t *stream) {
     if (stream->directives.comments) {
         mock_append_text(text, ": keep-alive");
         mock_append_text(text, mock_line_end(stream));
@@ -207,7 +201,7 @@ static void mock_append_chunk_prefix(mock_text_t *text, const mock_stream_t *str
                        (unsigned long long)stream->serial, (long long)time(NULL), stream->model);
 }
 
-static void mock_append_event_end(mock_text_t *text, const mock_stream_t *stream) {
+static void mock_append_event_end(text_buffer_t *text, const mock_stream_t *stream) {
     mock_append_text(text, "}");
     mock_append_text(text, mock_line_end(stream));
     mock_append_text(text, mock_line_end(stream));
@@ -216,7 +210,7 @@ static void mock_append_event_end(mock_text_t *text, const mock_stream_t *stream
 /* ---- responses --------------------------------------------------------- */
 
 
-static void mock_respond_json(mock_stream_t *stream, uint16_t status, mock_text_t *text) {
+static void mock_respond_json(mock_stream_t *stream, uint16_t status, text_buffer_t *text) {
     stream->responded = true;
     server_respond(stream->exchange, status, "application/json", text->bytes, text->length, NULL);
 }
@@ -226,7 +220,7 @@ static void mock_send_pieces(mock_stream_t *stream, const struct iovec *pieces, 
 }
 
 static void mock_respond_completion(mock_stream_t *stream) {
-    mock_text_t text = {.bytes = stream->scratch, .capacity = MOCK_SCRATCH_BYTES};
+    text_buffer_t text = text_buffer_over(stream->scratch, MOCK_SCRATCH_BYTES);
     mock_append_format(&text,
                        "{\"id\":\"chatcmpl-mock-%llu\",\"object\":\"chat.completion\",\"created\":%lld,"
                        "\"model\":\"%s\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
@@ -281,7 +275,7 @@ static void mock_stream_begin(mock_stream_t *stream) {
 static void mock_send_content(mock_stream_t *stream) {
     uint32_t index = stream->content_index;
     bool last_content = index + 1 == stream->directives.chunks;
-    mock_text_t text = {.bytes = stream->scratch, .capacity = MOCK_SCRATCH_BYTES};
+    text_buffer_t text = text_buffer_over(stream->scratch, MOCK_SCRATCH_BYTES);
     mock_append_chunk_prefix(&text, stream);
     mock_append_text(&text, "{\"index\":0,\"delta\":{\"content\":\"");
     size_t prefix_length = text.length;
@@ -346,7 +340,7 @@ static void mock_stream_next(mock_stream_t *stream) {
         mock_send_pieces(stream, &piece, 1, last);
         return;
     }
-    mock_text_t text = {.bytes = stream->scratch, .capacity = MOCK_SCRATCH_BYTES};
+    text_buffer_t text = text_buffer_over(stream->scratch, MOCK_SCRATCH_BYTES);
     switch (stream->phase) {
     case MOCK_PHASE_ROLE:
         mock_append_chunk_prefix(&text, stream);
@@ -441,7 +435,7 @@ static void mock_handle_models(mock_stream_t *stream) {
 }
 
 static void mock_handle_embeddings(mock_stream_t *stream) {
-    mock_text_t text = {.bytes = stream->scratch, .capacity = MOCK_SCRATCH_BYTES};
+    text_buffer_t text = text_buffer_over(stream->scratch, MOCK_SCRATCH_BYTES);
     mock_append_text(&text, "{\"object\":\"list\",\"data\":[{\"object\":\"embedding\",\"index\":0,\"embedding\":[");
     for (int index = 0; index < 16; index++) {
         mock_append_format(&text, "%s0.%03d", index ? "," : "", (int)((stream->serial * 31 + (uint64_t)index * 7) % 1000));
@@ -508,7 +502,7 @@ static void mock_on_request(server_exchange_t *exchange) {
     if (request->method == HTTP_METHOD_GET && mock_path_is(exchange, "/mock/stats")) {
         /* For tests of the relay's connection reuse: how many connections
          * (and so TLS handshakes) and requests the mock has seen. */
-        mock_text_t text = {.bytes = stream->scratch, .capacity = MOCK_SCRATCH_BYTES};
+        text_buffer_t text = text_buffer_over(stream->scratch, MOCK_SCRATCH_BYTES);
         mock_append_format(&text, "{\"connections\":%llu,\"requests\":%llu}",
                            (unsigned long long)atomic_load(&mock_connections_total),
                            (unsigned long long)atomic_load(&mock_requests_total));

@@ -17,7 +17,7 @@
 
 #include "ringway/account.h"
 #include "ringway/admin.h"
-#include "ringway/control.h"
+#include "ringway/control-t.h"
 #include "ringway/http.h"
 #include "ringway/json.h"
 #include "ringway/loop.h"

@@ -4,6 +4,7 @@
  * I/O, no allocation. */
 #include "ringway/json.h"
 #include "ringway/store.h"
+#include "ringway/text.h"
 
 #include <string.h>
 
@@ -243,126 +244,38 @@ int store_hold_decode(const uint8_t *bytes, size_t length, store_hold_record_t *
 /* ---- JSON ---- */
 
 typedef struct store_json_writer {
-    char *out;
-    size_t capacity;
-    size_t length;
-    bool overflow;
+    text_buffer_t buffer;
     bool first_member;
 } store_json_writer_t;
 
-static void store_json_raw(store_json_writer_t *writer, const char *bytes, size_t length) {
-    if (writer->overflow || writer->capacity - writer->length < length) {
-        writer->overflow = true;
-        return;
-    }
-    memcpy(writer->out + writer->length, bytes, length);
-    writer->length += length;
-}
-
-static void store_json_text(store_json_writer_t *writer, const char *text) {
-    store_json_raw(writer, text, strlen(text));
-}
-
-/* Length of the valid UTF-8 sequence at bytes[0 .. length), 0 if invalid
- * (overlong forms, surrogates and code points above U+10FFFF are invalid). */
-static size_t store_utf8_sequence(const uint8_t *bytes, size_t length) {
-    uint8_t lead = bytes[0];
-    if (lead < 0x80) return 1;
-    size_t need = 0;
-    uint8_t low = 0x80;
-    uint8_t high = 0xBF;
-    if (lead >= 0xC2 && lead <= 0xDF) {
-        need = 1;
-    } else if (lead >= 0xE0 && lead <= 0xEF) {
-        need = 2;
-        if (lead == 0xE0) low = 0xA0;
-        if (lead == 0xED) high = 0x9F;
-    } else if (lead >= 0xF0 && lead <= 0xF4) {
-        need = 3;
-        if (lead == 0xF0) low = 0x90;
-        if (lead == 0xF4) high = 0x8F;
-    } else {
-        return 0;
-    }
-    if (length < need + 1) return 0;
-    if (bytes[1] < low || bytes[1] > high) return 0;
-    for (size_t index = 2; index <= need; index++) {
-        if (bytes[index] < 0x80 || bytes[index] > 0xBF) return 0;
-    }
-    return need + 1;
-}
-
+/* `text` lives in an array of array_bytes and must be NUL-terminated in it. */
 static void store_json_string(store_json_writer_t *writer, const char *text, size_t array_bytes) {
     size_t length = strnlen(text, array_bytes);
     RW_ASSERT(length < array_bytes);
-    const uint8_t *bytes = (const uint8_t *)text;
-    store_json_raw(writer, "\"", 1);
-    size_t index = 0;
-    while (index < length) {
-        uint8_t byte = bytes[index];
-        if (byte == '"' || byte == '\\') {
-            char escaped[2] = {'\\', (char)byte};
-            store_json_raw(writer, escaped, 2);
-            index++;
-        } else if (byte < 0x20) {
-            static const char hex[] = "0123456789abcdef";
-            char escaped[6] = {'\\', 'u', '0', '0', hex[byte >> 4], hex[byte & 15]};
-            switch (byte) {
-            case '\n': store_json_raw(writer, "\\n", 2); break;
-            case '\r': store_json_raw(writer, "\\r", 2); break;
-            case '\t': store_json_raw(writer, "\\t", 2); break;
-            default: store_json_raw(writer, escaped, sizeof escaped); break;
-            }
-            index++;
-        } else {
-            size_t sequence = store_utf8_sequence(bytes + index, length - index);
-            if (sequence == 0) {
-                store_json_raw(writer, "\\ufffd", 6);
-                index++;
-            } else {
-                store_json_raw(writer, text + index, sequence);
-                index += sequence;
-            }
-        }
-    }
-    store_json_raw(writer, "\"", 1);
+    text_buffer_json_string(&writer->buffer, text, length);
 }
 
 static void store_json_key(store_json_writer_t *writer, const char *name) {
-    if (!writer->first_member) store_json_raw(writer, ",", 1);
+    if (!writer->first_member) text_buffer_append(&writer->buffer, ",", 1);
     writer->first_member = false;
-    store_json_raw(writer, "\"", 1);
-    store_json_text(writer, name);
-    store_json_raw(writer, "\":", 2);
-}
-
-static void store_json_digits(store_json_writer_t *writer, uint64_t value) {
-    char digits[24];
-    size_t count = 0;
-    do {
-        digits[count++] = (char)('0' + value % 10);
-        value /= 10;
-    } while (value != 0);
-    char text[24];
-    for (size_t index = 0; index < count; index++) text[index] = digits[count - 1 - index];
-    store_json_raw(writer, text, count);
+    text_buffer_append(&writer->buffer, "\"", 1);
+    text_buffer_text(&writer->buffer, name);
+    text_buffer_append(&writer->buffer, "\":", 2);
 }
 
 static void store_json_u64(store_json_writer_t *writer, const char *name, uint64_t value) {
     store_json_key(writer, name);
-    store_json_digits(writer, value);
+    text_buffer_u64(&writer->buffer, value);
 }
 
 static void store_json_i64(store_json_writer_t *writer, const char *name, int64_t value) {
     store_json_key(writer, name);
-    if (value < 0) store_json_raw(writer, "-", 1);
-    /* The magnitude in unsigned arithmetic, so INT64_MIN works too. */
-    store_json_digits(writer, value < 0 ? (uint64_t)0 - (uint64_t)value : (uint64_t)value);
+    text_buffer_i64(&writer->buffer, value);
 }
 
 static void store_json_bool(store_json_writer_t *writer, const char *name, bool value) {
     store_json_key(writer, name);
-    store_json_text(writer, value ? "true" : "false");
+    text_buffer_text(&writer->buffer, value ? "true" : "false");
 }
 
 static void store_json_member_string(store_json_writer_t *writer, const char *name, const char *text,
@@ -372,15 +285,15 @@ static void store_json_member_string(store_json_writer_t *writer, const char *na
 }
 
 static int store_json_finish(const store_json_writer_t *writer) {
-    if (writer->overflow) return -1;
-    RW_ASSERT(writer->length <= INT32_MAX);
-    return (int)writer->length;
+    if (writer->buffer.overflow) return -1;
+    RW_ASSERT(writer->buffer.length <= INT32_MAX);
+    return (int)writer->buffer.length;
 }
 
 int store_usage_encode(const store_usage_record_t *record, char *out, size_t capacity) {
     RW_ASSERT(record != NULL && out != NULL);
-    store_json_writer_t writer = {out, capacity, 0, false, true};
-    store_json_raw(&writer, "{", 1);
+    store_json_writer_t writer = {text_buffer_over(out, capacity), true};
+    text_buffer_append(&writer.buffer, "{", 1);
     store_json_u64(&writer, "id", record->id);
     store_json_member_string(&writer, "request_id", record->request_id, sizeof record->request_id);
     store_json_u64(&writer, "key_id", record->key_id);
@@ -397,21 +310,21 @@ int store_usage_encode(const store_usage_record_t *record, char *out, size_t cap
     store_json_i64(&writer, "created_ms", record->created_ms);
     store_json_bool(&writer, "estimated", record->estimated);
     store_json_bool(&writer, "capped", record->capped);
-    store_json_raw(&writer, "}", 1);
+    text_buffer_append(&writer.buffer, "}", 1);
     return store_json_finish(&writer);
 }
 
 int store_audit_encode(const store_audit_record_t *record, char *out, size_t capacity) {
     RW_ASSERT(record != NULL && out != NULL);
-    store_json_writer_t writer = {out, capacity, 0, false, true};
-    store_json_raw(&writer, "{", 1);
+    store_json_writer_t writer = {text_buffer_over(out, capacity), true};
+    text_buffer_append(&writer.buffer, "{", 1);
     store_json_u64(&writer, "id", record->id);
     store_json_i64(&writer, "time_ms", record->time_ms);
     store_json_member_string(&writer, "admin", record->admin, sizeof record->admin);
     store_json_member_string(&writer, "action", record->action, sizeof record->action);
     store_json_member_string(&writer, "target", record->target, sizeof record->target);
     store_json_member_string(&writer, "details", record->details, sizeof record->details);
-    store_json_raw(&writer, "}", 1);
+    text_buffer_append(&writer.buffer, "}", 1);
     return store_json_finish(&writer);
 }
 

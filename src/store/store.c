@@ -3,12 +3,13 @@
  * and the helpers the store thread (thread.c) writes through. */
 #include "store-internal.h"
 
+#include "ringway/text.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 enum {
     /* kPointInTimeRecovery: replay the WAL up to the first torn or corrupt
@@ -68,22 +69,10 @@ size_t store_key_meta(uint8_t *out, size_t capacity, const char *name) {
     return length + 2;
 }
 
-size_t store_format_u64(char *out, uint64_t value) {
-    char digits[24];
-    size_t count = 0;
-    do {
-        digits[count++] = (char)('0' + value % 10);
-        value /= 10;
-    } while (value != 0);
-    for (size_t index = 0; index < count; index++) out[index] = digits[count - 1 - index];
-    return count;
-}
+/* Both forward to the text module; kept only for thread.c's callers. */
+size_t store_format_u64(char *out, uint64_t value) { return text_format_u64(value, out); }
 
-int64_t store_wall_ms(void) {
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-}
+int64_t store_wall_ms(void) { return text_wall_ms(); }
 
 void store_log(const char *format, ...) {
     char line[1024];
@@ -513,7 +502,7 @@ static int store_resolve_hold(store_t *store, const uint8_t *hold_key, size_t ho
     store_audit_record_t audit;
     memset(&audit, 0, sizeof audit);
     audit.id = store->next_audit_id;
-    audit.time_ms = store_wall_ms();
+    audit.time_ms = text_wall_ms();
     snprintf(audit.admin, sizeof audit.admin, "system");
     snprintf(audit.action, sizeof audit.action, "%s",
              settled ? "hold.settled_at_restart" : "hold.released_at_restart");
@@ -528,8 +517,8 @@ static int store_resolve_hold(store_t *store, const uint8_t *hold_key, size_t ho
     store_key_id(audit_key, 'a', audit.id);
     uint8_t meta_key[32];
     size_t meta_key_length = store_key_meta(meta_key, sizeof meta_key, "next_audit");
-    char next_text[24];
-    size_t next_length = store_format_u64(next_text, audit.id + 1);
+    char next_text[TEXT_DECIMAL_BYTES];
+    size_t next_length = text_format_u64(audit.id + 1, next_text);
 
     rocksdb_writebatch_t *batch = rocksdb_writebatch_create();
     rocksdb_writebatch_delete(batch, (const char *)hold_key, hold_key_length);

@@ -31,7 +31,8 @@ for argument in "$@"; do
 done
 [ ${#selected[@]} -gt 0 ] || selected=("${all_harnesses[@]}")
 
-# The parser sources each harness links: pure code, no I/O, no allocation.
+# The parser sources each harness links: pure code, no I/O, no allocation
+# (with src/util and src/text, which every module may use).
 sources_for() {
     case "$1" in
         http_request | http_response | http_chunked)
@@ -93,7 +94,7 @@ for harness in "${selected[@]}"; do
     # shellcheck disable=SC2046 # the source list is meant to split
     clang -std=c11 -D_GNU_SOURCE -Iinclude -g -O1 \
         -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-        "tests/fuzz/fuzz_$harness.c" $(sources_for "$harness") src/util/assert.c -o "$binary"
+        "tests/fuzz/fuzz_$harness.c" $(sources_for "$harness") src/util/assert.c src/text/*.c -o "$binary"
     corpus="$work/corpus/$harness"
     artifacts="$work/artifacts/$harness"
     mkdir -p "$corpus" "$artifacts"

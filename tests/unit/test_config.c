@@ -1026,14 +1026,8 @@ static void test_truncations(void) {
     CHECK(successes > 0);
 }
 
-static uint64_t random_state = 0x9e3779b97f4a7c15ull;
-
-static uint64_t random_next(void) {
-    random_state ^= random_state << 13;
-    random_state ^= random_state >> 7;
-    random_state ^= random_state << 17;
-    return random_state;
-}
+/* unit.h's generator, seeded, so failures replay. */
+static unit_random_t test_random = {0x9e3779b97f4a7c15ull};
 
 /* Seeded random mutations of the demo file: no crash, whole and split
  * parses agree, and every accepted configuration satisfies the invariants
@@ -1048,19 +1042,19 @@ static void test_mutations(void) {
     for (int iteration = 0; iteration < 3000; iteration++) {
         memcpy(text, original, original_length);
         size_t length = original_length;
-        int mutations = 1 + (int)(random_next() % 4);
+        int mutations = 1 + (int)(unit_random_next(&test_random) % 4);
         for (int m = 0; m < mutations; m++) {
-            size_t position = (size_t)(random_next() % (length + 1));
-            switch (random_next() % 4) {
+            size_t position = (size_t)(unit_random_next(&test_random) % (length + 1));
+            switch (unit_random_next(&test_random) % 4) {
             case 0: /* replace a byte */
                 if (position < length) {
-                    text[position] = random_next() % 2 == 0
-                                         ? interesting[random_next() % (sizeof interesting - 1)]
-                                         : (char)(random_next() & 0xff);
+                    text[position] = unit_random_next(&test_random) % 2 == 0
+                                         ? interesting[unit_random_next(&test_random) % (sizeof interesting - 1)]
+                                         : (char)(unit_random_next(&test_random) & 0xff);
                 }
                 break;
             case 1: { /* delete a range */
-                size_t wanted = (size_t)(random_next() % 40);
+                size_t wanted = (size_t)(unit_random_next(&test_random) % 40);
                 size_t count = RW_MIN(wanted, length - position);
                 memmove(text + position, text + position + count, length - position - count);
                 length -= count;
@@ -1068,13 +1062,13 @@ static void test_mutations(void) {
             }
             case 2: { /* insert an interesting byte */
                 memmove(text + position + 1, text + position, length - position);
-                text[position] = interesting[random_next() % (sizeof interesting - 1)];
+                text[position] = interesting[unit_random_next(&test_random) % (sizeof interesting - 1)];
                 length++;
                 break;
             }
             default: { /* duplicate a range elsewhere */
-                size_t source = (size_t)(random_next() % (length + 1));
-                size_t wanted = (size_t)(random_next() % 200);
+                size_t source = (size_t)(unit_random_next(&test_random) % (length + 1));
+                size_t wanted = (size_t)(unit_random_next(&test_random) % 200);
                 size_t count = RW_MIN(wanted, length - source);
                 if (length + count < sizeof text) {
                     memmove(text + position + count, text + position, length - position);
@@ -1088,7 +1082,7 @@ static void test_mutations(void) {
         }
         int whole = config_parse(config_a, text, length, "t.conf", error_a, sizeof error_a);
         CHECK(whole == 0 || whole == -1);
-        size_t sizes[3] = {1 + (size_t)(random_next() % 97), 1, 1 + (size_t)(random_next() % 4000)};
+        size_t sizes[3] = {1 + (size_t)(unit_random_next(&test_random) % 97), 1, 1 + (size_t)(unit_random_next(&test_random) % 4000)};
         check_same_outcome(whole, parse_in_pieces(text, length, sizes, 3));
         if (whole != 0) {
             CHECK(strncmp(error_a, "t.conf:", 7) == 0 || strncmp(error_a, "t.conf: ", 8) == 0);

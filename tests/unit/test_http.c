@@ -32,20 +32,8 @@ static uint8_t *copy_exact(const void *bytes, size_t length) {
     return copy;
 }
 
-/* Deterministic xorshift64*, so a failing mutation run can be replayed. */
-static uint64_t random_state;
-
-static uint64_t random_next(void) {
-    random_state ^= random_state >> 12;
-    random_state ^= random_state << 25;
-    random_state ^= random_state >> 27;
-    return random_state * 2685821657736338717ULL;
-}
-
-static size_t random_below(size_t bound) {
-    RW_ASSERT(bound > 0);
-    return (size_t)(random_next() % bound);
-}
+/* unit.h's generator; each mutation test seeds it, so a failing run replays. */
+static unit_random_t test_random;
 
 static bool has_upper_case(const char *text) {
     for (; *text != '\0'; text++) {
@@ -782,40 +770,40 @@ static const char *const request_seeds[] = {
 static size_t mutate(uint8_t *buffer, size_t length, size_t capacity) {
     static const uint8_t interesting[] = {'\r', '\n', ' ', '\t', ':', ',', ';', '0', '9', 'a',
                                           'F',  '/',  '?', '%',  '#', 0,   0x7f, 0x80, 0xff, '"'};
-    size_t operations = 1 + random_below(4);
+    size_t operations = 1 + unit_random_below(&test_random, 4);
     for (size_t operation = 0; operation < operations; operation++) {
-        uint8_t byte = random_below(3) == 0 ? (uint8_t)random_next()
-                                            : interesting[random_below(sizeof(interesting))];
-        size_t choice = random_below(4);
+        uint8_t byte = unit_random_below(&test_random, 3) == 0 ? (uint8_t)unit_random_next(&test_random)
+                                            : interesting[unit_random_below(&test_random, sizeof(interesting))];
+        size_t choice = unit_random_below(&test_random, 4);
         if (choice == 0 && length > 0) {
-            buffer[random_below(length)] = byte;
+            buffer[unit_random_below(&test_random, length)] = byte;
         } else if (choice == 1 && length < capacity) {
-            size_t at = random_below(length + 1);
+            size_t at = unit_random_below(&test_random, length + 1);
             memmove(buffer + at + 1, buffer + at, length - at);
             buffer[at] = byte;
             length++;
         } else if (choice == 2 && length > 0) {
-            size_t at = random_below(length);
+            size_t at = unit_random_below(&test_random, length);
             memmove(buffer + at, buffer + at + 1, length - at - 1);
             length--;
         } else if (length > 0) {
-            length = random_below(length + 1); /* truncate */
+            length = unit_random_below(&test_random, length + 1); /* truncate */
         }
     }
     return length;
 }
 
 static void test_request_random_mutations(void) {
-    random_state = 0x5eed0001u;
+    test_random.state = 0x5eed0001u;
     static uint8_t buffer[512];
     int accepted = 0;
     int refused = 0;
     for (int iteration = 0; iteration < 4000; iteration++) {
-        const char *seed = request_seeds[random_below(RW_ARRAY_LENGTH(request_seeds))];
+        const char *seed = request_seeds[unit_random_below(&test_random, RW_ARRAY_LENGTH(request_seeds))];
         size_t length = strlen(seed);
         memcpy(buffer, seed, length);
         length = mutate(buffer, length, sizeof(buffer));
-        uint32_t head_max = random_below(8) == 0 ? (uint32_t)(20 + random_below(200)) : HEAD_MAX;
+        uint32_t head_max = unit_random_below(&test_random, 8) == 0 ? (uint32_t)(20 + unit_random_below(&test_random, 200)) : HEAD_MAX;
 
         int failures_before = unit_failures_in_test;
         http_parse_result_t result = request_parse_all_ways(
@@ -1106,11 +1094,11 @@ static const char *const response_seeds[] = {
 };
 
 static void test_response_random_mutations(void) {
-    random_state = 0x5eed0002u;
+    test_random.state = 0x5eed0002u;
     static uint8_t buffer[512];
     int accepted = 0;
     for (int iteration = 0; iteration < 3000; iteration++) {
-        const char *seed = response_seeds[random_below(RW_ARRAY_LENGTH(response_seeds))];
+        const char *seed = response_seeds[unit_random_below(&test_random, RW_ARRAY_LENGTH(response_seeds))];
         size_t length = strlen(seed);
         memcpy(buffer, seed, length);
         length = mutate(buffer, length, sizeof(buffer));
@@ -1479,13 +1467,13 @@ static const char *const chunked_seeds[] = {
 };
 
 static void test_chunked_random_mutations(void) {
-    random_state = 0x5eed0003u;
+    test_random.state = 0x5eed0003u;
     static uint8_t buffer[256];
     static decode_outcome_t outcome;
     int done = 0;
     int refused = 0;
     for (int iteration = 0; iteration < 4000; iteration++) {
-        const char *seed = chunked_seeds[random_below(RW_ARRAY_LENGTH(chunked_seeds))];
+        const char *seed = chunked_seeds[unit_random_below(&test_random, RW_ARRAY_LENGTH(chunked_seeds))];
         size_t length = strlen(seed);
         memcpy(buffer, seed, length);
         length = mutate(buffer, length, sizeof(buffer));

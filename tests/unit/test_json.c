@@ -699,19 +699,8 @@ static void test_object_find(void) {
     CHECK_EQ_INT(json_object_find(bytes_of("{\"email\":1"), 10, "email", &value, &type), -1);
 }
 
-/* A small deterministic generator (xorshift64*), so failures replay. */
-static uint64_t random_state = 0x9E3779B97F4A7C15ull;
-
-static uint64_t random_next(void) {
-    random_state ^= random_state >> 12;
-    random_state ^= random_state << 25;
-    random_state ^= random_state >> 27;
-    return random_state * 0x2545F4914F6CDD1Dull;
-}
-
-static size_t random_below(size_t bound) {
-    return (size_t)(random_next() % bound);
-}
+/* unit.h's generator, seeded, so failures replay. */
+static unit_random_t test_random = {0x9E3779B97F4A7C15ull};
 
 static void check_span_inside(json_span_t span, size_t length) {
     CHECK((size_t)span.offset + span.length <= length);
@@ -744,15 +733,15 @@ static void test_random_mutations(void) {
     uint8_t buffer[512];
     int accepted = 0;
     for (int iteration = 0; iteration < 20000; iteration++) {
-        const char *seed = seeds[random_below(RW_ARRAY_LENGTH(seeds))];
+        const char *seed = seeds[unit_random_below(&test_random, RW_ARRAY_LENGTH(seeds))];
         size_t length = strlen(seed);
         memcpy(buffer, seed, length);
-        int mutations = 1 + (int)random_below(3);
+        int mutations = 1 + (int)unit_random_below(&test_random, 3);
         for (int mutation = 0; mutation < mutations; mutation++) {
-            size_t at = random_below(length + 1);
-            uint8_t byte = random_below(4) == 0 ? (uint8_t)random_below(256)
-                                                : alphabet[random_below(sizeof alphabet - 1)];
-            switch (random_below(3)) {
+            size_t at = unit_random_below(&test_random, length + 1);
+            uint8_t byte = unit_random_below(&test_random, 4) == 0 ? (uint8_t)unit_random_below(&test_random, 256)
+                                                : alphabet[unit_random_below(&test_random, sizeof alphabet - 1)];
+            switch (unit_random_below(&test_random, 3)) {
             case 0: /* replace */
                 if (at < length) {
                     buffer[at] = byte;

@@ -16,20 +16,8 @@
 
 __extension__ typedef unsigned __int128 wide_t;
 
-static uint64_t random_state = 0x2545f4914f6cdd1dull;
-
-static uint64_t random_next_from(uint64_t *state) {
-    uint64_t x = *state;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    *state = x;
-    return x;
-}
-
-static uint64_t random_next(void) {
-    return random_next_from(&random_state);
-}
+/* unit.h's generator, seeded, so failures replay. */
+static unit_random_t test_random = {0x2545f4914f6cdd1dull};
 
 static config_model_t prices_of(int64_t input, int64_t cached_input, int64_t output,
                                 int64_t request) {
@@ -193,9 +181,9 @@ static void test_parse_money_random(void) {
     int accepted = 0;
     for (int iteration = 0; iteration < 20000; iteration++) {
         char text[40];
-        size_t length = (size_t)(random_next() % 24);
+        size_t length = (size_t)(unit_random_next(&test_random) % 24);
         for (size_t i = 0; i < length; i++) {
-            text[i] = alphabet[random_next() % (sizeof alphabet - 1)];
+            text[i] = alphabet[unit_random_next(&test_random) % (sizeof alphabet - 1)];
         }
         int64_t expected = -1;
         int64_t got = -1;
@@ -216,7 +204,7 @@ static void test_parse_money_random(void) {
 
     /* Every amount survives format -> parse. */
     for (int iteration = 0; iteration < 20000; iteration++) {
-        int64_t micros = (int64_t)(random_next() % (uint64_t)(LEDGER_MONEY_MICROS_MAX + 1));
+        int64_t micros = (int64_t)(unit_random_next(&test_random) % (uint64_t)(LEDGER_MONEY_MICROS_MAX + 1));
         if (iteration % 4 == 0) {
             micros %= 10000000; /* small amounts, where the leading zeros are */
         }
@@ -345,28 +333,28 @@ static void test_cost_table(void) {
 }
 
 static int64_t random_count(void) {
-    switch (random_next() % 4) {
+    switch (unit_random_next(&test_random) % 4) {
     case 0:
         return -1;
     case 1:
-        return (int64_t)(random_next() % 50);
+        return (int64_t)(unit_random_next(&test_random) % 50);
     case 2:
-        return (int64_t)(random_next() % 5000000);
+        return (int64_t)(unit_random_next(&test_random) % 5000000);
     default:
-        return (int64_t)(random_next() >> 24); /* up to 2^40 */
+        return (int64_t)(unit_random_next(&test_random) >> 24); /* up to 2^40 */
     }
 }
 
 static int64_t random_price(void) {
-    switch (random_next() % 4) {
+    switch (unit_random_next(&test_random) % 4) {
     case 0:
         return 0;
     case 1:
-        return (int64_t)(random_next() % 10);
+        return (int64_t)(unit_random_next(&test_random) % 10);
     case 2:
-        return (int64_t)(random_next() % 100000000);
+        return (int64_t)(unit_random_next(&test_random) % 100000000);
     default:
-        return (int64_t)(random_next() % (uint64_t)(LEDGER_MONEY_MICROS_MAX + 1));
+        return (int64_t)(unit_random_next(&test_random) % (uint64_t)(LEDGER_MONEY_MICROS_MAX + 1));
     }
 }
 
@@ -497,12 +485,12 @@ static void test_affordable_max_tokens(void) {
         if (iteration % 7 == 0) {
             prices = prices_of(random_price(), random_price(), random_price(), random_price());
         }
-        int64_t available = (int64_t)(random_next() % 10000000) - 1000;
+        int64_t available = (int64_t)(unit_random_next(&test_random) % 10000000) - 1000;
         if (iteration % 5 == 0) {
-            available = (int64_t)(random_next() >> 1);
+            available = (int64_t)(unit_random_next(&test_random) >> 1);
         }
-        uint64_t bound = random_next() % 100000;
-        uint64_t model_max = random_next() % 20000000;
+        uint64_t bound = unit_random_next(&test_random) % 100000;
+        uint64_t model_max = unit_random_next(&test_random) % 20000000;
         uint64_t got = ledger_affordable_max_tokens(&prices, available, bound, model_max);
         uint64_t expected = brute_affordable(&prices, available, bound, model_max);
         if (got != expected) {
@@ -735,7 +723,7 @@ typedef struct storm_hold {
 typedef struct storm_worker {
     storm_t *storm;
     uint32_t index;
-    uint64_t seed;
+    unit_random_t random;
     int64_t charged_total;
     uint64_t outcomes[4]; /* by ledger_result_t */
     uint64_t capped_count;
@@ -782,15 +770,15 @@ static void *storm_work(void *argument) {
             oldest = (oldest + 1) % STORM_OPEN_MAX;
             open_count--;
         }
-        uint64_t r = random_next_from(&worker->seed);
+        uint64_t r = unit_random_next(&worker->random);
         storm_hold_t next = {.release = r % 64 == 1};
         if (r % 16 == 0) {
             /* small holds, often exceeded: capped settlements */
-            next.hold = (int64_t)(random_next_from(&worker->seed) % 8);
-            next.cost = next.hold + (int64_t)(random_next_from(&worker->seed) % 5);
+            next.hold = (int64_t)(unit_random_next(&worker->random) % 8);
+            next.cost = next.hold + (int64_t)(unit_random_next(&worker->random) % 5);
         } else {
-            next.hold = 1 + (int64_t)(random_next_from(&worker->seed) % STORM_HOLD_MAX);
-            next.cost = (int64_t)(random_next_from(&worker->seed) % 8);
+            next.hold = 1 + (int64_t)(unit_random_next(&worker->random) % STORM_HOLD_MAX);
+            next.cost = (int64_t)(unit_random_next(&worker->random) % 8);
         }
         ledger_result_t result = ledger_reserve(&storm->user, key, next.hold);
         RW_ASSERT((unsigned)result < 4);
@@ -853,7 +841,7 @@ static void test_concurrent_storm(void) {
     for (uint32_t i = 0; i < STORM_THREADS; i++) {
         workers[i].storm = storm;
         workers[i].index = i;
-        workers[i].seed = 0x9e3779b97f4a7c15ull * (i + 1);
+        workers[i].random.state = 0x9e3779b97f4a7c15ull * (i + 1);
         RW_ASSERT(pthread_create(&threads[i], NULL, storm_work, &workers[i]) == 0);
     }
     for (uint32_t i = 0; i < STORM_THREADS; i++) {
@@ -917,15 +905,15 @@ typedef struct cap_race {
 
 typedef struct cap_worker {
     cap_race_t *race;
-    uint64_t seed;
+    unit_random_t random;
     int64_t charged_total;
 } cap_worker_t;
 
 static void *cap_race_work(void *argument) {
     cap_worker_t *worker = argument;
     for (int pair = 0; pair < STORM_PAIRS / 2; pair++) {
-        int64_t hold = 1 + (int64_t)(random_next_from(&worker->seed) % 1000);
-        int64_t cost = (int64_t)(random_next_from(&worker->seed) % 1200);
+        int64_t hold = 1 + (int64_t)(unit_random_next(&worker->random) % 1000);
+        int64_t cost = (int64_t)(unit_random_next(&worker->random) % 1200);
         if (ledger_reserve(&worker->race->user, &worker->race->key, hold) != LEDGER_OK) {
             continue;
         }
@@ -939,12 +927,12 @@ static void *cap_race_work(void *argument) {
 
 static void *cap_race_toggle(void *argument) {
     cap_race_t *race = argument;
-    uint64_t seed = 77;
+    unit_random_t random = {77};
     /* No cap of 0: every cap leaves room at the start, so some pairs always
      * succeed whatever the scheduling; 50000 runs out during the test. */
     static const int64_t caps[] = {-1, 50000, 100000000, 500000000};
     while (!atomic_load(&race->done)) {
-        ledger_key_set_cap(&race->key, caps[random_next_from(&seed) % RW_ARRAY_LENGTH(caps)]);
+        ledger_key_set_cap(&race->key, caps[unit_random_next(&random) % RW_ARRAY_LENGTH(caps)]);
     }
     return NULL;
 }
@@ -959,7 +947,7 @@ static void test_concurrent_cap_changes(void) {
     cap_worker_t workers[3];
     pthread_t threads[3];
     for (int i = 0; i < 3; i++) {
-        workers[i] = (cap_worker_t){.race = race, .seed = 1234567u * (uint64_t)(i + 1)};
+        workers[i] = (cap_worker_t){.race = race, .random = {1234567u * (uint64_t)(i + 1)}};
         RW_ASSERT(pthread_create(&threads[i], NULL, cap_race_work, &workers[i]) == 0);
     }
     for (int i = 0; i < 3; i++) {

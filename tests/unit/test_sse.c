@@ -12,19 +12,8 @@ static const uint8_t *bytes_of(const char *text) {
     return (const uint8_t *)text;
 }
 
-/* A small deterministic generator (xorshift64*), so failures replay. */
-static uint64_t random_state = 0x2545F4914F6CDD1Dull;
-
-static uint64_t random_next(void) {
-    random_state ^= random_state >> 12;
-    random_state ^= random_state << 25;
-    random_state ^= random_state >> 27;
-    return random_state * 0x2545F4914F6CDD1Dull;
-}
-
-static size_t random_below(size_t bound) {
-    return (size_t)(random_next() % bound);
-}
+/* unit.h's generator, seeded, so failures replay. */
+static unit_random_t test_random = {0x2545F4914F6CDD1Dull};
 
 /* ---- Usage scanner ------------------------------------------------------- */
 
@@ -77,7 +66,7 @@ static usage_result_t usage_everywhere(const char *text) {
         usage_scanner_init(&scanner);
         size_t at = 0;
         while (at < length) {
-            size_t wanted = random_below(8);
+            size_t wanted = unit_random_below(&test_random, 8);
             size_t piece = RW_MIN(length - at, wanted);
             usage_scanner_feed(&scanner, bytes_of(text) + at, piece);
             at += piece;
@@ -405,14 +394,14 @@ static void test_usage_random_mutations(void) {
     uint8_t buffer[1024];
     int complete_count = 0;
     for (int iteration = 0; iteration < 4000; iteration++) {
-        const char *seed = seeds[random_below(RW_ARRAY_LENGTH(seeds))];
+        const char *seed = seeds[unit_random_below(&test_random, RW_ARRAY_LENGTH(seeds))];
         size_t length = strlen(seed);
         memcpy(buffer, seed, length);
-        int mutations = (int)random_below(4);
+        int mutations = (int)unit_random_below(&test_random, 4);
         for (int mutation = 0; mutation < mutations; mutation++) {
-            size_t at = random_below(length + 1);
-            uint8_t byte = alphabet[random_below(sizeof alphabet - 1)];
-            size_t kind = random_below(3);
+            size_t at = unit_random_below(&test_random, length + 1);
+            uint8_t byte = alphabet[unit_random_below(&test_random, sizeof alphabet - 1)];
+            size_t kind = unit_random_below(&test_random, 3);
             if (kind == 0 && at < length) {
                 buffer[at] = byte;
             } else if (kind == 1 && length < sizeof buffer) {
@@ -429,7 +418,7 @@ static void test_usage_random_mutations(void) {
         usage_result_t pieces;
         usage_in_pieces(buffer, length, length == 0 ? 1 : length, &whole);
         usage_in_pieces(buffer, length, 1, &bytewise);
-        usage_in_pieces(buffer, length, 1 + random_below(17), &pieces);
+        usage_in_pieces(buffer, length, 1 + unit_random_below(&test_random, 17), &pieces);
         CHECK(results_equal(&whole, &bytewise));
         CHECK(results_equal(&whole, &pieces));
         CHECK(!(whole.complete && whole.invalid));
@@ -554,7 +543,7 @@ static void scan_everywhere(const uint8_t *input, size_t length, scan_outcome_t 
             size_t cut_count = 0;
             size_t at = 0;
             while (at < length) {
-                size_t step = random_below(9);
+                size_t step = unit_random_below(&test_random, 9);
                 at = RW_MIN(length, at + step);
                 byte_cuts[cut_count++] = at;
             }
@@ -897,9 +886,9 @@ static void test_sse_random_streams(void) {
     int events_seen = 0;
     for (int iteration = 0; iteration < 3000; iteration++) {
         size_t length = 0;
-        size_t fragment_count = random_below(40);
+        size_t fragment_count = unit_random_below(&test_random, 40);
         for (size_t index = 0; index < fragment_count; index++) {
-            const char *fragment = fragments[random_below(RW_ARRAY_LENGTH(fragments))];
+            const char *fragment = fragments[unit_random_below(&test_random, RW_ARRAY_LENGTH(fragments))];
             size_t fragment_length = strlen(fragment);
             if (length + fragment_length > sizeof input) {
                 break;
@@ -907,8 +896,8 @@ static void test_sse_random_streams(void) {
             memcpy(input + length, fragment, fragment_length);
             length += fragment_length;
         }
-        if (random_below(4) == 0 && length > 0) {
-            input[random_below(length)] = (uint8_t)random_next();
+        if (unit_random_below(&test_random, 4) == 0 && length > 0) {
+            input[unit_random_below(&test_random, length)] = (uint8_t)unit_random_next(&test_random);
         }
         bool exact_bytes = memchr(input, '\r', length) == NULL;
         scan_whole(input, length, &whole);
@@ -919,7 +908,7 @@ static void test_sse_random_streams(void) {
         CHECK(outcomes_equal(&whole, &other, exact_bytes));
         size_t cut_count = 0;
         for (size_t at = 0; at < length;) {
-            size_t step = 1 + random_below(12);
+            size_t step = 1 + unit_random_below(&test_random, 12);
             at = RW_MIN(length, at + step);
             cuts[cut_count++] = at;
         }

@@ -21,11 +21,6 @@
 
 /* ---- Helpers ---- */
 
-static uint32_t test_random_next(uint32_t *seed) {
-    *seed = *seed * 1103515245u + 12345u;
-    return *seed >> 8;
-}
-
 static int test_remove_entry(const char *path, const struct stat *status, int type, struct FTW *walk) {
     (void)status;
     (void)type;
@@ -272,24 +267,24 @@ static void test_binary_codec(const void *record, size_t record_size, test_encod
     CHECK_EQ_INT(decode(bytes, (size_t)length, decoded), -1);
     bytes[0] = saved;
 
-    uint32_t seed = 99;
+    unit_random_t random = {99};
     uint8_t mutated[STORE_RECORD_BYTES_MAX + 8];
     uint8_t again[STORE_RECORD_BYTES_MAX + 8];
     int accepted = 0;
     for (int iteration = 0; iteration < 4000; iteration++) {
         memcpy(mutated, bytes, (size_t)length);
         size_t mutated_length = (size_t)length;
-        int edits = 1 + (int)(test_random_next(&seed) % 4);
+        int edits = 1 + (int)(unit_random_next(&random) % 4);
         for (int edit = 0; edit < edits; edit++) {
-            uint32_t choice = test_random_next(&seed) % 10;
-            size_t position = test_random_next(&seed) % mutated_length;
+            uint32_t choice = unit_random_next(&random) % 10;
+            size_t position = unit_random_next(&random) % mutated_length;
             if (choice < 7) {
-                mutated[position] = (uint8_t)test_random_next(&seed);
+                mutated[position] = (uint8_t)unit_random_next(&random);
             } else if (choice < 9 && mutated_length > 1) {
                 mutated_length = position; /* truncate */
                 if (mutated_length == 0) mutated_length = 1;
             } else if (mutated_length < sizeof mutated) {
-                mutated[mutated_length++] = (uint8_t)test_random_next(&seed); /* extend */
+                mutated[mutated_length++] = (uint8_t)unit_random_next(&random); /* extend */
             }
         }
         if (decode(mutated, mutated_length, decoded) == 0) {
@@ -520,28 +515,28 @@ static void test_codec_usage_mutations(void) {
     char json[STORE_JSON_BYTES_MAX];
     int length = store_usage_encode(&usage, json, sizeof json);
     RW_ASSERT(length > 0);
-    uint32_t seed = 4242;
+    unit_random_t random = {4242};
     char mutated[STORE_JSON_BYTES_MAX];
     char again[STORE_JSON_BYTES_MAX];
     int accepted = 0;
     for (int iteration = 0; iteration < 5000; iteration++) {
         memcpy(mutated, json, (size_t)length);
         size_t mutated_length = (size_t)length;
-        int edits = 1 + (int)(test_random_next(&seed) % 3);
+        int edits = 1 + (int)(unit_random_next(&random) % 3);
         for (int edit = 0; edit < edits; edit++) {
-            size_t position = test_random_next(&seed) % mutated_length;
-            uint32_t choice = test_random_next(&seed) % 4;
+            size_t position = unit_random_next(&random) % mutated_length;
+            uint32_t choice = unit_random_next(&random) % 4;
             static const char alphabet[] = "{}[]\":,0123456789-.eEtruefalsn \\u";
             if (choice == 0) {
-                mutated[position] = (char)test_random_next(&seed);
+                mutated[position] = (char)unit_random_next(&random);
             } else if (choice == 1) {
-                mutated[position] = alphabet[test_random_next(&seed) % (sizeof alphabet - 1)];
+                mutated[position] = alphabet[unit_random_next(&random) % (sizeof alphabet - 1)];
             } else if (choice == 2 && mutated_length > 1) {
                 memmove(mutated + position, mutated + position + 1, mutated_length - position - 1);
                 mutated_length--;
             } else if (mutated_length + 1 < sizeof mutated) {
                 memmove(mutated + position + 1, mutated + position, mutated_length - position);
-                mutated[position] = alphabet[test_random_next(&seed) % (sizeof alphabet - 1)];
+                mutated[position] = alphabet[unit_random_next(&random) % (sizeof alphabet - 1)];
                 mutated_length++;
             }
         }
@@ -1202,7 +1197,7 @@ typedef struct test_producer {
     store_thread_t *thread;
     uint32_t index;
     uint64_t key_id;
-    uint32_t seed;
+    unit_random_t random;
     int64_t cost_sum;
     uint64_t acked;
     uint64_t errors;
@@ -1230,8 +1225,8 @@ static void *test_producer_main(void *argument) {
         while (sent < TEST_PRODUCER_SETTLEMENTS) {
             char request_id[32];
             snprintf(request_id, sizeof request_id, "req_%02u%012llu", producer->index, (unsigned long long)sent);
-            int64_t hold = 1000 + (int64_t)(test_random_next(&producer->seed) % 1000);
-            int64_t cost = (int64_t)(test_random_next(&producer->seed) % (uint32_t)(hold + 1));
+            int64_t hold = 1000 + (int64_t)(unit_random_next(&producer->random) % 1000);
+            int64_t cost = (int64_t)(unit_random_next(&producer->random) % (uint32_t)(hold + 1));
             store_message_t message = test_settle(request_id, 1, producer->key_id, cost, hold);
             message.token = sent;
             if (!store_thread_submit(producer->thread, producer->index, &message, &producer->ring)) break;
@@ -1283,7 +1278,7 @@ static void test_two_producers(void) {
         producer->thread = &env.thread;
         producer->index = index;
         producer->key_id = index + 1;
-        producer->seed = 1000 + index;
+        producer->random.state = 1000 + index;
         atomic_init(&producer->ring_fd, -1);
         atomic_init(&producer->go, false);
         CHECK_EQ_INT(pthread_create(&threads[index], NULL, test_producer_main, producer), 0);
@@ -1352,7 +1347,8 @@ enum { TEST_CRASH_START_MICROS = 1000000000 };
 
 /* The child: runs the store thread and settles as fast as it can, writing
  * the number of every acknowledged settlement to the pipe; never returns. */
-static _Noreturn void test_crash_child(const char *path, int pipe_fd, uint32_t seed) {
+static _Noreturn void test_crash_child(const char *path, int pipe_fd, uint64_t seed) {
+    unit_random_t random = {seed};
     store_t store;
     store_options_t options = test_options();
     char error[256];
@@ -1370,7 +1366,7 @@ static _Noreturn void test_crash_child(const char *path, int pipe_fd, uint32_t s
             store_message_t hold = test_hold_open(request_id, 1, 1, 1000);
             if (channel_full(&thread.producers[0].requests)) break;
             store_thread_submit(&thread, 0, &hold, NULL);
-            store_message_t settle = test_settle(request_id, 1, 1, 1 + (int64_t)(test_random_next(&seed) % 1000), 1000);
+            store_message_t settle = test_settle(request_id, 1, 1, 1 + (int64_t)(unit_random_next(&random) % 1000), 1000);
             settle.token = sent;
             while (!store_thread_submit(&thread, 0, &settle, NULL)) {
                 struct timespec pause = {0, 50000};
@@ -1405,7 +1401,7 @@ static int test_on_crash_usage(void *context, const store_usage_record_t *record
 }
 
 static void test_kill9(void) {
-    uint32_t seed = 2024;
+    unit_random_t random = {2024};
     for (int round = 0; round < 3; round++) {
         test_dir_t dir;
         test_dir_make(&dir);
@@ -1435,12 +1431,12 @@ static void test_kill9(void) {
         pid_t child = fork();
         if (child == 0) {
             close(pipe_fds[0]);
-            test_crash_child(dir.store_path, pipe_fds[1], seed + (uint32_t)round);
+            test_crash_child(dir.store_path, pipe_fds[1], random.state + (uint64_t)round);
         }
         close(pipe_fds[1]);
         CHECK(child > 0);
         /* Read acks while the child runs, then kill it at a random moment. */
-        uint64_t delay_ms = 100 + test_random_next(&seed) % 400;
+        uint64_t delay_ms = 100 + unit_random_next(&random) % 400;
         uint64_t kill_at_ms = test_clock_ms() + delay_ms;
         static uint64_t acked[1 << 20];
         size_t acked_count = 0;

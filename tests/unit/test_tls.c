@@ -39,7 +39,7 @@ typedef struct test_peer {
 typedef struct test_link {
     size_t step_bytes;      /* 0: as many as fit */
     size_t random_step_max; /* > 0: each step moves 1..random_step_max bytes */
-    uint64_t random_state;
+    unit_random_t random; /* unit.h: deterministic for a given seed, so failures replay */
     size_t moved_bytes[2]; /* [0] client to server, [1] server to client */
     bool mutate;
     int mutate_direction;
@@ -71,16 +71,6 @@ static bool test_certificates_ready;
 static tls_context_t *test_server_context;
 static tls_context_t *test_server_context_tls12;
 static tls_context_t *test_client_context;
-
-static uint64_t test_random_next(uint64_t *state) {
-    /* xorshift64*: deterministic for a given seed, so failures replay. */
-    uint64_t x = *state;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *state = x;
-    return x * 0x2545F4914F6CDD1DULL;
-}
 
 static bool test_contains(const char *text, const char *part) {
     return strstr(text, part) != NULL;
@@ -192,7 +182,7 @@ static void test_remove_certificates(void) {
 
 static size_t test_link_step(test_link_t *link) {
     if (link->random_step_max > 0) {
-        return 1 + (size_t)(test_random_next(&link->random_state) % link->random_step_max);
+        return 1 + (size_t)(unit_random_next(&link->random) % link->random_step_max);
     }
     return link->step_bytes;
 }
@@ -347,9 +337,9 @@ static size_t test_transfer(test_link_t *link, test_peer_t *sender, test_peer_t 
 }
 
 static void test_fill_pattern(uint8_t *bytes, size_t length, uint64_t seed) {
-    uint64_t state = seed;
+    unit_random_t random = {seed};
     for (size_t index = 0; index < length; index++) {
-        bytes[index] = (uint8_t)(test_random_next(&state) >> 56);
+        bytes[index] = (uint8_t)(unit_random_next(&random) >> 56);
     }
 }
 
@@ -528,7 +518,7 @@ static void test_tiny_random_steps(void) {
         return;
     }
     for (uint64_t seed = 1; seed <= 8; seed++) {
-        test_link_t link = {.random_step_max = 1 + (size_t)seed * 5, .random_state = seed};
+        test_link_t link = {.random_step_max = 1 + (size_t)seed * 5, .random = {seed}};
         tls_context_t *server = seed % 2 == 0 ? test_server_context : test_server_context_tls12;
         test_handshake_and_data(server, seed % 2 == 0 ? "TLSv1.3" : "TLSv1.2", &link,
                                 1 + (size_t)seed * 97);
@@ -823,21 +813,21 @@ static void test_random_corruption(void) {
         stream_bytes[version][0] = clean.moved_bytes[0];
         stream_bytes[version][1] = clean.moved_bytes[1];
     }
-    uint64_t random_state = 0x5EED5EED;
+    unit_random_t random = {0x5EED5EED};
     int mutated = 0;
     int detected = 0;
     int untouched = 0;
     for (int iteration = 0; iteration < TEST_MUTATION_ITERATIONS; iteration++) {
         int version = iteration % 2;
-        int direction = (int)(test_random_next(&random_state) % 2);
+        int direction = (int)(unit_random_next(&random) % 2);
         /* A tenth of the offsets fall past the end of the stream. */
         size_t range = stream_bytes[version][direction] + stream_bytes[version][direction] / 10;
-        test_link_t link = {.random_step_max = 1 + test_random_next(&random_state) % 2000,
-                            .random_state = test_random_next(&random_state) | 1,
+        test_link_t link = {.random_step_max = 1 + unit_random_next(&random) % 2000,
+                            .random = {unit_random_next(&random) | 1},
                             .mutate = true,
                             .mutate_direction = direction,
-                            .mutate_offset = test_random_next(&random_state) % range,
-                            .mutate_mask = (uint8_t)(1u << (test_random_next(&random_state) % 8))};
+                            .mutate_offset = unit_random_next(&random) % range,
+                            .mutate_mask = (uint8_t)(1u << (unit_random_next(&random) % 8))};
         bool completed = test_exchange(&link, servers[version], (uint64_t)iteration);
         if (!link.mutated) {
             CHECK(completed);

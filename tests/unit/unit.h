@@ -4,6 +4,8 @@
 #ifndef RINGWAY_UNIT_H
 #define RINGWAY_UNIT_H
 
+#include "ringway/common.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -53,6 +55,28 @@ static int unit_tests_failed;
             fprintf(stderr, "FAIL %s\n", #function);                                     \
         }                                                                                \
     } while (0)
+
+/* The tests' one pseudo-random generator: xorshift64* (Marsaglia's
+ * xorshift with shifts 12, 25, 27 and Vigna's multiplier), deterministic for
+ * a given seed so a failing run replays. The state must not be 0. */
+typedef struct unit_random {
+    uint64_t state;
+} unit_random_t;
+
+static inline uint64_t unit_random_next(unit_random_t *random) {
+    uint64_t x = random->state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    random->state = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+/* A number in [0, bound), bound > 0 (modulo: a slight bias is fine here). */
+static inline size_t unit_random_below(unit_random_t *random, size_t bound) {
+    RW_ASSERT(bound > 0);
+    return (size_t)(unit_random_next(random) % bound);
+}
 
 #define UNIT_REPORT()                                                                    \
     (printf("%d passed, %d failed\n", unit_tests_passed, unit_tests_failed),             \

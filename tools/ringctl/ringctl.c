@@ -9,10 +9,11 @@
  * buffer. */
 #include "client.h"
 
-#include "ringway/admin.h"
+#include "ringway/admin-text.h"
 #include "ringway/config.h"
 #include "ringway/json.h"
 #include "ringway/ledger.h"
+#include "ringway/text.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -116,7 +117,7 @@ static bool ringctl_id(const char *what, const char *text, uint64_t *id) {
         ringctl_error("%s is required (see --help)", what);
         return false;
     }
-    if (!admin_parse_u64(text, strlen(text), id) || *id == 0) {
+    if (!text_parse_u64(text, strlen(text), id) || *id == 0) {
         ringctl_error("%s must be a positive integer id, got '%s'", what, text);
         return false;
     }
@@ -124,7 +125,7 @@ static bool ringctl_id(const char *what, const char *text, uint64_t *id) {
 }
 
 static bool ringctl_count(const char *what, const char *text, uint64_t maximum, uint64_t *value) {
-    if (!admin_parse_u64(text, strlen(text), value) || *value > maximum) {
+    if (!text_parse_u64(text, strlen(text), value) || *value > maximum) {
         ringctl_error("%s must be an integer from 0 to %llu, got '%s'", what, (unsigned long long)maximum, text);
         return false;
     }
@@ -142,7 +143,7 @@ static bool ringctl_money(const char *what, const char *text, int64_t *micros) {
 }
 
 static bool ringctl_time(const char *what, const char *text, int64_t *ms) {
-    if (!admin_time_parse(text, strlen(text), ms)) {
+    if (!text_time_parse(text, strlen(text), ms)) {
         ringctl_error("%s: '%s' is not a time: use 2026-01-31, 2026-01-31T12:00:00Z (ISO 8601, UTC unless an "
                       "offset is given) or milliseconds since the epoch",
                       what, text);
@@ -293,16 +294,16 @@ static const char *ringctl_money_text(const char *text, char *out, size_t capaci
 }
 
 static const char *ringctl_money_micros(int64_t micros, char *out, size_t capacity) {
-    char text[LEDGER_MONEY_TEXT_BYTES];
-    ledger_format_money(micros, text, sizeof text);
+    char text[TEXT_MONEY_BYTES];
+    text_format_money(micros, text);
     return ringctl_money_text(text, out, capacity);
 }
 
 /* Milliseconds since the epoch as "2026-01-31 12:00:00" (UTC). */
 static const char *ringctl_time_text(int64_t ms, char *out, size_t capacity) {
     if (ms <= 0) return "-";
-    char text[ADMIN_TIME_TEXT_BYTES];
-    admin_time_format(ms, text);
+    char text[TEXT_TIME_BYTES];
+    text_time_format(ms, text);
     snprintf(out, capacity, "%.10s %.8s", text, text + 11);
     return out;
 }
@@ -457,7 +458,7 @@ static const char *ringctl_cell_key_status(ringctl_object_t row, char *out, size
 static const char *ringctl_cell_models(ringctl_object_t row, char *out, size_t capacity) {
     ringctl_object_t models;
     if (!ringctl_child(row, "models", JSON_TYPE_ARRAY, &models)) return "all";
-    admin_buffer_t buffer = {.bytes = out, .capacity = capacity - 1};
+    text_buffer_t buffer = {.bytes = out, .capacity = capacity - 1};
     uint32_t cursor = 0;
     json_span_t element;
     while (admin_json_array_next((const uint8_t *)models.document, models.length, models.span, &cursor, &element)) {
@@ -467,8 +468,8 @@ static const char *ringctl_cell_models(ringctl_object_t row, char *out, size_t c
                                &length) != 0) {
             continue;
         }
-        if (buffer.length > 0) admin_buffer_text(&buffer, ",");
-        admin_buffer_append(&buffer, name, length);
+        if (buffer.length > 0) text_buffer_text(&buffer, ",");
+        text_buffer_append(&buffer, name, length);
     }
     if (buffer.overflow) return "(many)";
     out[buffer.length] = '\0';
@@ -583,40 +584,40 @@ static int ringctl_show_list(ringctl_t *ctl, const ringctl_column_t *columns, ui
 
 typedef struct ringctl_body {
     char bytes[RINGCTL_REQUEST_BYTES];
-    admin_buffer_t buffer;
+    text_buffer_t buffer;
     bool first;
 } ringctl_body_t;
 
 static void ringctl_body_begin(ringctl_body_t *body) {
-    body->buffer = (admin_buffer_t){.bytes = body->bytes, .capacity = sizeof body->bytes - 1};
+    body->buffer = (text_buffer_t){.bytes = body->bytes, .capacity = sizeof body->bytes - 1};
     body->first = true;
-    admin_buffer_text(&body->buffer, "{");
+    text_buffer_text(&body->buffer, "{");
 }
 
 static void ringctl_body_key(ringctl_body_t *body, const char *name) {
-    if (!body->first) admin_buffer_text(&body->buffer, ",");
+    if (!body->first) text_buffer_text(&body->buffer, ",");
     body->first = false;
-    admin_buffer_json_string(&body->buffer, name, strlen(name));
-    admin_buffer_text(&body->buffer, ":");
+    text_buffer_json_string(&body->buffer, name, strlen(name));
+    text_buffer_text(&body->buffer, ":");
 }
 
 static void ringctl_body_string(ringctl_body_t *body, const char *name, const char *value) {
     ringctl_body_key(body, name);
-    admin_buffer_json_string(&body->buffer, value, strlen(value));
+    text_buffer_json_string(&body->buffer, value, strlen(value));
 }
 
 static void ringctl_body_raw(ringctl_body_t *body, const char *name, const char *value) {
     ringctl_body_key(body, name);
-    admin_buffer_text(&body->buffer, value);
+    text_buffer_text(&body->buffer, value);
 }
 
 static void ringctl_body_u64(ringctl_body_t *body, const char *name, uint64_t value) {
     ringctl_body_key(body, name);
-    admin_buffer_format(&body->buffer, "%llu", (unsigned long long)value);
+    text_buffer_format(&body->buffer, "%llu", (unsigned long long)value);
 }
 
 static const char *ringctl_body_end(ringctl_body_t *body) {
-    admin_buffer_text(&body->buffer, "}");
+    text_buffer_text(&body->buffer, "}");
     if (body->buffer.overflow) return NULL;
     body->bytes[body->buffer.length] = '\0';
     return body->bytes;
@@ -629,7 +630,7 @@ static bool ringctl_body_models(ringctl_body_t *body, const char *models) {
         return true;
     }
     ringctl_body_key(body, "models");
-    admin_buffer_text(&body->buffer, "[");
+    text_buffer_text(&body->buffer, "[");
     const char *name = models;
     bool first = true;
     for (;;) {
@@ -639,13 +640,13 @@ static bool ringctl_body_models(ringctl_body_t *body, const char *models) {
             ringctl_error("--models: empty model name in '%s' (use a,b or all)", models);
             return false;
         }
-        if (!first) admin_buffer_text(&body->buffer, ",");
+        if (!first) text_buffer_text(&body->buffer, ",");
         first = false;
-        admin_buffer_json_string(&body->buffer, name, length);
+        text_buffer_json_string(&body->buffer, name, length);
         if (end == NULL) break;
         name = end + 1;
     }
-    admin_buffer_text(&body->buffer, "]");
+    text_buffer_text(&body->buffer, "]");
     return true;
 }
 
@@ -684,29 +685,29 @@ static bool ringctl_body_tier(ringctl_body_t *body, const char *tier) {
 
 typedef struct ringctl_query {
     char path[RINGCTL_PATH_BYTES];
-    admin_buffer_t buffer;
+    text_buffer_t buffer;
     bool first;
 } ringctl_query_t;
 
 static void ringctl_query_begin(ringctl_query_t *query, const char *path) {
-    query->buffer = (admin_buffer_t){.bytes = query->path, .capacity = sizeof query->path - 1};
-    admin_buffer_text(&query->buffer, path);
+    query->buffer = (text_buffer_t){.bytes = query->path, .capacity = sizeof query->path - 1};
+    text_buffer_text(&query->buffer, path);
     query->first = true;
 }
 
 static void ringctl_query_add(ringctl_query_t *query, const char *name, const char *format, ...)
     __attribute__((format(printf, 3, 4)));
 static void ringctl_query_add(ringctl_query_t *query, const char *name, const char *format, ...) {
-    admin_buffer_text(&query->buffer, query->first ? "?" : "&");
+    text_buffer_text(&query->buffer, query->first ? "?" : "&");
     query->first = false;
-    admin_buffer_text(&query->buffer, name);
-    admin_buffer_text(&query->buffer, "=");
+    text_buffer_text(&query->buffer, name);
+    text_buffer_text(&query->buffer, "=");
     char value[256];
     va_list arguments;
     va_start(arguments, format);
     vsnprintf(value, sizeof value, format, arguments);
     va_end(arguments);
-    admin_buffer_text(&query->buffer, value); /* numbers and fixed words only: nothing to escape */
+    text_buffer_text(&query->buffer, value); /* numbers and fixed words only: nothing to escape */
 }
 
 static const char *ringctl_query_end(ringctl_query_t *query) {
@@ -1335,7 +1336,7 @@ int main(int argc, char **argv) {
             if (strcmp(argument, "--config") == 0) config_path = value;
             if (strcmp(argument, "--timeout-ms") == 0) {
                 uint64_t timeout = 0;
-                if (!admin_parse_u64(value, strlen(value), &timeout) || timeout == 0 || timeout > 3600000) {
+                if (!text_parse_u64(value, strlen(value), &timeout) || timeout == 0 || timeout > 3600000) {
                     ringctl_error("--timeout-ms must be 1 to 3600000, got '%s'", value);
                     return RINGCTL_EXIT_USAGE;
                 }

@@ -1,6 +1,7 @@
-/* The control thread: the admin API (for ringctl) on its own listener, and
- * the account work that must not run on a relay thread (Argon2id password
- * hashing, creating users and keys, reading usage history from the store).
+/* Types of the control thread (its functions are in admin.h): the admin API
+ * (for ringctl) on its own listener, and the account work that must not run
+ * on a relay thread (Argon2id password hashing, creating users and keys,
+ * reading usage history from the store).
  *
  * Relay workers hand it jobs through one SPSC channel each and get replies
  * through another; both directions ring the other side's doorbell (an
@@ -8,8 +9,8 @@
  * operation). A job's memory (request body, argument, reply buffer) belongs
  * to the worker's exchange and stays valid until the worker has taken the
  * reply: a worker whose client left keeps the exchange until then. */
-#ifndef RINGWAY_CONTROL_H
-#define RINGWAY_CONTROL_H
+#ifndef RINGWAY_CONTROL_T_H
+#define RINGWAY_CONTROL_T_H
 
 #include "ringway/common.h"
 
