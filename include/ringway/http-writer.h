@@ -18,9 +18,6 @@ size_t http_write_response_head(uint8_t *out, size_t capacity, uint16_t status, 
 /* "<hex length>\r\n" for one chunk of `length` bytes (length > 0). */
 size_t http_write_chunk_header(uint8_t *out, size_t capacity, size_t length);
 
-/* Writes `text` to out as the inside of a JSON string (quotes not added),
- * escaped as text_buffer_json_escaped does. */
-size_t http_write_json_escaped(uint8_t *out, size_t capacity, const char *text, size_t length);
 
 /* {"error":{"message":...,"type":...,"param":...,"code":...}}; param and code
  * NULL become JSON null. */

@@ -64,9 +64,6 @@
 /* ledger_estimate_usage's rule: one token per this many bytes, rounded up. */
 #define LEDGER_ESTIMATE_BYTES_PER_TOKEN 4
 
-/* Enough for ledger_format_money of any int64_t, with its NUL. */
-#define LEDGER_MONEY_TEXT_BYTES TEXT_MONEY_BYTES
-
 typedef enum ledger_result {
     LEDGER_OK = 0,
     LEDGER_INSUFFICIENT = 1,    /* the wallet's available balance is below the hold */
@@ -93,12 +90,6 @@ typedef enum ledger_money_result {
  * only on LEDGER_MONEY_OK. */
 ledger_money_result_t ledger_parse_money(const char *text, size_t length, int64_t *micros);
 
-/* Writes `micros` as units with exactly six decimals ("1.500000",
- * "0.000001", "-2.000000") and a NUL into `buffer`; returns the length
- * without the NUL. ledger_parse_money reads back any non-negative result.
- * `capacity` must be at least LEDGER_MONEY_TEXT_BYTES. The same as
- * text_format_money, kept for src/relay/accounts.c until it calls that. */
-size_t ledger_format_money(int64_t micros, char *buffer, size_t capacity);
 
 /* ---- Prices -------------------------------------------------------------- */
 

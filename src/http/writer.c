@@ -77,12 +77,6 @@ size_t http_write_chunk_header(uint8_t *out, size_t capacity, size_t length) {
     return (size_t)written;
 }
 
-size_t http_write_json_escaped(uint8_t *out, size_t capacity, const char *text, size_t length) {
-    text_buffer_t writer = text_buffer_over(out, capacity);
-    text_buffer_json_escaped(&writer, text, length);
-    return text_buffer_result(&writer);
-}
-
 static void http_write_json_string_or_null(text_buffer_t *writer, const char *text) {
     if (text == NULL) {
         text_buffer_text(writer, "null");

@@ -114,11 +114,6 @@ ledger_money_result_t ledger_parse_money(const char *text, size_t length, int64_
 
 _Static_assert(LEDGER_MICROS_PER_UNIT == TEXT_MICROS_PER_UNIT, "money text and ledger agree on the unit");
 
-size_t ledger_format_money(int64_t micros, char *buffer, size_t capacity) {
-    RW_ASSERT(buffer != NULL && capacity >= LEDGER_MONEY_TEXT_BYTES);
-    return text_format_money(micros, buffer);
-}
-
 /* ---------------------------------------------------------------------- */
 /* Prices                                                                  */
 

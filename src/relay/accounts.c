@@ -55,7 +55,7 @@ static account_user_t *accounts_user_from_jwt(relay_stream_t *stream, const auth
     const relay_shared_t *shared = stream->worker->shared;
     jwt_claims_t claims;
     jwt_result_t result = jwt_verify(shared->jwt_secret, shared->jwt_secret_length, token->bytes, token->length,
-                                     relay_wall_ms() / 1000, &claims);
+                                     text_wall_ms() / 1000, &claims);
     if (result != JWT_OK) {
         relay_reply_error(stream, 401, "invalid_request_error", jwt_result_message(result), NULL, "invalid_token");
         return NULL;
@@ -128,8 +128,8 @@ static void accounts_submit(relay_stream_t *stream, control_job_t *job) {
 
 static void accounts_balance(relay_stream_t *stream, account_user_t *user) {
     int64_t available = atomic_load_explicit(&user->available_micros, memory_order_relaxed);
-    char display[LEDGER_MONEY_TEXT_BYTES];
-    ledger_format_money(available < 0 ? 0 : available, display, sizeof display);
+    char display[TEXT_MONEY_BYTES];
+    text_format_money(available < 0 ? 0 : available, display);
     server_exchange_t *exchange = stream->exchange;
     uint8_t *body = stream->buffer;
     size_t capacity = stream->capacity;

@@ -36,7 +36,7 @@ bool relay_admit_key(relay_stream_t *stream) {
     auth_error_t error;
     account_key_t *key = NULL;
     account_user_t *user = NULL;
-    auth_result_t result = auth_key_authenticate(stream->worker->shared->tables, value, length, relay_wall_ms(), &key,
+    auth_result_t result = auth_key_authenticate(stream->worker->shared->tables, value, length, text_wall_ms(), &key,
                                                  &user, &error);
     if (result != AUTH_OK) {
         relay_reply_error(stream, error.http_status, error.type, error.message, NULL, error.code);

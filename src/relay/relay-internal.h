@@ -26,6 +26,7 @@
 #include "ringway/server.h"
 #include "ringway/sse.h"
 #include "ringway/store.h"
+#include "ringway/text.h"
 #include "ringway/upstream.h"
 
 #include <stdatomic.h>
@@ -244,7 +245,6 @@ void relay_reply_error(relay_stream_t *stream, uint16_t status, const char *type
                        const char *param, const char *code);
 void relay_reply_error_retry_after(relay_stream_t *stream, uint16_t status, const char *type, const char *message,
                                    const char *code, uint32_t retry_after_s);
-int64_t relay_wall_ms(void);
 
 /* dispatch.c */
 void relay_dispatch(relay_stream_t *stream);

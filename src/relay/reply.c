@@ -4,7 +4,6 @@
 #include "relay-internal.h"
 
 #include <stdio.h>
-#include <time.h>
 
 void relay_reply_error(relay_stream_t *stream, uint16_t status, const char *type, const char *message,
                        const char *param, const char *code) {
@@ -24,12 +23,4 @@ void relay_reply_error_retry_after(relay_stream_t *stream, uint16_t status, cons
     int length = snprintf(header, sizeof header, "Retry-After: %u\r\n", (unsigned)retry_after_s);
     RW_ASSERT(length > 0 && (size_t)length < sizeof header);
     server_respond_error_with_headers(stream->exchange, status, type, message, NULL, code, header);
-}
-
-/* Milliseconds since the epoch. CLOCK_REALTIME, not time(): glibc's time()
- * reads the coarse clock, which can lag a tick behind. */
-int64_t relay_wall_ms(void) {
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
 }

@@ -72,7 +72,7 @@ static void relay_settle_record_hold(relay_stream_t *stream) {
     record->user_id = stream->user->id;
     record->key_id = stream->key->id;
     record->amount_micros = stream->hold_micros;
-    record->created_ms = relay_wall_ms();
+    record->created_ms = text_wall_ms();
     rw_copy_text(record->model, sizeof record->model, stream->route->model->name);
     stream->hold_recorded = true;
     relay_settle_submit(worker, message);

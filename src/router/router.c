@@ -1,7 +1,7 @@
 #include "ringway/router.h"
 
-#include "ringway/http-writer.h"
 #include "ringway/json.h"
+#include "ringway/text.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,33 +17,30 @@ int router_init(router_t *router, const config_t *config, char *error, size_t er
         snprintf(error, error_size, "out of memory for the model list");
         return -1;
     }
-    size_t length = (size_t)snprintf(router->models_json, capacity, "{\"object\":\"list\",\"data\":[");
+    /* Config names are printable ASCII without '"' or '\\', so escaping
+     * never grows them: the capacities above cannot overflow. */
+    text_buffer_t list = text_buffer_over(router->models_json, capacity);
+    text_buffer_text(&list, "{\"object\":\"list\",\"data\":[");
     long long created = (long long)time(NULL);
     for (uint32_t index = 0; index < config->model_count; index++) {
         const config_model_t *model = &config->models[index];
         router_route_t *route = &router->routes[index];
         route->model = model;
         route->upstream_index = model->upstream_index;
-        size_t escaped = http_write_json_escaped((uint8_t *)route->upstream_model_json + 1,
-                                                 sizeof route->upstream_model_json - 2, model->upstream_model,
-                                                 strlen(model->upstream_model));
-        RW_ASSERT(escaped > 0);
-        route->upstream_model_json[0] = '"';
-        route->upstream_model_json[escaped + 1] = '"';
-        route->upstream_model_json_length = escaped + 2;
+        text_buffer_t name = text_buffer_over(route->upstream_model_json, sizeof route->upstream_model_json);
+        text_buffer_json_string(&name, model->upstream_model, strlen(model->upstream_model));
+        RW_ASSERT(!name.overflow && name.length > 2);
+        route->upstream_model_json_length = name.length;
 
-        length += (size_t)snprintf(router->models_json + length, capacity - length, "%s{\"id\":\"", index ? "," : "");
-        length += http_write_json_escaped((uint8_t *)router->models_json + length, capacity - length, model->name,
-                                          strlen(model->name));
-        length += (size_t)snprintf(router->models_json + length, capacity - length,
-                                   "\",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"", created);
-        length += http_write_json_escaped((uint8_t *)router->models_json + length, capacity - length,
-                                          model->owned_by, strlen(model->owned_by));
-        length += (size_t)snprintf(router->models_json + length, capacity - length, "\"}");
-        RW_ASSERT(length < capacity);
+        text_buffer_text(&list, index ? ",{\"id\":" : "{\"id\":");
+        text_buffer_json_string(&list, model->name, strlen(model->name));
+        text_buffer_format(&list, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":", created);
+        text_buffer_json_string(&list, model->owned_by, strlen(model->owned_by));
+        text_buffer_text(&list, "}");
     }
-    length += (size_t)snprintf(router->models_json + length, capacity - length, "]}");
-    RW_ASSERT(length < capacity);
+    text_buffer_text(&list, "]}");
+    RW_ASSERT(!list.overflow);
+    size_t length = list.length;
     router->models_json_length = length;
     return 0;
 }
