@@ -6,6 +6,7 @@
  * its own mkdtemp directory, removed afterwards. */
 #include "ringway/store.h"
 
+#include "../../src/store/store-internal.h"
 #include "unit.h"
 
 #include <errno.h>
@@ -186,6 +187,12 @@ static void test_env_finish(test_env_t *env) {
     test_env_stop(env);
     store_close(&env->store);
     test_dir_remove(&env->dir);
+}
+
+static store_thread_statistics_t test_statistics(const store_thread_t *thread) {
+    store_thread_statistics_t statistics;
+    store_thread_statistics(thread, &statistics);
+    return statistics;
 }
 
 static int test_call(test_env_t *env, const store_message_t *message, store_ack_t *ack) {
@@ -627,8 +634,8 @@ static void test_open_and_load(void) {
     memset(&env, 0, sizeof env);
     store_options_t options = test_options();
     CHECK(test_env_start(&env, &options, 1, 10));
-    CHECK_EQ_INT(env.store.next_user_id, 1);
-    CHECK_EQ_INT(env.store.next_usage_id, 1);
+    CHECK_EQ_INT(env.store.state->next_user_id, 1);
+    CHECK_EQ_INT(env.store.state->next_usage_id, 1);
     uint8_t schema[8];
     CHECK_EQ_INT(store_meta_get(&env.store, "schema", schema, sizeof schema), 1);
     CHECK(schema[0] == '1');
@@ -655,8 +662,8 @@ static void test_open_and_load(void) {
     store_close(&env.store);
 
     CHECK(test_open(&env.store, env.dir.store_path, &options));
-    CHECK_EQ_INT(env.store.next_user_id, 4);
-    CHECK_EQ_INT(env.store.next_key_id, 3);
+    CHECK_EQ_INT(env.store.state->next_user_id, 4);
+    CHECK_EQ_INT(env.store.state->next_key_id, 3);
     test_loaded_t loaded;
     memset(&loaded, 0, sizeof loaded);
     store_load_callbacks_t callbacks = {test_on_user, test_on_key};
@@ -681,7 +688,7 @@ static void test_open_and_load(void) {
     CHECK_EQ_INT(result.next_user_id, 4);
     CHECK_EQ_INT(result.next_key_id, 3);
     CHECK_EQ_INT(result.holds_released + result.holds_settled, 0);
-    CHECK_EQ_INT(env.store.user_balance_micros[2], 300);
+    CHECK_EQ_INT(env.store.state->user_balance_micros[2], 300);
 
     /* A refusing callback fails the load. */
     loaded.refuse_user = 3;
@@ -795,6 +802,7 @@ static void test_settlement_atomic(void) {
     CHECK_EQ_INT(hold.key_id, 1);
 
     message = test_settle("req_a", 1, 1, 1234, 5000); /* write 4 */
+    message.flags |= STORE_MESSAGE_FLAG_HOLD_RECORDED;
     CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
     CHECK_EQ_INT(ack.id, 1);
     CHECK_EQ_INT(ack.balance_micros, 1000000 - 1234);
@@ -819,16 +827,18 @@ static void test_settlement_atomic(void) {
     message.flags = STORE_MESSAGE_FLAG_ACK;
     CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
     message = test_settle("req_b", 1, 1, 4321, 9000); /* write 6: fails */
+    message.flags |= STORE_MESSAGE_FLAG_HOLD_RECORDED;
     CHECK_EQ_INT(test_call(&env, &message, &ack), -EIO);
     CHECK_EQ_INT(store_usage_get_by_request(&env.store, "req_b", &usage), -ENOENT);
     CHECK_EQ_INT(store_hold_get(&env.store, "req_b", &hold), 0);
     CHECK_EQ_INT(store_user_get(&env.store, 1, &user), 0);
     CHECK_EQ_INT(user.balance_micros, 1000000 - 1234);
-    CHECK_EQ_INT(env.store.user_balance_micros[0], 1000000 - 1234);
-    CHECK_EQ_INT(env.store.key_spent_micros[0], 1234);
-    CHECK_EQ_INT(env.thread.write_errors, 1);
+    CHECK_EQ_INT(env.store.state->user_balance_micros[0], 1000000 - 1234);
+    CHECK_EQ_INT(env.store.state->key_spent_micros[0], 1234);
+    CHECK_EQ_INT(test_statistics(&env.thread).write_errors, 1);
 
     message = test_settle("req_b", 1, 1, 4321, 9000); /* write 7: the retry succeeds */
+    message.flags |= STORE_MESSAGE_FLAG_HOLD_RECORDED;
     CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
     CHECK_EQ_INT(ack.id, 2); /* the failed write used no usage id */
     CHECK_EQ_INT(ack.balance_micros, 1000000 - 1234 - 4321);
@@ -844,7 +854,7 @@ static void test_settlement_atomic(void) {
     /* A settlement without a key touches no key. */
     message = test_settle("req_d", 1, 0, 5, 9);
     CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
-    CHECK_EQ_INT(env.store.key_spent_micros[0], 1234 + 4321);
+    CHECK_EQ_INT(env.store.state->key_spent_micros[0], 1234 + 4321);
     /* A hold released without charge. */
     message = test_hold_open("req_e", 1, 1, 100);
     message.flags = STORE_MESSAGE_FLAG_ACK;
@@ -915,7 +925,7 @@ static void test_restart_resolves_holds(void) {
     message.flags = STORE_MESSAGE_FLAG_ACK;
     CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
     test_env_stop(&env);
-    int64_t balance_before = env.store.user_balance_micros[0];
+    int64_t balance_before = env.store.state->user_balance_micros[0];
     CHECK_EQ_INT(balance_before, 50000 - 700);
     store_close(&env.store);
 
@@ -929,7 +939,7 @@ static void test_restart_resolves_holds(void) {
     CHECK_EQ_INT(store_hold_get(&env.store, "req_open", &hold), -ENOENT);
     CHECK_EQ_INT(store_hold_get(&env.store, "req_reused", &hold), -ENOENT);
     /* Holds are never in the persisted balance: nothing to give back. */
-    CHECK_EQ_INT(env.store.user_balance_micros[0], balance_before);
+    CHECK_EQ_INT(env.store.state->user_balance_micros[0], balance_before);
     store_user_record_t user;
     CHECK_EQ_INT(store_user_get(&env.store, 1, &user), 0);
     CHECK_EQ_INT(user.balance_micros, balance_before);
@@ -958,7 +968,7 @@ static void test_restart_resolves_holds(void) {
     CHECK(test_open(&env.store, env.dir.store_path, &options));
     CHECK(test_load(&env.store, &result));
     CHECK_EQ_INT(result.holds_settled + result.holds_released, 0);
-    CHECK_EQ_INT(env.store.next_audit_id, 4);
+    CHECK_EQ_INT(env.store.state->next_audit_id, 4);
     store_close(&env.store);
     test_dir_remove(&env.dir);
 }
@@ -1099,7 +1109,7 @@ static void test_balance_adjust_sync(void) {
     store_ack_t ack;
     store_message_t message = test_user_create(1, "a@example.com", 100);
     CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
-    CHECK_EQ_INT(env.thread.syncs, 0);
+    CHECK_EQ_INT(test_statistics(&env.thread).syncs, 0);
 
     memset(&message, 0, sizeof message);
     message.kind = STORE_MESSAGE_BALANCE_ADJUST;
@@ -1111,7 +1121,7 @@ static void test_balance_adjust_sync(void) {
     CHECK_EQ_INT(ack.token, 77);
     CHECK_EQ_INT(ack.kind, STORE_MESSAGE_BALANCE_ADJUST);
     CHECK_EQ_INT(ack.balance_micros, 1500100);
-    CHECK_EQ_INT(env.thread.syncs, 1); /* acked after the synced write */
+    CHECK_EQ_INT(test_statistics(&env.thread).syncs, 1); /* acked after the synced write */
     store_user_record_t user;
     CHECK_EQ_INT(store_user_get(&env.store, 1, &user), 0);
     CHECK_EQ_INT(user.balance_micros, 1500100);
@@ -1129,7 +1139,7 @@ static void test_balance_adjust_sync(void) {
     CHECK_EQ_INT(test_call(&env, &message, &ack), -ERANGE);
     message.body.balance_adjust.user_id = 5;
     CHECK_EQ_INT(test_call(&env, &message, &ack), -ENOENT);
-    CHECK_EQ_INT(env.store.user_balance_micros[0], INT64_MAX);
+    CHECK_EQ_INT(env.store.state->user_balance_micros[0], INT64_MAX);
 
     /* Audit entries get increasing ids and the store's time. */
     memset(&message, 0, sizeof message);
@@ -1176,16 +1186,18 @@ static void test_write_faults(void) {
     }
     CHECK(failures >= 1 && failures <= 4);
     CHECK(successes >= 4);
-    CHECK_EQ_INT(env.store.user_balance_micros[0], 1000 - 10 * successes);
+    CHECK_EQ_INT(env.store.state->user_balance_micros[0], 1000 - 10 * successes);
+    store_thread_stop(&env.thread);
+    env.running = false;
+    CHECK(test_statistics(&env.thread).write_errors == 4); /* settlements and syncs together */
     test_env_stop(&env);
-    CHECK(env.thread.write_errors == 4); /* settlements and syncs together */
     store_close(&env.store);
     /* The durable state agrees with what was acknowledged. */
     options.fault_write_fail_at = 0;
     CHECK(test_open(&env.store, env.dir.store_path, &options));
     store_load_result_t result;
     CHECK(test_load(&env.store, &result));
-    CHECK_EQ_INT(env.store.user_balance_micros[0], 1000 - 10 * successes);
+    CHECK_EQ_INT(env.store.state->user_balance_micros[0], 1000 - 10 * successes);
     test_usage_seen_t seen;
     memset(&seen, 0, sizeof seen);
     store_usage_query_t query = {0};
@@ -1312,6 +1324,9 @@ static void test_two_producers(void) {
     uint64_t elapsed_ms = test_clock_ms() - started_ms;
     fprintf(stderr, "  two producers: %d settlements acknowledged in %llu ms\n", 2 * TEST_PRODUCER_SETTLEMENTS,
             (unsigned long long)elapsed_ms);
+    store_thread_stop(&env.thread);
+    env.running = false;
+    store_thread_statistics_t statistics = test_statistics(&env.thread);
     test_env_stop(&env);
 
     int64_t total = 0;
@@ -1322,10 +1337,13 @@ static void test_two_producers(void) {
         total += producers[index].cost_sum;
         if (producers[index].ring.ring_fd > 0) io_uring_queue_exit(&producers[index].ring);
     }
-    CHECK_EQ_INT(env.store.user_balance_micros[0], start_micros - total);
-    CHECK_EQ_INT(env.store.key_spent_micros[0], producers[0].cost_sum);
-    CHECK_EQ_INT(env.store.key_spent_micros[1], producers[1].cost_sum);
-    CHECK_EQ_INT(env.thread.write_errors, 0);
+    CHECK_EQ_INT(env.store.state->user_balance_micros[0], start_micros - total);
+    CHECK_EQ_INT(env.store.state->key_spent_micros[0], producers[0].cost_sum);
+    CHECK_EQ_INT(env.store.state->key_spent_micros[1], producers[1].cost_sum);
+    CHECK_EQ_INT(statistics.write_errors, 0);
+    fprintf(stderr, "  two producers: %llu rounds, %llu batch writes for %llu messages\n",
+            (unsigned long long)statistics.rounds, (unsigned long long)statistics.batch_writes,
+            (unsigned long long)statistics.messages);
     store_close(&env.store);
 
     /* The persisted state, after a reopen. */
@@ -1368,9 +1386,9 @@ static _Noreturn void test_crash_child(const char *path, int pipe_fd, uint32_t s
             char request_id[32];
             snprintf(request_id, sizeof request_id, "req_crash_%llu", (unsigned long long)sent);
             store_message_t hold = test_hold_open(request_id, 1, 1, 1000);
-            if (channel_full(&thread.producers[0].requests)) break;
-            store_thread_submit(&thread, 0, &hold, NULL);
+            if (!store_thread_submit(&thread, 0, &hold, NULL)) break;
             store_message_t settle = test_settle(request_id, 1, 1, 1 + (int64_t)(test_random_next(&seed) % 1000), 1000);
+            settle.flags |= STORE_MESSAGE_FLAG_HOLD_RECORDED;
             settle.token = sent;
             while (!store_thread_submit(&thread, 0, &settle, NULL)) {
                 struct timespec pause = {0, 50000};
@@ -1488,7 +1506,7 @@ static void test_kill9(void) {
         store_user_record_t user;
         CHECK_EQ_INT(store_user_get(&store, 1, &user), 0);
         CHECK_EQ_INT(user.balance_micros, TEST_CRASH_START_MICROS - check.cost_sum);
-        CHECK_EQ_INT(store.user_balance_micros[0], TEST_CRASH_START_MICROS - check.cost_sum);
+        CHECK_EQ_INT(store.state->user_balance_micros[0], TEST_CRASH_START_MICROS - check.cost_sum);
         store_key_record_t key;
         CHECK_EQ_INT(store_key_get(&store, 1, &key), 0);
         CHECK_EQ_INT(key.spent_micros, check.key_cost_sum);
