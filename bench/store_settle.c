@@ -3,7 +3,8 @@
  * under callgrind for repeatable instruction counts:
  *
  *   tools/zig cc -O2 -std=c11 -D_GNU_SOURCE -Iinclude -Isrc/store bench/store_settle.c \
- *       src/store/*.c src/channel/channel.c src/util/assert.c src/json/json.c [src/text/*.c] \
+ *       src/store/store.c src/store/codec.c src/store/thread.c src/channel/channel.c src/util/assert.c \
+ *       src/json/json.c (and src/text/ once it exists) \
  *       -lrocksdb -luring -lpthread -o /tmp/store_settle
  *   valgrind --tool=callgrind --toggle-collect=store_thread_main /tmp/store_settle DIR N CONCURRENCY HOLD
  *

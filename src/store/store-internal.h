@@ -109,6 +109,8 @@ typedef struct store_thread_state {
     uint32_t round_key_count;
     store_round_hold_t *round_holds;
     uint32_t round_hold_count;
+    store_usage_record_t *round_usages;                 /* settlements of the round, ids assigned */
+    uint32_t round_usage_count;
     store_round_undo_t *round_undo;
     uint32_t round_undo_count;
     bool round_sync;                                    /* a message of the round asked for sync */

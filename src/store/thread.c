@@ -300,49 +300,37 @@ static int store_apply_settle(store_thread_state_t *thread, const store_message_
     RW_ASSERT(!hold_found || usage->cost_micros <= hold.amount_micros);
     RW_ASSERT(new_balance >= 0 && "a settled balance never goes below zero");
 
-    store_usage_record_t record = *usage;
-    record.id = state->next_usage_id;
+    /* The record and its index entries are put at the end of the round,
+     * grouped by key prefix (see store_round_put_records). */
+    RW_ASSERT(thread->round_usage_count < thread->round_messages_max);
+    store_usage_record_t *record = &thread->round_usages[thread->round_usage_count++];
+    *record = *usage;
+    record->id = state->next_usage_id;
     /* Never decreasing, so usage id order is time order. */
-    record.created_ms = RW_MAX(state->usage_created_ms_last, store_wall_ms());
-    char json[STORE_JSON_BYTES_MAX];
-    int json_length = store_usage_encode(&record, json, sizeof json);
-    RW_ASSERT(json_length > 0);
-
-    uint8_t usage_key[STORE_KEY_USAGE_BYTES];
-    store_key_usage(usage_key, record.user_id, record.id);
-    uint8_t request_key[STORE_KEY_TEXT_BYTES];
-    size_t request_key_length = store_key_text(request_key, 'q', record.request_id, false);
-    uint8_t sequence_key[STORE_KEY_ID_BYTES];
-    store_key_id(sequence_key, 's', record.id);
-    rocksdb_writebatch_t *batch = thread->batch;
-    rocksdb_writebatch_put(batch, (const char *)usage_key, sizeof usage_key, json, (size_t)json_length);
-    rocksdb_writebatch_put(batch, (const char *)request_key, request_key_length, (const char *)usage_key,
-                           sizeof usage_key);
-    rocksdb_writebatch_put(batch, (const char *)sequence_key, sizeof sequence_key, (const char *)usage_key,
-                           sizeof usage_key);
+    record->created_ms = RW_MAX(state->usage_created_ms_last, store_wall_ms());
     if (hold_found == 1) {
         uint8_t hold_key[STORE_KEY_TEXT_BYTES];
-        size_t hold_key_length = store_key_text(hold_key, 'h', record.request_id, false);
-        rocksdb_writebatch_delete(batch, (const char *)hold_key, hold_key_length);
+        size_t hold_key_length = store_key_text(hold_key, 'h', record->request_id, false);
+        rocksdb_writebatch_delete(thread->batch, (const char *)hold_key, hold_key_length);
     }
     if (hold_recorded) {
         /* Closed for the rest of the round, found or not. */
-        store_round_hold_t *closed = store_round_hold_find(thread, record.request_id);
+        store_round_hold_t *closed = store_round_hold_find(thread, record->request_id);
         if (closed == NULL) closed = store_round_hold_add(thread, &hold, false);
         closed->open = false;
     }
     /* No m/next_usage: store_open takes the next usage id from the last s/
      * key, so the counter would be one more key per settlement for
      * nothing. */
-    store_round_set_micros(thread, &state->user_balance_micros[record.user_id - 1], new_balance);
+    store_round_set_micros(thread, &state->user_balance_micros[record->user_id - 1], new_balance);
     user->dirty = true;
     if (key != NULL) {
-        store_round_set_micros(thread, &state->key_spent_micros[record.key_id - 1], new_spent);
+        store_round_set_micros(thread, &state->key_spent_micros[record->key_id - 1], new_spent);
         key->dirty = true;
     }
-    state->next_usage_id = record.id + 1;
-    state->usage_created_ms_last = record.created_ms;
-    apply->ack.id = record.id;
+    state->next_usage_id = record->id + 1;
+    state->usage_created_ms_last = record->created_ms;
+    apply->ack.id = record->id;
     apply->ack.balance_micros = new_balance;
     apply->ack.spent_micros = new_spent;
     return 0;
@@ -558,6 +546,7 @@ static void store_round_begin(store_thread_state_t *thread, store_round_start_t 
     thread->round_user_count = 0;
     thread->round_key_count = 0;
     thread->round_hold_count = 0;
+    thread->round_usage_count = 0;
     thread->round_undo_count = 0;
     thread->round_sync = false;
 }
@@ -584,8 +573,43 @@ static void store_round_take(store_thread_state_t *thread, uint32_t producer_ind
     atomic_fetch_add_explicit(&thread->messages, 1, memory_order_relaxed);
 }
 
+/* Puts the round's usage records and their q/ and s/ index entries,
+ * grouped by prefix: the memtable's skip list inserts a key cheaply when it
+ * lands next to the one inserted before (RocksDB keeps the last insert's
+ * position, the "splice"), and r/ and s/ keys grow with the usage id and q/
+ * keys with each worker's request counter, while interleaving the three
+ * prefixes would make every insert search from the top. */
+static void store_round_put_usage(store_thread_state_t *thread) {
+    rocksdb_writebatch_t *batch = thread->batch;
+    uint8_t usage_key[STORE_KEY_USAGE_BYTES];
+    for (uint32_t index = 0; index < thread->round_usage_count; index++) {
+        const store_usage_record_t *record = &thread->round_usages[index];
+        store_key_usage(usage_key, record->user_id, record->id);
+        uint8_t request_key[STORE_KEY_TEXT_BYTES];
+        size_t request_key_length = store_key_text(request_key, 'q', record->request_id, false);
+        rocksdb_writebatch_put(batch, (const char *)request_key, request_key_length, (const char *)usage_key,
+                               sizeof usage_key);
+    }
+    char json[STORE_JSON_BYTES_MAX];
+    for (uint32_t index = 0; index < thread->round_usage_count; index++) {
+        const store_usage_record_t *record = &thread->round_usages[index];
+        int json_length = store_usage_encode(record, json, sizeof json);
+        RW_ASSERT(json_length > 0);
+        store_key_usage(usage_key, record->user_id, record->id);
+        rocksdb_writebatch_put(batch, (const char *)usage_key, sizeof usage_key, json, (size_t)json_length);
+    }
+    for (uint32_t index = 0; index < thread->round_usage_count; index++) {
+        const store_usage_record_t *record = &thread->round_usages[index];
+        store_key_usage(usage_key, record->user_id, record->id);
+        uint8_t sequence_key[STORE_KEY_ID_BYTES];
+        store_key_id(sequence_key, 's', record->id);
+        rocksdb_writebatch_put(batch, (const char *)sequence_key, sizeof sequence_key, (const char *)usage_key,
+                               sizeof usage_key);
+    }
+}
+
 /* Puts every user and key record the round changed, once, with the
- * balance and spent the arrays hold now. */
+ * balance and spent the arrays hold now, then the usage records. */
 static void store_round_put_records(store_thread_state_t *thread) {
     const store_state_t *state = thread->store->state;
     uint8_t value[STORE_RECORD_BYTES_MAX];
@@ -609,6 +633,7 @@ static void store_round_put_records(store_thread_state_t *thread) {
         store_key_id(key, 'k', round_key->record.id);
         rocksdb_writebatch_put(thread->batch, (const char *)key, sizeof key, (const char *)value, (size_t)length);
     }
+    store_round_put_usage(thread);
 }
 
 /* Undoes the round's in-memory changes, newest first. */
@@ -854,9 +879,11 @@ int store_thread_create(store_thread_t *thread, store_t *store, uint32_t produce
     state->round_users = calloc(round_max, sizeof *state->round_users);
     state->round_keys = calloc(round_max, sizeof *state->round_keys);
     state->round_holds = calloc(round_max, sizeof *state->round_holds);
+    state->round_usages = calloc(round_max, sizeof *state->round_usages);
     state->round_undo = calloc((size_t)round_max * STORE_THREAD_UNDO_PER_MESSAGE, sizeof *state->round_undo);
     if (state->producers == NULL || state->round_acks == NULL || state->round_users == NULL ||
-        state->round_keys == NULL || state->round_holds == NULL || state->round_undo == NULL) {
+        state->round_keys == NULL || state->round_holds == NULL || state->round_usages == NULL ||
+        state->round_undo == NULL) {
         snprintf(error, error_size, "out of memory for %u store producers", producer_count);
         store_thread_destroy(thread);
         return -ENOMEM;
@@ -932,6 +959,7 @@ void store_thread_destroy(store_thread_t *thread) {
     free(state->round_users);
     free(state->round_keys);
     free(state->round_holds);
+    free(state->round_usages);
     free(state->round_undo);
     free(state);
     thread->state = NULL;
