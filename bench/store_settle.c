@@ -17,7 +17,7 @@
  * background threads are not in it; at these sizes no memtable is flushed).
  * It prints the WAL bytes and memtable entries per request (the keys written
  * per hold + settle). Build with -DSTORE_SETTLE_BEFORE against the code
- * before issue 7 (public store_t, no HOLD_RECORDED flag). */
+ * before issue 7 (public store_t, no HOLD_NOT_RECORDED flag). */
 #include "ringway/store.h"
 #include "store-internal.h"
 
@@ -151,7 +151,7 @@ int main(int argc, char **argv) {
             message.kind = STORE_MESSAGE_SETTLE;
             message.flags = STORE_MESSAGE_FLAG_ACK;
 #ifndef STORE_SETTLE_BEFORE
-            if (hold_recorded) message.flags |= STORE_MESSAGE_FLAG_HOLD_RECORDED;
+            if (!hold_recorded) message.flags |= STORE_MESSAGE_FLAG_HOLD_NOT_RECORDED;
 #endif
             message.token = sent + index;
             store_usage_record_t *usage = &message.body.settle.usage;

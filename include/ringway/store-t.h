@@ -4,13 +4,16 @@
  * Functions are in store.h.
  *
  * Key schema (ids are big-endian u64 so iteration follows id order):
- *   m/next_user m/next_key m/next_usage m/next_audit  decimal text: the next id to hand out
+ *   m/next_user m/next_key m/next_audit  decimal text: the next id to hand out
+ *   (m/next_usage is no longer written: the next usage id is the last s/ id + 1,
+ *   which store_open always took as a floor; a value left by older versions is
+ *   read and never ahead of it)
  *   m/schema = "1"; m/jwt_secret and other meta values written with store_meta_put
  *   u/<user id>      user record (binary, versioned; store_user_encode)
  *   e/<email, ASCII lower-cased> -> user id (8 bytes, big-endian)
  *   k/<key id>       key record (binary, versioned; store_key_encode)
  *   h/<request id>   open hold (binary, versioned; store_hold_encode): only holds a
- *                    producer chose to record (see STORE_MESSAGE_FLAG_HOLD_RECORDED)
+ *                    producer chose to record (see STORE_MESSAGE_FLAG_HOLD_NOT_RECORDED)
  *   r/<user id>/<usage id>  usage record, one JSON object (store_usage_encode)
  *   q/<request id>   -> the r/ key of that request's usage record (index)
  *   s/<usage id>     -> the r/ key (index: all usage, oldest to newest)
@@ -113,7 +116,7 @@ typedef struct store_audit_record {
 typedef enum store_message_kind {
     STORE_MESSAGE_HOLD_OPEN = 1,   /* put h/<request id> (a recorded hold) */
     STORE_MESSAGE_HOLD_RELEASE,    /* delete h/<request id>: nothing charged, no usage record */
-    STORE_MESSAGE_SETTLE,          /* put r/ q/ s/ u/ k/; delete h/ when the hold was recorded */
+    STORE_MESSAGE_SETTLE,          /* put r/ q/ s/ u/ k/; delete h/ unless FLAG_HOLD_NOT_RECORDED */
     STORE_MESSAGE_USER_CREATE,     /* put u/ e/ m/next_user */
     STORE_MESSAGE_USER_UPDATE,     /* put u/ (status, password hash) */
     STORE_MESSAGE_BALANCE_ADJUST,  /* put u/ with balance + delta */
@@ -123,23 +126,27 @@ typedef enum store_message_kind {
 } store_message_kind_t;
 
 /* Holds and crashes. A hold is recorded (h/<request id>) only when its
- * producer sends STORE_MESSAGE_HOLD_OPEN for it, which a relay worker does
- * for requests still open after a while; a short request sends only its
- * SETTLE. The persisted balance never contains holds, so a hold that was
- * never recorded needs nothing at a restart; a recorded hold still open at
- * a restart is resolved by store_load (settled when its usage record
- * exists, released otherwise). The SETTLE of a recorded hold carries
- * STORE_MESSAGE_FLAG_HOLD_RECORDED: the store then deletes h/<request id>
- * in the settlement's batch and checks the recorded hold (same user and
- * key, same amount, charge within it, settled once: violations are
- * assertions). Without the flag no h/ key is touched (no tombstone), so a
- * producer that sent HOLD_OPEN must set the flag, or the hold stays until
- * the next restart resolves it as settled. HOLD_RELEASE always deletes the
- * h/ key: send it only for a recorded hold. */
+ * producer sends STORE_MESSAGE_HOLD_OPEN for it; a relay worker may skip
+ * that for short requests and send only the SETTLE. The persisted balance
+ * never contains holds, so a hold that was never recorded needs nothing at
+ * a restart; a recorded hold still open at a restart is resolved by
+ * store_load (settled when its usage record exists, released otherwise).
+ *
+ * A SETTLE whose hold was never recorded carries
+ * STORE_MESSAGE_FLAG_HOLD_NOT_RECORDED: the store then touches no h/ key
+ * (no tombstone, no read). Without the flag (what every producer sent
+ * before the flag existed) the hold counts as recorded: the store finds it
+ * (opened earlier in the same round, else on disk), deletes h/<request id>
+ * in the settlement's batch, and checks it by assertion: same user and key,
+ * the same amount as the message's hold_micros, the charge within it, and
+ * settled once (a second settlement of this run is caught by the round or
+ * by the q/ index). A recorded hold that is not found (its HOLD_OPEN's
+ * write failed) is logged and the settlement goes ahead. HOLD_RELEASE
+ * always deletes the h/ key: send it only for a recorded hold. */
 enum {
     STORE_MESSAGE_FLAG_ACK = 1u << 0,  /* push a store_ack_t into the producer's reply channel */
     STORE_MESSAGE_FLAG_SYNC = 1u << 1, /* write with sync=true (fsync), then acknowledge (implies ACK) */
-    STORE_MESSAGE_FLAG_HOLD_RECORDED = 1u << 2, /* SETTLE only: this request's HOLD_OPEN was sent */
+    STORE_MESSAGE_FLAG_HOLD_NOT_RECORDED = 1u << 2, /* SETTLE only: no HOLD_OPEN was sent for this request */
 };
 
 enum {

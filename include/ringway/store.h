@@ -137,7 +137,7 @@ uint32_t store_thread_channel_capacity_for(uint32_t streams_per_thread);
 /* Prepares the store thread for producer_count producers (relay workers and
  * the control thread; indexes 0..producer_count-1): two channels of
  * channel_capacity messages each per producer (a power of two), its io_uring.
- * sync_interval_ms is the group-commit period (>= 1; default 10). Producers
+ * sync_interval_ms is the WAL sync period (>= 1; default 10). Producers
  * are unbound (ring_fd -1) until store_thread_bind_producer. Returns 0, or a
  * negative errno with `error` filled. */
 int store_thread_create(store_thread_t *thread, store_t *store, uint32_t producer_count,

@@ -200,7 +200,8 @@ static int store_apply_hold_release(store_thread_state_t *thread, const store_ho
     return 0;
 }
 
-/* For a SETTLE flagged STORE_MESSAGE_FLAG_HOLD_RECORDED: finds the
+/* For a SETTLE of a recorded hold (not flagged
+ * STORE_MESSAGE_FLAG_HOLD_NOT_RECORDED): finds the
  * recorded hold (opened earlier in this round, else on disk) and checks it
  * against the settlement. Returns 1 when the hold exists (its h/ key must
  * be deleted), 0 when it was never written (its HOLD_OPEN failed: nothing
@@ -275,7 +276,7 @@ static int store_apply_settle(store_thread_state_t *thread, const store_message_
         return -ERANGE;
     }
     /* Everything that can fail (reads) before anything changes. */
-    bool hold_recorded = (message->flags & STORE_MESSAGE_FLAG_HOLD_RECORDED) != 0;
+    bool hold_recorded = (message->flags & STORE_MESSAGE_FLAG_HOLD_NOT_RECORDED) == 0;
     store_hold_record_t hold;
     memset(&hold, 0, sizeof hold);
     memcpy(hold.request_id, usage->request_id, sizeof hold.request_id);
@@ -979,7 +980,7 @@ bool store_thread_submit(store_thread_t *thread, uint32_t producer, const store_
                          struct io_uring *producer_ring) {
     RW_ASSERT(thread != NULL && thread->state != NULL && message != NULL && producer < thread->producer_count);
     RW_ASSERT(message->kind >= STORE_MESSAGE_HOLD_OPEN && message->kind <= STORE_MESSAGE_AUDIT);
-    RW_ASSERT(!(message->flags & STORE_MESSAGE_FLAG_HOLD_RECORDED) || message->kind == STORE_MESSAGE_SETTLE);
+    RW_ASSERT(!(message->flags & STORE_MESSAGE_FLAG_HOLD_NOT_RECORDED) || message->kind == STORE_MESSAGE_SETTLE);
     store_thread_state_t *state = thread->state;
     bool was_empty = false;
     if (!channel_push(&state->producers[producer].requests, message, &was_empty)) return false;

@@ -137,7 +137,8 @@ static store_message_t test_settle(const char *request_id, uint64_t user_id, uin
     store_message_t message;
     memset(&message, 0, sizeof message);
     message.kind = STORE_MESSAGE_SETTLE;
-    message.flags = STORE_MESSAGE_FLAG_ACK;
+    /* Most tests settle without a HOLD_OPEN; those that open one clear the flag. */
+    message.flags = STORE_MESSAGE_FLAG_ACK | STORE_MESSAGE_FLAG_HOLD_NOT_RECORDED;
     store_settle_t *settle = &message.body.settle;
     snprintf(settle->usage.request_id, sizeof settle->usage.request_id, "%s", request_id);
     settle->usage.user_id = user_id;
@@ -802,7 +803,7 @@ static void test_settlement_atomic(void) {
     CHECK_EQ_INT(hold.key_id, 1);
 
     message = test_settle("req_a", 1, 1, 1234, 5000); /* write 4 */
-    message.flags |= STORE_MESSAGE_FLAG_HOLD_RECORDED;
+    message.flags &= ~STORE_MESSAGE_FLAG_HOLD_NOT_RECORDED; /* its hold was recorded */
     CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
     CHECK_EQ_INT(ack.id, 1);
     CHECK_EQ_INT(ack.balance_micros, 1000000 - 1234);
@@ -827,7 +828,7 @@ static void test_settlement_atomic(void) {
     message.flags = STORE_MESSAGE_FLAG_ACK;
     CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
     message = test_settle("req_b", 1, 1, 4321, 9000); /* write 6: fails */
-    message.flags |= STORE_MESSAGE_FLAG_HOLD_RECORDED;
+    message.flags &= ~STORE_MESSAGE_FLAG_HOLD_NOT_RECORDED; /* its hold was recorded */
     CHECK_EQ_INT(test_call(&env, &message, &ack), -EIO);
     CHECK_EQ_INT(store_usage_get_by_request(&env.store, "req_b", &usage), -ENOENT);
     CHECK_EQ_INT(store_hold_get(&env.store, "req_b", &hold), 0);
@@ -838,7 +839,7 @@ static void test_settlement_atomic(void) {
     CHECK_EQ_INT(test_statistics(&env.thread).write_errors, 1);
 
     message = test_settle("req_b", 1, 1, 4321, 9000); /* write 7: the retry succeeds */
-    message.flags |= STORE_MESSAGE_FLAG_HOLD_RECORDED;
+    message.flags &= ~STORE_MESSAGE_FLAG_HOLD_NOT_RECORDED; /* its hold was recorded */
     CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
     CHECK_EQ_INT(ack.id, 2); /* the failed write used no usage id */
     CHECK_EQ_INT(ack.balance_micros, 1000000 - 1234 - 4321);
@@ -1481,7 +1482,7 @@ static void test_group_commit(void) {
     messages[6].body.balance_adjust.delta_micros = 5000;
     messages[7] = test_hold_open("req_g3", 1, 1, 900);
     messages[8] = test_settle("req_g3", 1, 1, 900, 900); /* charge == hold */
-    messages[8].flags |= STORE_MESSAGE_FLAG_HOLD_RECORDED;
+    messages[8].flags &= ~STORE_MESSAGE_FLAG_HOLD_NOT_RECORDED;
     messages[9] = test_settle("req_g4", 1, 0, 300, 300); /* no key */
     memset(&messages[10], 0, sizeof messages[10]);
     messages[10].kind = STORE_MESSAGE_AUDIT;
@@ -1599,10 +1600,7 @@ static void test_group_commit_failures(void) {
     /* The same messages again (one round, the fault is spent): all succeed. */
     store_thread_stop(&env.thread);
     env.running = false;
-    for (uint32_t index = 0; index < 5; index++) {
-        messages[index].flags = 0;
-        test_submit(&env, &messages[index], index);
-    }
+    for (uint32_t index = 0; index < 5; index++) test_submit(&env, &messages[index], index);
     CHECK(test_env_run(&env));
     CHECK(test_collect(&env, acks, 5));
     for (uint32_t index = 0; index < 5; index++) CHECK_EQ_INT(acks[index].status, 0);
@@ -1652,7 +1650,7 @@ static void test_settle_without_recorded_hold(void) {
     message = test_hold_open("req_lost", 1, 1, 300); /* write 4: fails */
     CHECK_EQ_INT(test_call(&env, &message, &ack), -EIO);
     message = test_settle("req_lost", 1, 1, 250, 300); /* write 5 */
-    message.flags |= STORE_MESSAGE_FLAG_HOLD_RECORDED;
+    message.flags &= ~STORE_MESSAGE_FLAG_HOLD_NOT_RECORDED; /* its hold was recorded */
     CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
     CHECK_EQ_INT(ack.balance_micros, 5000 - 70 - 250);
     CHECK_EQ_INT(test_memtable_deletes(&env.store), deletes);
@@ -1663,7 +1661,7 @@ static void test_settle_without_recorded_hold(void) {
     store_hold_record_t hold;
     CHECK_EQ_INT(store_hold_get(&env.store, "req_long", &hold), 0);
     message = test_settle("req_long", 1, 1, 400, 400);
-    message.flags |= STORE_MESSAGE_FLAG_HOLD_RECORDED;
+    message.flags &= ~STORE_MESSAGE_FLAG_HOLD_NOT_RECORDED; /* its hold was recorded */
     CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
     CHECK_EQ_INT(test_memtable_deletes(&env.store), deletes + 1);
     CHECK_EQ_INT(store_hold_get(&env.store, "req_long", &hold), -ENOENT);
@@ -1691,7 +1689,7 @@ static void test_restart_recorded_hold(void) {
     messages[1] = test_hold_open("req_open", 1, 0, 800);
     messages[2] = test_hold_open("req_done", 1, 0, 700);
     messages[3] = test_settle("req_done", 1, 0, 650, 700);
-    messages[3].flags |= STORE_MESSAGE_FLAG_HOLD_RECORDED;
+    messages[3].flags &= ~STORE_MESSAGE_FLAG_HOLD_NOT_RECORDED;
     messages[4] = test_settle("req_quick", 1, 0, 50, 100);
     for (uint32_t index = 0; index < 5; index++) test_submit(&env, &messages[index], index);
     CHECK(test_env_run(&env));
@@ -1736,15 +1734,15 @@ static _Noreturn void test_assert_child(const char *path, int which) {
     if (store_thread_call(&thread, 0, &message, NULL, 10000, &ack) != 0 || ack.status != 0) _exit(7);
     if (which == 0) { /* settled twice */
         message = test_settle("req_x", 1, 0, 100, 500);
-        message.flags |= STORE_MESSAGE_FLAG_HOLD_RECORDED;
+        message.flags &= ~STORE_MESSAGE_FLAG_HOLD_NOT_RECORDED; /* its hold was recorded */
         if (store_thread_call(&thread, 0, &message, NULL, 10000, &ack) != 0 || ack.status != 0) _exit(8);
     } else if (which == 1) { /* the recorded hold is not the one settled */
         message = test_settle("req_x", 1, 0, 100, 600);
-        message.flags |= STORE_MESSAGE_FLAG_HOLD_RECORDED;
+        message.flags &= ~STORE_MESSAGE_FLAG_HOLD_NOT_RECORDED; /* its hold was recorded */
     } else { /* the settled balance would go below zero */
         message = test_settle("req_y", 1, 0, 1001, 1001);
     }
-    message.flags |= STORE_MESSAGE_FLAG_HOLD_RECORDED * (which != 2);
+    if (which != 2) message.flags &= ~STORE_MESSAGE_FLAG_HOLD_NOT_RECORDED;
     store_thread_call(&thread, 0, &message, NULL, 2000, &ack);
     _exit(0); /* the assertion did not fire */
 }
@@ -1835,7 +1833,7 @@ static _Noreturn void test_crash_child(const char *path, int pipe_fd, uint32_t s
             store_message_t hold = test_hold_open(request_id, 1, 1, 1000);
             if (!store_thread_submit(&thread, 0, &hold, NULL)) break;
             store_message_t settle = test_settle(request_id, 1, 1, 1 + (int64_t)(test_random_next(&seed) % 1000), 1000);
-            settle.flags |= STORE_MESSAGE_FLAG_HOLD_RECORDED;
+            settle.flags &= ~STORE_MESSAGE_FLAG_HOLD_NOT_RECORDED;
             settle.token = sent;
             while (!store_thread_submit(&thread, 0, &settle, NULL)) {
                 struct timespec pause = {0, 50000};
