@@ -184,6 +184,13 @@ int main(int argc, char **argv) {
     }
     uint64_t entries = bench_memtable_entries(&store) - entries_before;
     store_thread_stop(&thread);
+#ifndef STORE_SETTLE_BEFORE
+    store_thread_statistics_t statistics;
+    store_thread_statistics(&thread, &statistics);
+    printf("store thread: %llu messages, %llu rounds, %llu batch writes (setup included)\n",
+           (unsigned long long)statistics.messages, (unsigned long long)statistics.rounds,
+           (unsigned long long)statistics.batch_writes);
+#endif
     uint64_t wal = bench_wal_bytes(path) - wal_before;
     printf("requests %llu concurrency %u hold %d failures %llu\n", (unsigned long long)requests, concurrency,
            hold_recorded, (unsigned long long)failures);
