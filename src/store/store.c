@@ -686,7 +686,13 @@ static int store_record_get(store_t *store, const uint8_t *key, size_t key_lengt
     int status = store_get(store, key, key_length, value, sizeof value, &length, what);
     if (status != 0) return status;
     if (length > sizeof value || decode(value, length, record) != 0) {
-        store_log("while reading %s: the record does not decode", what);
+        /* Which one: an id key ("u/" + be64) or a text key ("h/" + request id). */
+        if (key_length == STORE_KEY_ID_BYTES) {
+            store_log("while reading %s (%c/%llu): the record does not decode", what, key[0],
+                      (unsigned long long)store_read_be64(key + 2));
+        } else {
+            store_log("while reading %s (%.*s): the record does not decode", what, (int)key_length, (const char *)key);
+        }
         return -EIO;
     }
     return 0;
