@@ -30,7 +30,6 @@
 
 enum {
     MAIN_THREADS_MAX = 256,
-    MAIN_STORE_CHANNEL_CAPACITY = 4096,
 };
 
 typedef struct main_thread {
@@ -230,9 +229,12 @@ int main(int argc, char **argv) {
     }
 
     /* The store thread: producers are the workers (0..threads-1) and the
-     * control thread (threads). */
+     * control thread (threads). Channels hold everything a worker's streams
+     * can have outstanding (3 per stream, see store.h), so neither side
+     * waits for the other. */
     static store_thread_t store_thread;
-    if (store_thread_create(&store_thread, &store, config->threads + 1, MAIN_STORE_CHANNEL_CAPACITY,
+    uint32_t store_channel_capacity = store_thread_channel_capacity_for(config->streams_per_thread);
+    if (store_thread_create(&store_thread, &store, config->threads + 1, store_channel_capacity,
                             config->sync_interval_ms, error, sizeof error) != 0) {
         fprintf(stderr, "ringway: %s\n", error);
         return 1;

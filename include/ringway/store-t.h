@@ -1,14 +1,19 @@
 /* Types of the store: RocksDB records, the messages producers send to the
- * store thread, its acknowledgements, and the store and store-thread state.
+ * store thread, its acknowledgements, and the two opaque handles (the store,
+ * the store thread) whose state lives in src/store/store-internal.h.
  * Functions are in store.h.
  *
  * Key schema (ids are big-endian u64 so iteration follows id order):
- *   m/next_user m/next_key m/next_usage m/next_audit  decimal text: the next id to hand out
+ *   m/next_user m/next_key m/next_audit  decimal text: the next id to hand out
+ *   (m/next_usage is no longer written: the next usage id is the last s/ id + 1,
+ *   which store_open always took as a floor; a value left by older versions is
+ *   read and never ahead of it)
  *   m/schema = "1"; m/jwt_secret and other meta values written with store_meta_put
  *   u/<user id>      user record (binary, versioned; store_user_encode)
  *   e/<email, ASCII lower-cased> -> user id (8 bytes, big-endian)
  *   k/<key id>       key record (binary, versioned; store_key_encode)
- *   h/<request id>   open hold (binary, versioned; store_hold_encode)
+ *   h/<request id>   open hold (binary, versioned; store_hold_encode): only holds a
+ *                    producer chose to record (see STORE_MESSAGE_FLAG_HOLD_NOT_RECORDED)
  *   r/<user id>/<usage id>  usage record, one JSON object (store_usage_encode)
  *   q/<request id>   -> the r/ key of that request's usage record (index)
  *   s/<usage id>     -> the r/ key (index: all usage, oldest to newest)
@@ -20,13 +25,9 @@
 #define RINGWAY_STORE_T_H
 
 #include "ringway/account-t.h"
-#include "ringway/channel.h"
-#include "ringway/loop.h"
 
-#include <liburing.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* Text fields are NUL-terminated arrays of these sizes (the NUL included). */
@@ -113,9 +114,9 @@ typedef struct store_audit_record {
 /* ---- Messages to the store thread ---- */
 
 typedef enum store_message_kind {
-    STORE_MESSAGE_HOLD_OPEN = 1,   /* put h/<request id> */
+    STORE_MESSAGE_HOLD_OPEN = 1,   /* put h/<request id> (a recorded hold) */
     STORE_MESSAGE_HOLD_RELEASE,    /* delete h/<request id>: nothing charged, no usage record */
-    STORE_MESSAGE_SETTLE,          /* put r/ q/ s/ u/ k/ m/next_usage, delete h/ */
+    STORE_MESSAGE_SETTLE,          /* put r/ q/ s/ u/ k/; delete h/ unless FLAG_HOLD_NOT_RECORDED */
     STORE_MESSAGE_USER_CREATE,     /* put u/ e/ m/next_user */
     STORE_MESSAGE_USER_UPDATE,     /* put u/ (status, password hash) */
     STORE_MESSAGE_BALANCE_ADJUST,  /* put u/ with balance + delta */
@@ -124,9 +125,28 @@ typedef enum store_message_kind {
     STORE_MESSAGE_AUDIT,           /* put a/ m/next_audit */
 } store_message_kind_t;
 
+/* Holds and crashes. A hold is recorded (h/<request id>) only when its
+ * producer sends STORE_MESSAGE_HOLD_OPEN for it; a relay worker may skip
+ * that for short requests and send only the SETTLE. The persisted balance
+ * never contains holds, so a hold that was never recorded needs nothing at
+ * a restart; a recorded hold still open at a restart is resolved by
+ * store_load (settled when its usage record exists, released otherwise).
+ *
+ * A SETTLE whose hold was never recorded carries
+ * STORE_MESSAGE_FLAG_HOLD_NOT_RECORDED: the store then touches no h/ key
+ * (no tombstone, no read). Without the flag (what every producer sent
+ * before the flag existed) the hold counts as recorded: the store finds it
+ * (opened earlier in the same round, else on disk), deletes h/<request id>
+ * in the settlement's batch, and checks it by assertion: same user and key,
+ * the same amount as the message's hold_micros, the charge within it, and
+ * settled once (a second settlement of this run is caught by the round or
+ * by the q/ index). A recorded hold that is not found (its HOLD_OPEN's
+ * write failed) is logged and the settlement goes ahead. HOLD_RELEASE
+ * always deletes the h/ key: send it only for a recorded hold. */
 enum {
     STORE_MESSAGE_FLAG_ACK = 1u << 0,  /* push a store_ack_t into the producer's reply channel */
     STORE_MESSAGE_FLAG_SYNC = 1u << 1, /* write with sync=true (fsync), then acknowledge (implies ACK) */
+    STORE_MESSAGE_FLAG_HOLD_NOT_RECORDED = 1u << 2, /* SETTLE only: no HOLD_OPEN was sent for this request */
 };
 
 enum {
@@ -152,7 +172,7 @@ typedef struct store_settle {
      * record as it will be stored. cost_micros is subtracted from the
      * user's balance and added to the key's spent. */
     store_usage_record_t usage;
-    int64_t hold_micros;                           /* the hold it settles: 0 <= cost <= hold */
+    int64_t hold_micros;                           /* the hold it settles: 0 <= cost <= hold (recorded or not) */
 } store_settle_t;
 
 typedef struct store_user_update {
@@ -196,7 +216,10 @@ typedef struct store_message {
     } body;
 } store_message_t;
 
-/* Status of an acknowledged message: 0 or a negative errno. */
+/* Status of an acknowledged message: 0 or a negative errno. Messages are
+ * applied in rounds, all of a round in one WriteBatch (group commit): an
+ * answer below other than -EIO concerns this message only; -EIO means the
+ * round's batch was not written, and every message of that round gets it. */
 enum {
     STORE_OK = 0,
     /* -EIO: the RocksDB write failed (logged with context; nothing changed)
@@ -228,34 +251,12 @@ typedef struct store_options {
     uint32_t fault_write_fail_count;               /* 0 counts as 1 */
 } store_options_t;
 
-struct rocksdb_t;
-struct rocksdb_options_t;
-struct rocksdb_writeoptions_t;
-struct rocksdb_readoptions_t;
-struct rocksdb_writebatch_t;
-
+/* The store: opaque to its users, who keep it (statically, say) and pass
+ * it to the functions in store.h. store_open fills it, store_close empties
+ * it; its state (RocksDB handles, the store thread's balance arrays) is in
+ * src/store/store-internal.h. */
 typedef struct store {
-    struct rocksdb_t *db;
-    struct rocksdb_options_t *options;
-    struct rocksdb_writeoptions_t *write_options;       /* WAL on, sync=false */
-    struct rocksdb_writeoptions_t *write_options_sync;  /* WAL on, sync=true */
-    struct rocksdb_readoptions_t *read_options;
-    store_options_t config;
-    char path[STORE_PATH_BYTES];
-    _Atomic uint64_t writes;                            /* write attempts, for fault injection */
-
-    /* Owned by the store thread once it runs (filled by store_open and
-     * store_load before): the authoritative settled balance per user and
-     * spent per key, and the next ids. */
-    int64_t *user_balance_micros;                       /* [users_max], by id - 1 */
-    uint8_t *user_present;                              /* [users_max] */
-    int64_t *key_spent_micros;                          /* [keys_max], by id - 1 */
-    uint8_t *key_present;                               /* [keys_max] */
-    uint64_t next_user_id;
-    uint64_t next_key_id;
-    uint64_t next_usage_id;
-    uint64_t next_audit_id;
-    int64_t usage_created_ms_last;
+    struct store_state *state;                          /* NULL until store_open, again after store_close */
 } store_t;
 
 typedef struct store_load_callbacks {
@@ -296,33 +297,22 @@ typedef int (*store_audit_visit_t)(void *context, const store_audit_record_t *re
 
 /* ---- The store thread ---- */
 
-/* One producer (a relay worker or the control thread): a request channel it
- * pushes into, a reply channel the store thread pushes acks into, and where
- * to ring its doorbell. */
-typedef struct store_producer {
-    channel_t requests;                                 /* store_message_t */
-    channel_t replies;                                  /* store_ack_t */
-    int ring_fd;                                        /* the producer's ring, -1 = no doorbell (it polls) */
-    loop_operation_t *mailbox;                          /* user_data of its doorbell CQE */
-    bool doorbell_pending;                              /* store thread only */
-} store_producer_t;
-
+/* The store thread: opaque like store_t, its state in store-internal.h.
+ * producer_count is set by store_thread_create and read-only after. */
 typedef struct store_thread {
-    store_t *store;
-    store_producer_t *producers;                        /* [producer_count], cache-line aligned */
-    uint32_t producer_count;
-    uint32_t sync_interval_ms;
-    struct rocksdb_writebatch_t *batch;                 /* reused for every message (cleared) */
-    struct io_uring ring;                               /* doorbells in (MSG_RING CQEs) and out */
-    bool ring_ready;
-    loop_operation_t doorbell;                          /* user_data of doorbells to the store thread */
-    pthread_t thread;
-    bool started;
-    _Atomic bool stop_requested;
-    /* Store-thread statistics, readable after stop. */
-    uint64_t messages;
-    uint64_t write_errors;
-    uint64_t syncs;
+    uint32_t producer_count;                            /* producers are 0..producer_count-1 */
+    struct store_thread_state *state;
 } store_thread_t;
+
+/* What the store thread did (store_thread_statistics). Exact once the
+ * thread stopped; while it runs, a producer sees at least what happened
+ * before the ack it last popped. */
+typedef struct store_thread_statistics {
+    uint64_t messages;                                  /* messages applied (any answer) */
+    uint64_t rounds;                                    /* rounds that took at least one message */
+    uint64_t batch_writes;                              /* WriteBatches written (one per round at most) */
+    uint64_t write_errors;                              /* failed batch writes and WAL syncs */
+    uint64_t syncs;                                     /* synced writes and WAL syncs */
+} store_thread_statistics_t;
 
 #endif

@@ -8,16 +8,21 @@
  * thread at any time (RocksDB reads are thread-safe). Producers talk to the
  * store thread only through store_thread_submit / store_thread_reply_pop.
  *
- * Durability: every message is one WriteBatch written with the WAL on and
- * sync=false, before it is acknowledged, so a kill -9 never loses an
- * acknowledged message. The WAL is synced every sync_interval_ms when
- * anything was written (group commit), so a power loss loses at most that
- * much; a message flagged STORE_MESSAGE_FLAG_SYNC is written with sync=true
- * and acknowledged only after it is on disk. */
+ * Durability (group commit): the store thread drains its channels in
+ * rounds and writes everything it took in one round as ONE WriteBatch, WAL
+ * on, sync=false, before it acknowledges any of it, so a kill -9 never
+ * loses an acknowledged message and a round is all or nothing. The WAL is
+ * synced every sync_interval_ms when anything was written, so a power loss
+ * loses at most that much; a round holding a message flagged
+ * STORE_MESSAGE_FLAG_SYNC is written with sync=true and its acks follow the
+ * fsync. */
 #ifndef RINGWAY_STORE_H
 #define RINGWAY_STORE_H
 
+#include "ringway/loop.h"
 #include "ringway/store-t.h"
+
+#include <liburing.h>
 
 /* ---- Record encodings (pure: no I/O, no allocation) ---- */
 
@@ -114,10 +119,25 @@ int store_meta_put(store_t *store, const char *name, const uint8_t *value, size_
 
 /* ---- The store thread ---- */
 
+/* The channel capacity (a power of two, >= 4) for producers that run up to
+ * streams_per_thread streams (>= 1), such that neither side ever waits for
+ * the other. The store thread takes a message only when the reply channel
+ * has room for its ack beyond the acks it already owes in the round
+ * (otherwise that producer is skipped until it reads its replies), so a
+ * full reply channel would stall the producer's requests behind it. A
+ * stream owes at most one ack (the settlement it waits for) and has at most
+ * two other messages in flight (its HOLD_OPEN and a SETTLE or HOLD_RELEASE
+ * without ack), so 3 x streams_per_thread slots hold everything a producer
+ * can have outstanding in either channel: its pushes never find the request
+ * channel full and the store never finds the reply channel full. (That
+ * bound is the worker's to keep: a stream sends nothing more until its
+ * messages are taken.) */
+uint32_t store_thread_channel_capacity_for(uint32_t streams_per_thread);
+
 /* Prepares the store thread for producer_count producers (relay workers and
  * the control thread; indexes 0..producer_count-1): two channels of
  * channel_capacity messages each per producer (a power of two), its io_uring.
- * sync_interval_ms is the group-commit period (>= 1; default 10). Producers
+ * sync_interval_ms is the WAL sync period (>= 1; default 10). Producers
  * are unbound (ring_fd -1) until store_thread_bind_producer. Returns 0, or a
  * negative errno with `error` filled. */
 int store_thread_create(store_thread_t *thread, store_t *store, uint32_t producer_count,
@@ -136,7 +156,14 @@ int store_thread_start(store_thread_t *thread);
 
 /* Asks the thread to stop, waits for it: it first applies and acknowledges
  * every message already pushed (except from a producer whose reply channel
- * stays full), then syncs the WAL. Takes about 10 ms plus the drain. */
+ * stays full), then syncs the WAL. Takes about 10 ms plus the drain.
+ *
+ * Test-only fault hook (a "store stall"): when the environment variable
+ * RINGWAY_TEST_STORE_DELAY_MS is set (read once, at store_thread_start), the
+ * thread sleeps that many milliseconds (at most 60000) before each round's
+ * batch write, for as long as the file named by RINGWAY_TEST_STORE_DELAY_FILE
+ * exists (checked with access() once per round; variable unset: always).
+ * Removing the file ends the stall. Never set these in production. */
 void store_thread_stop(store_thread_t *thread);
 
 /* Frees the channels and the ring; the thread must be stopped (or never
@@ -151,6 +178,9 @@ void store_thread_destroy(store_thread_t *thread);
  * never sleeps longer). Returns false when the channel is full (nothing sent). */
 bool store_thread_submit(store_thread_t *thread, uint32_t producer, const store_message_t *message,
                          struct io_uring *producer_ring);
+
+/* Copies the thread's counters (see store_thread_statistics_t). Any thread. */
+void store_thread_statistics(const store_thread_t *thread, store_thread_statistics_t *statistics);
 
 /* The producer's side: takes the next ack, false when there is none. */
 bool store_thread_reply_pop(store_thread_t *thread, uint32_t producer, store_ack_t *ack);

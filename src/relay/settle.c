@@ -186,6 +186,7 @@ bool relay_settle(relay_stream_t *stream, const char *status, bool wait_for_ack)
     record->capped = capped;
     message->body.settle.hold_micros = stream->hold_micros;
     if (wait_for_ack) message->flags |= STORE_MESSAGE_FLAG_ACK;
+    if (!stream->hold_recorded) message->flags |= STORE_MESSAGE_FLAG_HOLD_NOT_RECORDED;
     relay_settle_submit(worker, message);
     if (!wait_for_ack) return false;
     worker->settling_count++;
