@@ -224,6 +224,25 @@ class Process:
                 time.sleep(0.05)
         raise RuntimeError(f"{self.name} not listening on {port} within {timeout_s} s: {self.tail()}")
 
+    def wait_healthz(self, port, timeout_s):
+        """Waits until GET /healthz on port answers 200."""
+        import http.client
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"{self.name} exited ({self.popen.returncode}): {self.tail()}")
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            try:
+                connection.request("GET", "/healthz")
+                if connection.getresponse().status == 200:
+                    return
+            except (OSError, http.client.HTTPException):
+                pass
+            finally:
+                connection.close()
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not answer GET /healthz on {port} within {timeout_s} s: {self.tail()}")
+
     def tail(self, size=1500):
         with open(self.log_path, "rb") as log_file:
             return log_file.read()[-size:].decode(errors="replace")
@@ -483,7 +502,10 @@ def provision_api_key(admin_port, name):
             return json.loads(response.read())
 
     try:
-        user = call("/admin/users", {"email": f"bench@{name}.test", "balance": CUSTOMER_BALANCE})
+        # A relay restarted on the same data directory already has the
+        # first customer: each call makes a new one.
+        email = f"bench-{time.time_ns()}@{name}.test"
+        user = call("/admin/users", {"email": email, "balance": CUSTOMER_BALANCE})
         return call("/admin/keys", {"user_id": user["id"], "name": "bench"})["key"]
     except (OSError, urllib.error.URLError, ValueError, KeyError):
         return None
@@ -647,7 +669,11 @@ class Bench:
             # Under valgrind the worker thread, blocked in io_uring_enter,
             # keeps valgrind's thread lock, so the main thread may print its
             # "listening" line minutes late; the worker's port is open first.
+            # Connections made in the first seconds after that have been
+            # seen to fail (reset) on the loaded machine, so the relay
+            # counts as up once it answers GET /healthz.
             process.wait_port(port, 120)
+            process.wait_healthz(port, 120)
         else:
             process.wait_log("listening on", 30)
 
@@ -898,9 +924,13 @@ class Bench:
         try:
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
+                # strace says "Process N attached with T threads", or one
+                # "attached" line per thread.
                 with open(attach_path, "rb") as attach_read:
-                    if attach_read.read().count(b" attached") >= threads:
-                        break
+                    attached = attach_read.read().decode(errors="replace")
+                together = re.search(r"attached with (\d+) threads", attached)
+                if (int(together.group(1)) if together else attached.count(" attached")) >= threads:
+                    break
                 if tracer.poll() is not None:
                     raise RuntimeError(f"strace exited ({tracer.returncode}): {open(attach_path).read()[-300:]}")
                 time.sleep(0.05)
