@@ -79,6 +79,9 @@ struct upstream_pool {
     socklen_t address_length;
     upstream_connection_t *connections;
     uint8_t *tls_memory;
+    /* TLS upstreams: a request's pieces are gathered here, a record's
+     * plaintext at a time, and encrypted as one record (upstream_flush). */
+    uint8_t *record_plaintext;
     uint32_t connections_max;
     uint32_t connections_open;
     upstream_connection_t *free;

@@ -11,7 +11,10 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-enum { UPSTREAM_TLS_BUFFER_BYTES = TLS_RECORD_BYTES_MAX + 512 };
+enum {
+    UPSTREAM_TLS_BUFFER_BYTES = TLS_RECORD_BYTES_MAX + 512,
+    UPSTREAM_RECORD_PLAINTEXT_BYTES = 16384, /* the most one TLS record carries */
+};
 
 static void upstream_fail(upstream_connection_t *connection, const char *reason);
 static void upstream_close(upstream_connection_t *connection);
@@ -91,6 +94,44 @@ static void upstream_on_timer(loop_timer_t *timer) {
 
 /* ---- sending ----------------------------------------------------------- */
 
+/* The plaintext of the next record: the current piece alone when it is the
+ * last or fills a record (no copy), else as many pieces as fit, gathered
+ * into the pool's record buffer. Every piece is a splice of the request, so
+ * one record per piece would cost one AEAD pass and record header per
+ * splice. The gather starts where the last tls_write stopped, so bytes
+ * wolfSSL must see again after an interrupted write come first. */
+static const uint8_t *upstream_next_plaintext(upstream_connection_t *connection, size_t *length) {
+    const struct iovec *piece = &connection->pieces[connection->piece_index];
+    if (connection->piece_index + 1 == connection->piece_count || piece->iov_len >= UPSTREAM_RECORD_PLAINTEXT_BYTES) {
+        *length = piece->iov_len;
+        return piece->iov_base;
+    }
+    uint8_t *gathered = connection->pool->record_plaintext;
+    size_t filled = 0;
+    for (uint32_t index = connection->piece_index; index < connection->piece_count; index++) {
+        const struct iovec *next = &connection->pieces[index];
+        size_t take = RW_MIN(next->iov_len, (size_t)UPSTREAM_RECORD_PLAINTEXT_BYTES - filled);
+        memcpy(gathered + filled, next->iov_base, take);
+        filled += take;
+        if (filled == UPSTREAM_RECORD_PLAINTEXT_BYTES) break;
+    }
+    *length = filled;
+    return gathered;
+}
+
+/* Moves past `bytes` written bytes of the pieces. */
+static void upstream_consume_pieces(upstream_connection_t *connection, size_t bytes) {
+    while (bytes > 0) {
+        RW_ASSERT(connection->piece_index < connection->piece_count);
+        struct iovec *piece = &connection->pieces[connection->piece_index];
+        size_t take = RW_MIN(bytes, piece->iov_len);
+        piece->iov_base = (uint8_t *)piece->iov_base + take;
+        piece->iov_len -= take;
+        bytes -= take;
+        if (piece->iov_len == 0) connection->piece_index++;
+    }
+}
+
 static void upstream_flush(upstream_connection_t *connection) {
     loop_t *loop = connection->pool->loop;
     RW_ASSERT(!connection->send_operation.in_flight);
@@ -107,12 +148,11 @@ static void upstream_flush(upstream_connection_t *connection) {
                 return;
             }
             if (connection->piece_index >= connection->piece_count) break;
-            struct iovec *piece = &connection->pieces[connection->piece_index];
+            size_t length = 0;
+            const uint8_t *plaintext = upstream_next_plaintext(connection, &length);
             size_t written = 0;
-            tls_result_t result = tls_write(&connection->tls, piece->iov_base, piece->iov_len, &written);
-            piece->iov_base = (uint8_t *)piece->iov_base + written;
-            piece->iov_len -= written;
-            if (piece->iov_len == 0) connection->piece_index++;
+            tls_result_t result = tls_write(&connection->tls, plaintext, length, &written);
+            upstream_consume_pieces(connection, written);
             if (result == TLS_ERROR || result == TLS_CLOSED) {
                 upstream_fail(connection, tls_last_error(&connection->tls));
                 return;
@@ -414,6 +454,12 @@ int upstream_pool_init(upstream_pool_t *pool, loop_t *loop, const config_upstrea
                                 MAP_ANONYMOUS | MAP_PRIVATE | MAP_NORESERVE, -1, 0);
         if (pool->tls_memory == MAP_FAILED) {
             snprintf(error, error_size, "cannot map the upstream TLS buffers: %s", strerror(errno));
+            return -1;
+        }
+        pool->record_plaintext = mmap(NULL, UPSTREAM_RECORD_PLAINTEXT_BYTES, PROT_READ | PROT_WRITE,
+                                      MAP_ANONYMOUS | MAP_PRIVATE | MAP_NORESERVE, -1, 0);
+        if (pool->record_plaintext == MAP_FAILED) {
+            snprintf(error, error_size, "cannot map the upstream record buffer: %s", strerror(errno));
             return -1;
         }
         const char *name = upstream->sni[0] != '\0' ? upstream->sni : upstream->host;
