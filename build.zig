@@ -54,6 +54,7 @@ const unit_tests = [_][]const u8{
     "ledger",
     "store",
     "admin",
+    "loop",
 };
 
 const c_flags = [_][]const u8{
