@@ -55,6 +55,7 @@ const unit_tests = [_][]const u8{
     "store",
     "admin",
     "loop",
+    "server",
 };
 
 const c_flags = [_][]const u8{
