@@ -56,6 +56,7 @@ const unit_tests = [_][]const u8{
     "admin",
     "loop",
     "server",
+    "upstream",
 };
 
 const c_flags = [_][]const u8{
