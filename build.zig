@@ -57,6 +57,7 @@ const unit_tests = [_][]const u8{
     "loop",
     "server",
     "upstream",
+    "router",
 };
 
 const c_flags = [_][]const u8{
