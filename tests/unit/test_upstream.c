@@ -633,6 +633,95 @@ static void test_connect_timeout(void) {
     close(listener);
 }
 
+/* A user that gives up before the connection is ready releases it: no
+ * callback reaches that user afterwards (not on_ready, not on_failed), the
+ * slot comes back, and the pool works on. */
+static void test_release_while_connecting(void) {
+    test_line_server_t server;
+    if (!test_server_start(&server)) {
+        CHECK(!"test server did not start");
+        return;
+    }
+    loop_t loop;
+    upstream_pool_t pool;
+    if (!test_open(&loop, &pool, server.port, 1000, 1, 10000)) {
+        test_server_stop(&server);
+        return;
+    }
+    test_user_t gone_user = {0};
+    bool reused = true;
+    upstream_connection_t *connection = upstream_acquire(&pool, &test_events, &gone_user, &reused);
+    CHECK(connection != NULL);
+    if (connection == NULL) goto done;
+    CHECK(!reused);
+    upstream_release(connection, true);
+    CHECK(test_run_until_pool_empty(&loop, &pool));
+    CHECK_EQ_INT(pool.idle_count, 0);
+    test_user_t user = {0};
+    connection = upstream_acquire(&pool, &test_events, &user, &reused);
+    CHECK(connection != NULL);
+    if (connection == NULL) goto done;
+    CHECK(test_run_until(&loop, &user.ready, &user.failed, 1));
+    char reply[TEST_LINE_BYTES];
+    CHECK(test_roundtrip(&loop, connection, &user, "PING 7\n", reply, sizeof reply));
+    CHECK(strncmp(reply, "PONG 7 conn=", 12) == 0);
+    CHECK_EQ_INT(gone_user.ready + gone_user.failed + gone_user.sent + gone_user.received_calls, 0);
+    upstream_release(connection, false);
+    CHECK(test_run_until_pool_empty(&loop, &pool));
+done:
+    loop_destroy(&loop);
+    test_server_stop(&server);
+}
+
+/* A reply longer than the receive destination arrives over several
+ * receives, each at most the capacity given, bytes in order. */
+static void test_receive_in_small_pieces(void) {
+    test_line_server_t server;
+    if (!test_server_start(&server)) {
+        CHECK(!"test server did not start");
+        return;
+    }
+    loop_t loop;
+    upstream_pool_t pool;
+    if (!test_open(&loop, &pool, server.port, 1000, 1, 10000)) {
+        test_server_stop(&server);
+        return;
+    }
+    test_user_t user = {0};
+    bool reused = true;
+    upstream_connection_t *connection = upstream_acquire(&pool, &test_events, &user, &reused);
+    CHECK(connection != NULL);
+    if (connection == NULL) goto done;
+    CHECK(test_run_until(&loop, &user.ready, &user.failed, 1));
+    /* Two pieces in one send: both reach the server in order. */
+    struct iovec pieces[3] = {{.iov_base = "PI", .iov_len = 2}, {.iov_base = "", .iov_len = 0},
+                              {.iov_base = "NG 12345\n", .iov_len = 9}};
+    upstream_send(connection, pieces, 3);
+    CHECK(test_run_until(&loop, &user.sent, &user.failed, 1));
+    CHECK_EQ_INT(user.sent, 1);
+    char reply[64];
+    size_t filled = 0;
+    uint32_t receives = 0;
+    bool oversized = false;
+    for (; receives < 64 && memchr(reply, '\n', filled) == NULL; receives++) {
+        uint32_t calls_before = user.received_calls;
+        size_t bytes_before = user.received_bytes;
+        CHECK_EQ_INT(upstream_receive(connection, (uint8_t *)reply + filled, 4), 0);
+        if (!test_run_until(&loop, &user.received_calls, &user.failed, calls_before + user.failed + 1)) break;
+        if (user.failed != 0 || user.received_bytes == bytes_before) break;
+        if (user.received_bytes - bytes_before > 4) oversized = true;
+        filled += user.received_bytes - bytes_before;
+    }
+    CHECK(!oversized);
+    CHECK_EQ_BYTES(reply, filled, "PONG 12345 conn=1\n");
+    CHECK(receives >= 5); /* 18 bytes through a 4-byte window */
+    upstream_release(connection, false);
+    CHECK(test_run_until_pool_empty(&loop, &pool));
+done:
+    loop_destroy(&loop);
+    test_server_stop(&server);
+}
+
 static bool test_io_uring_available(void) {
     loop_t loop;
     char error[256];
@@ -654,6 +743,8 @@ int main(void) {
     RUN_TEST(test_keepalive_expiry);
     RUN_TEST(test_connect_refused);
     RUN_TEST(test_connect_timeout);
+    RUN_TEST(test_release_while_connecting);
+    RUN_TEST(test_receive_in_small_pieces);
     free(test_config);
     return UNIT_REPORT();
 }
