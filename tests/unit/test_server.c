@@ -98,6 +98,15 @@ static void test_on_request(server_exchange_t *exchange) {
         return;
     }
     char *reply = test_replies[server_exchange_index(exchange)];
+    if (strcmp(record->target, "/sum") == 0) {
+        /* For bodies too long to echo: their length and a position-weighted sum. */
+        uint64_t sum = 0;
+        for (size_t at = 0; at < exchange->body_length; at++) sum += (at + 1) * server_body(exchange)[at];
+        int length = snprintf(reply, TEST_REPLY_BYTES, "length=%zu sum=%llu", exchange->body_length,
+                              (unsigned long long)sum);
+        server_respond(exchange, 200, "text/plain", reply, (size_t)length, NULL);
+        return;
+    }
     int length = snprintf(reply, TEST_REPLY_BYTES, "target=%s body=%zu:%.*s", record->target, exchange->body_length,
                           (int)exchange->body_length, (const char *)server_body(exchange));
     server_respond(exchange, 200, "text/plain", reply, (size_t)RW_MIN(length, TEST_REPLY_BYTES - 1), NULL);
@@ -780,6 +789,123 @@ static void test_idle_keepalive_timeout(void) {
     CHECK_EQ_INT(atomic_load(&test_log_count), 1);
 }
 
+/* The reply "/sum" gives for `body`. */
+static void test_expected_sum(const uint8_t *body, size_t length, char *out, size_t capacity) {
+    uint64_t sum = 0;
+    for (size_t index = 0; index < length; index++) sum += (index + 1) * body[index];
+    snprintf(out, capacity, "length=%zu sum=%llu", length, (unsigned long long)sum);
+}
+
+/* Bodies larger than the request buffer (4096) but within the cap move to
+ * the one large-body slot, for a Content-Length and a chunked body alike;
+ * while one request holds the slot, a second large body is refused 503
+ * server_busy, and once the first is answered the slot serves again. */
+static void test_client_large_bodies(void) {
+    static uint8_t body[7000];
+    for (size_t index = 0; index < sizeof body; index++) body[index] = (uint8_t)('A' + (index * 7) % 26);
+    char expected[64];
+    test_expected_sum(body, sizeof body, expected, sizeof expected);
+    test_client_t client, other;
+    test_response_t response;
+    CHECK(test_connect(&client));
+    char head[128];
+    int length = snprintf(head, sizeof head, "POST /sum HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n", sizeof body);
+    CHECK(test_send_bytes(&client, head, (size_t)length));
+    CHECK(test_send_bytes(&client, body, sizeof body));
+    CHECK(test_read_response(&client, &response));
+    CHECK(test_body_is(&response, expected));
+
+    /* Chunked, 1000 bytes per chunk, on the same connection. */
+    CHECK(test_send_text(&client, "POST /sum HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"));
+    for (size_t offset = 0; offset < sizeof body; offset += 1000) {
+        char size_line[16];
+        int size_length = snprintf(size_line, sizeof size_line, "%x\r\n", 1000);
+        CHECK(test_send_bytes(&client, size_line, (size_t)size_length));
+        CHECK(test_send_bytes(&client, body + offset, 1000));
+        CHECK(test_send_text(&client, "\r\n"));
+    }
+    CHECK(test_send_text(&client, "0\r\n\r\n"));
+    CHECK(test_read_response(&client, &response));
+    CHECK(test_body_is(&response, expected));
+
+    /* The slot is taken by a body still arriving: a second is refused. The
+     * interim 100 shows the server has read the head (and taken the slot). */
+    char continue_head[160];
+    int continue_length = snprintf(continue_head, sizeof continue_head,
+                                   "POST /sum HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n"
+                                   "Expect: 100-continue\r\n\r\n", sizeof body);
+    CHECK(test_send_bytes(&client, continue_head, (size_t)continue_length));
+    static const char interim[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    for (uint32_t round = 0; client.length < sizeof interim - 1 && round < 100; round++) {
+        if (test_receive_more(&client) <= 0) break;
+    }
+    CHECK(client.length >= sizeof interim - 1 && memcmp(client.buffer, interim, sizeof interim - 1) == 0);
+    if (client.length >= sizeof interim - 1) test_consume(&client, sizeof interim - 1);
+    CHECK(test_send_bytes(&client, body, 5000));
+    CHECK(test_connect(&other));
+    CHECK(test_send_bytes(&other, head, (size_t)length));
+    CHECK(test_read_response(&other, &response));
+    CHECK_EQ_INT(response.status, 503);
+    response.body[RW_MIN(response.body_length, sizeof response.body - 1)] = '\0';
+    CHECK(strstr(response.body, "\"code\":\"server_busy\"") != NULL);
+    test_close(&other);
+    CHECK(test_send_bytes(&client, body + 5000, sizeof body - 5000));
+    CHECK(test_read_response(&client, &response));
+    CHECK(test_body_is(&response, expected));
+    test_close(&client);
+    CHECK(test_connect(&other));
+    CHECK(test_send_bytes(&other, head, (size_t)length));
+    CHECK(test_send_bytes(&other, body, sizeof body));
+    CHECK(test_read_response(&other, &response));
+    CHECK(test_body_is(&response, expected));
+    test_close(&other);
+    test_client_done();
+}
+
+static void test_large_bodies(void) {
+    test_serve(&test_default_setup, test_client_large_bodies);
+    CHECK_EQ_INT(atomic_load(&test_log_count), 4);
+}
+
+/* Connection: close on the first of two pipelined requests: only the first
+ * is answered (with Connection: close), then the connection ends. A request
+ * that arrives while the handler still holds the previous one waits and is
+ * answered after it, in order. */
+static void test_client_close_and_held_pipelining(void) {
+    test_client_t client;
+    test_response_t response;
+    CHECK(test_connect(&client));
+    CHECK(test_send_text(&client, "GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                                  "GET /never HTTP/1.1\r\nHost: x\r\n\r\n"));
+    CHECK(test_read_response(&client, &response));
+    CHECK(test_body_is(&response, "target=/last body=0:"));
+    CHECK(test_head_find(&response, "Connection: close\r\n") != NULL);
+    CHECK(test_read_end(&client));
+    test_close(&client);
+
+    CHECK(test_connect(&client));
+    CHECK(test_send_text(&client, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n"));
+    for (uint32_t wait = 0; atomic_load(&test_log_count) < 2 && wait < 200; wait++) test_pause_ms(5);
+    CHECK(test_send_text(&client, "GET /queued HTTP/1.1\r\nHost: x\r\n\r\n"));
+    test_pause_ms(30);
+    CHECK_EQ_INT(atomic_load(&test_log_count), 2); /* /queued waits for /hold */
+    atomic_store(&test_release_held, true);
+    CHECK(test_read_response(&client, &response));
+    CHECK(test_body_is(&response, "released"));
+    CHECK(test_read_response(&client, &response));
+    CHECK(test_body_is(&response, "target=/queued body=0:"));
+    test_close(&client);
+    test_client_done();
+}
+
+static void test_close_and_held_pipelining(void) {
+    test_serve(&test_default_setup, test_client_close_and_held_pipelining);
+    CHECK_EQ_INT(atomic_load(&test_log_count), 3);
+    for (uint32_t index = 0; index < atomic_load(&test_log_count) && index < TEST_LOG_MAX; index++) {
+        CHECK(strcmp(test_log[index].target, "/never") != 0);
+    }
+}
+
 /* A body that stops arriving is answered 408 after the body timeout (the
  * head came in time), with the body-specific message. */
 static void test_client_body_timeout(void) {
@@ -870,6 +996,8 @@ int main(void) {
     RUN_TEST(test_abort_when_client_leaves);
     RUN_TEST(test_idle_keepalive_timeout);
     RUN_TEST(test_body_timeout);
+    RUN_TEST(test_large_bodies);
+    RUN_TEST(test_close_and_held_pipelining);
     RUN_TEST(test_stop_ends_keepalive_connections);
     return UNIT_REPORT();
 }
