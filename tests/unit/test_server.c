@@ -56,6 +56,7 @@ static char test_replies[TEST_EXCHANGES_MAX][TEST_REPLY_BYTES];
 static server_exchange_t *test_held;      /* "/hold": answered when the client asks */
 static server_exchange_t *test_streaming; /* "/stream": one chunk sent, then nothing */
 static server_exchange_t *test_aborted;   /* on_abort seen; released on the next tick */
+static server_exchange_t *test_cutting;   /* "/cut": one chunk, then the handler aborts */
 static atomic_bool test_release_held;
 static atomic_uint test_abort_count;
 static atomic_uint test_sent_count;
@@ -89,6 +90,14 @@ static void test_on_request(server_exchange_t *exchange) {
         test_held = exchange;
         return;
     }
+    if (strcmp(record->target, "/cut") == 0) {
+        test_cutting = exchange;
+        server_begin(exchange, 200, "text/plain", -1, NULL);
+        static const char part[] = "half";
+        struct iovec piece = {.iov_base = (void *)part, .iov_len = sizeof part - 1};
+        server_send(exchange, &piece, 1, false);
+        return;
+    }
     if (strcmp(record->target, "/stream") == 0) {
         test_streaming = exchange;
         server_begin(exchange, 200, "text/plain", -1, NULL);
@@ -112,7 +121,14 @@ static void test_on_request(server_exchange_t *exchange) {
     server_respond(exchange, 200, "text/plain", reply, (size_t)RW_MIN(length, TEST_REPLY_BYTES - 1), NULL);
 }
 
-static void test_on_sent(server_exchange_t *exchange) { atomic_fetch_add(&test_sent_count, 1); }
+static void test_on_sent(server_exchange_t *exchange) {
+    atomic_fetch_add(&test_sent_count, 1);
+    /* The handler gives up once its first chunk is out. */
+    if (exchange == test_cutting) {
+        test_cutting = NULL;
+        server_exchange_abort(exchange);
+    }
+}
 
 static void test_on_abort(server_exchange_t *exchange) {
     /* The handler may still hold the exchange; it lets go on the next tick,
@@ -196,6 +212,7 @@ static void test_serve(const test_setup_t *setup, void (*client)(void)) {
     test_held = NULL;
     test_streaming = NULL;
     test_aborted = NULL;
+    test_cutting = NULL;
     atomic_store(&test_release_held, false);
     atomic_store(&test_abort_count, 0);
     atomic_store(&test_sent_count, 0);
@@ -743,6 +760,9 @@ static void test_client_abort(void) {
         if (test_receive_more(&client) <= 0) break;
     }
     CHECK_EQ_BYTES(client.buffer, client.length, expected);
+    /* The first chunk's send completes: on_sent, once, before we leave. */
+    for (uint32_t wait = 0; atomic_load(&test_sent_count) == 0 && wait < 400; wait++) test_pause_ms(5);
+    CHECK_EQ_INT(atomic_load(&test_sent_count), 1);
     test_close(&client);
     for (uint32_t wait = 0; atomic_load(&test_released_count) == 0 && wait < 400; wait++) test_pause_ms(5);
     CHECK_EQ_INT(atomic_load(&test_abort_count), 1);
@@ -757,8 +777,8 @@ static void test_abort_when_client_leaves(void) {
     setup.connections_max = 1;
     test_serve(&setup, test_client_abort);
     CHECK_EQ_INT(atomic_load(&test_abort_count), 1);
-    /* on_sent came for the first chunk only, before the client left. */
-    CHECK(atomic_load(&test_sent_count) <= 1);
+    /* on_sent came for the first chunk only, none after the client left. */
+    CHECK_EQ_INT(atomic_load(&test_sent_count), 1);
 }
 
 /* An idle keep-alive connection is closed by the server, never earlier than
@@ -906,6 +926,67 @@ static void test_close_and_held_pipelining(void) {
     }
 }
 
+/* The handler aborts mid-response (server_exchange_abort after its first
+ * chunk): the client gets the chunk, then the connection breaks with no
+ * terminating chunk; on_abort is not called (the handler chose it); the
+ * only connection slot serves a new connection afterwards. */
+static void test_client_handler_abort(void) {
+    test_client_t client;
+    CHECK(test_connect(&client));
+    CHECK(test_send_text(&client, "GET /cut HTTP/1.1\r\nHost: x\r\n\r\n"));
+    static const char expected[] = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n"
+                                   "x-request-id: req_1234abcd070000000001\r\n\r\n4\r\nhalf\r\n";
+    ssize_t last = 1;
+    for (uint32_t round = 0; round < 100; round++) {
+        last = test_receive_more(&client);
+        if (last <= 0) break;
+    }
+    CHECK(last == 0 || (last < 0 && errno == ECONNRESET));
+    CHECK_EQ_BYTES(client.buffer, client.length, expected);
+    test_close(&client);
+    CHECK(test_served_on_new_connection(&client, "/whole"));
+    test_close(&client);
+    test_client_done();
+}
+
+static void test_handler_abort(void) {
+    test_setup_t setup = test_default_setup;
+    setup.connections_max = 1;
+    test_serve(&setup, test_client_handler_abort);
+    CHECK_EQ_INT(atomic_load(&test_abort_count), 0);
+    CHECK_EQ_INT(atomic_load(&test_log_count), 2);
+}
+
+/* A second request that starts on a keep-alive connection and stalls is
+ * timed by the header timeout, not the (much longer) keep-alive time:
+ * 408 comes, long before the keep-alive time would end. */
+static void test_client_stalled_second_head(void) {
+    test_client_t client;
+    test_response_t response;
+    CHECK(test_connect(&client));
+    CHECK(test_send_text(&client, "GET /first HTTP/1.1\r\nHost: x\r\n\r\n"));
+    CHECK(test_read_response(&client, &response));
+    CHECK(test_body_is(&response, "target=/first body=0:"));
+    uint64_t sent_ms = loop_clock_ms();
+    CHECK(test_send_text(&client, "GET /second HTTP/1.1\r\nHo"));
+    CHECK(test_read_response(&client, &response));
+    CHECK_EQ_INT(response.status, 408);
+    CHECK(loop_clock_ms() >= sent_ms + 300);
+    response.body[RW_MIN(response.body_length, sizeof response.body - 1)] = '\0';
+    CHECK(strstr(response.body, "\"message\":\"the request head did not arrive in time\"") != NULL);
+    CHECK(test_read_end(&client));
+    test_close(&client);
+    test_client_done();
+}
+
+static void test_stalled_second_head(void) {
+    test_setup_t setup = test_default_setup;
+    setup.header_timeout_ms = 300;
+    setup.keepalive_timeout_ms = 2 * TEST_CLIENT_TIMEOUT_MS;
+    test_serve(&setup, test_client_stalled_second_head);
+    CHECK_EQ_INT(atomic_load(&test_log_count), 1);
+}
+
 /* A body that stops arriving is answered 408 after the body timeout (the
  * head came in time), with the body-specific message. */
 static void test_client_body_timeout(void) {
@@ -998,6 +1079,8 @@ int main(void) {
     RUN_TEST(test_body_timeout);
     RUN_TEST(test_large_bodies);
     RUN_TEST(test_close_and_held_pipelining);
+    RUN_TEST(test_handler_abort);
+    RUN_TEST(test_stalled_second_head);
     RUN_TEST(test_stop_ends_keepalive_connections);
     return UNIT_REPORT();
 }
