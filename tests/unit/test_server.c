@@ -53,7 +53,8 @@ typedef struct test_request_record {
 static test_request_record_t test_log[TEST_LOG_MAX];
 static atomic_uint test_log_count;
 static char test_replies[TEST_EXCHANGES_MAX][TEST_REPLY_BYTES];
-static server_exchange_t *test_held;      /* "/hold": answered when the client asks */
+enum { TEST_HELD_MAX = 4 };
+static server_exchange_t *test_held[TEST_HELD_MAX]; /* "/hold": answered when the client asks */
 static server_exchange_t *test_streaming; /* "/stream": one chunk sent, then nothing */
 static server_exchange_t *test_aborted;   /* on_abort seen; released on the next tick */
 static server_exchange_t *test_cutting;   /* "/cut": one chunk, then the handler aborts */
@@ -87,7 +88,14 @@ static void test_on_request(server_exchange_t *exchange) {
     atomic_store(&test_log_count, index + 1);
 
     if (strcmp(record->target, "/hold") == 0) {
-        test_held = exchange;
+        bool kept = false;
+        for (int slot = 0; slot < TEST_HELD_MAX && !kept; slot++) {
+            if (test_held[slot] == NULL) {
+                test_held[slot] = exchange;
+                kept = true;
+            }
+        }
+        RW_ASSERT(kept);
         return;
     }
     if (strcmp(record->target, "/cut") == 0) {
@@ -135,7 +143,9 @@ static void test_on_abort(server_exchange_t *exchange) {
      * as the relay does after draining. */
     test_aborted = exchange;
     if (exchange == test_streaming) test_streaming = NULL;
-    if (exchange == test_held) test_held = NULL;
+    for (int slot = 0; slot < TEST_HELD_MAX; slot++) {
+        if (test_held[slot] == exchange) test_held[slot] = NULL;
+    }
     atomic_fetch_add(&test_abort_count, 1);
 }
 
@@ -152,10 +162,11 @@ static void test_on_tick(loop_t *loop) {
         test_aborted = NULL;
         atomic_fetch_add(&test_released_count, 1);
     }
-    if (test_held != NULL && atomic_load(&test_release_held)) {
+    for (int slot = 0; slot < TEST_HELD_MAX && atomic_load(&test_release_held); slot++) {
+        if (test_held[slot] == NULL) continue;
         static const char held_reply[] = "released";
-        server_exchange_t *exchange = test_held;
-        test_held = NULL;
+        server_exchange_t *exchange = test_held[slot];
+        test_held[slot] = NULL;
         server_respond(exchange, 200, "text/plain", held_reply, sizeof held_reply - 1, NULL);
     }
     if (atomic_load(&test_stop_wanted) && !atomic_load(&test_stopped)) {
@@ -176,6 +187,7 @@ typedef struct test_setup {
     uint64_t header_timeout_ms;
     uint64_t body_timeout_ms;
     uint64_t keepalive_timeout_ms;
+    uint32_t loop_buffer_count; /* provided receive buffers of 1 KiB; 0: 64 of 4 KiB */
 } test_setup_t;
 
 static uint16_t test_port;
@@ -209,7 +221,7 @@ static void *test_client_main(void *unused) {
 static void test_serve(const test_setup_t *setup, void (*client)(void)) {
     memset(test_log, 0, sizeof test_log);
     atomic_store(&test_log_count, 0);
-    test_held = NULL;
+    memset(test_held, 0, sizeof test_held);
     test_streaming = NULL;
     test_aborted = NULL;
     test_cutting = NULL;
@@ -223,7 +235,9 @@ static void test_serve(const test_setup_t *setup, void (*client)(void)) {
 
     static loop_t loop;
     char error[256];
-    if (loop_init(&loop, 256, 64, 4096, error, sizeof error) != 0) {
+    uint32_t buffer_count = setup->loop_buffer_count != 0 ? setup->loop_buffer_count : 64;
+    uint32_t buffer_bytes = setup->loop_buffer_count != 0 ? 1024 : 4096;
+    if (loop_init(&loop, 256, buffer_count, buffer_bytes, error, sizeof error) != 0) {
         fprintf(stderr, "  loop_init: %s\n", error);
         CHECK(!"loop_init failed");
         return;
@@ -987,6 +1001,48 @@ static void test_stalled_second_head(void) {
     CHECK_EQ_INT(atomic_load(&test_log_count), 1);
 }
 
+/* Receive buffers run out: two connections each hold one (a second request
+ * arrives while the handler holds their first), so a third connection's
+ * receive fails for want of buffers; it is re-armed on ticks and served as
+ * soon as the held bytes are taken, and the held requests are served too. */
+static void test_client_buffer_starvation(void) {
+    test_client_t holders[2], starved;
+    test_response_t response;
+    for (int index = 0; index < 2; index++) {
+        CHECK(test_connect(&holders[index]));
+        CHECK(test_send_text(&holders[index], "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n"));
+        for (uint32_t wait = 0; atomic_load(&test_log_count) < (uint32_t)index + 1 && wait < 200; wait++) {
+            test_pause_ms(5);
+        }
+        CHECK(test_send_text(&holders[index], index == 0 ? "GET /queued-0 HTTP/1.1\r\nHost: x\r\n\r\n"
+                                                         : "GET /queued-1 HTTP/1.1\r\nHost: x\r\n\r\n"));
+    }
+    test_pause_ms(30);
+    CHECK(test_connect(&starved));
+    CHECK(test_send_text(&starved, "GET /starved HTTP/1.1\r\nHost: x\r\n\r\n"));
+    test_pause_ms(50);
+    CHECK_EQ_INT(atomic_load(&test_log_count), 2); /* nothing more could be read */
+    atomic_store(&test_release_held, true);
+    CHECK(test_read_response(&starved, &response));
+    CHECK(test_body_is(&response, "target=/starved body=0:"));
+    for (int index = 0; index < 2; index++) {
+        CHECK(test_read_response(&holders[index], &response));
+        CHECK(test_body_is(&response, "released"));
+        CHECK(test_read_response(&holders[index], &response));
+        CHECK(test_body_is(&response, index == 0 ? "target=/queued-0 body=0:" : "target=/queued-1 body=0:"));
+        test_close(&holders[index]);
+    }
+    test_close(&starved);
+    test_client_done();
+}
+
+static void test_buffer_starvation(void) {
+    test_setup_t setup = test_default_setup;
+    setup.loop_buffer_count = 2;
+    test_serve(&setup, test_client_buffer_starvation);
+    CHECK_EQ_INT(atomic_load(&test_log_count), 5);
+}
+
 /* A body that stops arriving is answered 408 after the body timeout (the
  * head came in time), with the body-specific message. */
 static void test_client_body_timeout(void) {
@@ -1081,6 +1137,7 @@ int main(void) {
     RUN_TEST(test_close_and_held_pipelining);
     RUN_TEST(test_handler_abort);
     RUN_TEST(test_stalled_second_head);
+    RUN_TEST(test_buffer_starvation);
     RUN_TEST(test_stop_ends_keepalive_connections);
     return UNIT_REPORT();
 }
