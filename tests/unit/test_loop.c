@@ -826,7 +826,7 @@ static bool test_io_uring_available(void) {
     loop_t loop;
     char error[256];
     if (loop_init(&loop, 8, 4, 1024, error, sizeof error) != 0) {
-        printf("SKIP test_loop: %s\n", error);
+        fprintf(stderr, "SKIP test_loop: %s\n", error);
         return false;
     }
     loop_destroy(&loop);

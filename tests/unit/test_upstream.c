@@ -8,7 +8,9 @@
  * the user (so it can retry) and the retry getting a new connection; the
  * keep-alive expiry closing a pooled connection; a refused connect and a
  * connect that never completes, both reported through on_failed with the
- * slot given back.
+ * slot given back. One test shows a known budget bug (64 upstreams' pools
+ * and a server do not fit one loop) and is skipped unless
+ * RINGWAY_RUN_KNOWN_BUGS=1.
  *
  * The test server speaks lines: "PING n" is answered "PONG n conn=K" (K
  * counts the server's accepted connections from 1), "BYE n" the same and
@@ -607,7 +609,7 @@ static void test_connect_timeout(void) {
         }
     }
     if (!hangs) {
-        printf("SKIP test_connect_timeout: loopback connects complete even with a full accept queue\n");
+        fprintf(stderr, "SKIP test_connect_timeout: loopback connects complete even with a full accept queue\n");
         for (int index = 0; index < filler_count; index++) close(fillers[index]);
         close(listener);
         return;
@@ -778,7 +780,7 @@ static void test_child_budget(void) {
 static void test_most_upstreams_fit_one_loop(void) {
     const char *run = getenv("RINGWAY_RUN_KNOWN_BUGS");
     if (run == NULL || strcmp(run, "1") != 0) {
-        printf("SKIP test_most_upstreams_fit_one_loop: known bug, %d upstreams' pools fill the loop's %d timer lists "
+        fprintf(stderr, "SKIP test_most_upstreams_fit_one_loop: known bug, %d upstreams' pools fill the loop's %d timer lists "
                "and a server on the same loop aborts (set RINGWAY_RUN_KNOWN_BUGS=1 to run)\n",
                CONFIG_UPSTREAMS_MAX, LOOP_TIMER_LISTS_MAX);
         return;
@@ -799,7 +801,7 @@ static bool test_io_uring_available(void) {
     loop_t loop;
     char error[256];
     if (loop_init(&loop, 8, 4, 1024, error, sizeof error) != 0) {
-        printf("SKIP test_upstream: %s\n", error);
+        fprintf(stderr, "SKIP test_upstream: %s\n", error);
         return false;
     }
     loop_destroy(&loop);
