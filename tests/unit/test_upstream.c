@@ -383,7 +383,8 @@ done:
 
 /* With connections_max 2 and both in use, acquire refuses with NULL; a
  * connection closed by its user frees its slot at once for a new one; a
- * pooled connection is preferred over opening another. */
+ * pooled connection is preferred over opening another, the most recently
+ * pooled first. */
 static void test_pool_limit(void) {
     test_line_server_t server;
     if (!test_server_start(&server)) {
@@ -425,8 +426,17 @@ static void test_pool_limit(void) {
     CHECK(fourth == first);
     CHECK(reused);
     CHECK_EQ_INT(pool.connections_open, 2);
-    upstream_release(fourth, false);
-    upstream_release(third, false);
+    /* Two pooled: the most recently released is handed out first. */
+    upstream_release(fourth, true);
+    upstream_release(third, true);
+    CHECK_EQ_INT(pool.idle_count, 2);
+    upstream_connection_t *newest = upstream_acquire(&pool, &test_events, &users[0], &reused);
+    upstream_connection_t *oldest = upstream_acquire(&pool, &test_events, &users[1], &reused);
+    CHECK(newest == third);
+    CHECK(oldest == first);
+    CHECK(upstream_acquire(&pool, &test_events, &users[2], &reused) == NULL);
+    if (newest != NULL) upstream_release(newest, false);
+    if (oldest != NULL) upstream_release(oldest, false);
     CHECK(test_run_until_pool_empty(&loop, &pool));
 done:
     loop_destroy(&loop);
