@@ -89,6 +89,10 @@ const unit_tests = [_][]const u8{
     "ledger",
     "store",
     "admin",
+    "loop",
+    "server",
+    "upstream",
+    "router",
 };
 
 const c_flags = [_][]const u8{
