@@ -217,7 +217,7 @@ static void test_upstream_model_json_escaping(void) {
     test_config->models[3].upstream_model[CONFIG_UPSTREAM_MODEL_BYTES - 1] = '\0';
     CHECK(test_build());
     test_check_escaped(&test_router.routes[0], "\"a\\\"b\\\\c/d\\ne\\u0001\\u001f\"");
-    test_check_escaped(&test_router.routes[1], "\"mod\xc3\xa8le \\u0009 tab\"");
+    test_check_escaped(&test_router.routes[1], "\"mod\xc3\xa8le \\t tab\"");
     static char quotes[2 + 2 * (CONFIG_UPSTREAM_MODEL_BYTES - 1) + 1];
     static char backslashes[sizeof quotes];
     size_t length = 0;

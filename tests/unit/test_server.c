@@ -740,7 +740,7 @@ static void test_client_exchange_pool(void) {
     CHECK(test_send_text(&refused, "GET /busy HTTP/1.1\r\nHost: x\r\n\r\n"));
     CHECK(test_read_response(&refused, &response));
     static const char busy_head[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                                    "Content-Length: 120\r\nx-request-id: refused\r\nConnection: close\r\n\r\n";
+                                    "Content-Length: 120\r\nx-request-id: refused\r\nRetry-After: 1\r\nConnection: close\r\n\r\n";
     CHECK_EQ_BYTES(response.head, response.head_length, busy_head);
     CHECK(test_body_is(&response, "{\"error\":{\"message\":\"the server is at capacity, retry shortly\","
                                   "\"type\":\"server_error\",\"param\":null,\"code\":\"server_busy\"}}"));
