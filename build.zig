@@ -38,7 +38,6 @@ const relay_sources = [_][]const u8{
     "src/relay/plan.c",
     "src/relay/stream.c",
     "src/relay/settle.c",
-    "src/relay/accounts.c",
 };
 const channel_sources = [_][]const u8{"src/channel/channel.c"};
 const account_sources = [_][]const u8{"src/account/account.c"};
@@ -49,10 +48,14 @@ const store_sources = [_][]const u8{ "src/store/store.c", "src/store/codec.c", "
 const admin_text_sources = [_][]const u8{"src/admin/text.c"};
 const admin_sources = [_][]const u8{
     "src/admin/admin.c",
-    "src/admin/control.c",
-    "src/admin/jobs.c",
-    "src/admin/accounts.c",
+    "src/admin/operations.c",
 } ++ admin_text_sources;
+const portal_sources = [_][]const u8{
+    "src/portal/endpoints.c",
+    "src/portal/channels.c",
+    "src/portal/jobs.c",
+};
+const control_sources = [_][]const u8{"src/control/control.c"};
 const mock_sources = [_][]const u8{"src/mock/mock.c"};
 
 /// What the text unit test and everything else build on: libc only.
@@ -60,7 +63,8 @@ const base_sources = util_sources ++ text_sources;
 /// The relay and everything it runs: every module but the mock.
 const core_sources = base_sources ++ json_sources ++ http_sources ++ sse_sources ++ tls_sources ++ config_sources ++
     loop_sources ++ router_sources ++ upstream_sources ++ server_sources ++ relay_sources ++ channel_sources ++
-    account_sources ++ auth_sources ++ ledger_sources ++ store_sources ++ admin_sources;
+    account_sources ++ auth_sources ++ ledger_sources ++ store_sources ++ admin_sources ++ portal_sources ++
+    control_sources;
 const core_libraries = [_][]const u8{ "uring", "wolfssl", "rocksdb", "argon2", "pthread" };
 /// The mock upstream: an HTTP(S) server on the same loop, nothing of the
 /// relay's accounts, billing or store.

@@ -13,7 +13,9 @@
 #include "ringway/admin.h"
 #include "ringway/auth.h"
 #include "ringway/config.h"
+#include "ringway/control.h"
 #include "ringway/ledger.h"
+#include "ringway/portal.h"
 #include "ringway/relay.h"
 #include "ringway/router.h"
 #include "ringway/store.h"
@@ -258,7 +260,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "ringway: %s\n", error);
         return 1;
     }
-    shared.control = control;
+    shared.portal = control_portal(control);
 
 
     static main_thread_t threads[MAIN_THREADS_MAX];
@@ -275,7 +277,7 @@ int main(int argc, char **argv) {
     for (uint32_t index = 0; index < config->threads; index++) {
         relay_worker_t *worker = threads[index].worker;
         store_thread_bind_producer(&store_thread, index, relay_worker_ring_fd(worker), relay_worker_mailbox(worker));
-        control_bind_worker(control, index, relay_worker_ring_fd(worker), relay_worker_mailbox(worker));
+        portal_bind_worker(shared.portal, index, relay_worker_ring_fd(worker), relay_worker_mailbox(worker));
     }
     if (store_thread_start(&store_thread) != 0) {
         fprintf(stderr, "ringway: cannot start the store thread\n");

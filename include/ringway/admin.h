@@ -1,116 +1,91 @@
-/* The control thread (src/admin): the admin API for ringctl on its own
- * listener, and the account jobs relay workers hand it (control-t.h). It is the
- * only thread that creates users and API keys: it hands out their ids and
- * publishes their slots in the shared account tables, and it is store
- * producer `store_producer` (after the workers), talking to the store thread
- * with blocking store_thread_call (it may block; it is never on the data
- * path). The text helpers the admin API shares with ringctl are in
- * admin-text.h.
- *
- * Start-up, in this order (main.c):
- *   1. account_tables_init, store_open, store_load (admin_key_fields_from_record
- *      turns each loaded key record into the fields account_key_publish takes),
- *      the JWT secret (config or store), store_thread_create with
- *      config->threads + 1 producers.
- *   2. control_create (no thread yet; workers may be handed the pointer).
- *   3. workers built on their threads; for each: store_thread_bind_producer
- *      and control_bind_worker with its ring fd and mailbox operation.
- *   4. store_thread_start.
- *   5. control_bootstrap when store_load found no user (the store thread must
- *      run: it writes the admin account).
- *   6. control_start: returns once the admin listener is accepting.
- *   7. the workers start serving.
- * Shutdown: workers stop first, then control_stop, then the store thread. */
+/* The admin module (src/admin; types in admin-t.h): the admin API for
+ * ringctl (admin.c), and the account operations it shares with the portal's
+ * jobs (operations.c): creating users and keys (store first, synced, then
+ * the in-memory tables), updating keys, the audit log, the JSON shapes of
+ * users and keys, and the blocking store call they are built on. Everything
+ * runs on the thread that owns the admin_context_t (the control thread; the
+ * bootstrap before it runs), never on a relay worker. The text helpers the
+ * admin API shares with ringctl are in admin-text.h. Nothing here calls the
+ * control thread or the portal. */
 #ifndef RINGWAY_ADMIN_H
 #define RINGWAY_ADMIN_H
 
 #include "ringway/account-t.h"
+#include "ringway/admin-t.h"
 #include "ringway/admin-text.h"
+#include "ringway/auth.h"
 #include "ringway/common.h"
 #include "ringway/config-t.h"
-#include "ringway/control-t.h"
 #include "ringway/json-t.h"
-#include "ringway/loop.h"
+#include "ringway/server.h"
 #include "ringway/store-t.h"
+#include "ringway/text-t.h"
 
-#include <liburing.h>
+/* ---- The context (operations.c) ---- */
 
-typedef struct control control_t;
+/* Checks the fields the owner filled (asserts on a programmer error such as
+ * a NULL table or a short JWT secret) and derives the admin token's hash
+ * and fingerprint: admin_enabled is false, and the fingerprint "none",
+ * without a configured admin_token. */
+void admin_context_prepare(admin_context_t *context);
 
-typedef struct control_options {
-    const config_t *config;           /* admin_listen, [auth], [billing], models; outlives the control thread */
-    account_tables_t *tables;         /* loaded; the control thread becomes their only slot publisher */
-    store_t *store;                   /* opened and loaded */
-    store_thread_t *store_thread;     /* created; must run before control_bootstrap / control_start */
-    uint32_t store_producer;          /* the control thread's producer index (config->threads) */
-    uint32_t worker_count;            /* relay workers 0..worker_count-1 (1..CONTROL_WORKERS_MAX) */
-    uint64_t next_user_id;            /* store_load_result_t.next_user_id */
-    uint64_t next_key_id;             /* store_load_result_t.next_key_id */
-    const uint8_t *jwt_secret;        /* HS256 key, >= JWT_SECRET_BYTES_MIN bytes; copied */
-    size_t jwt_secret_length;         /* <= CONFIG_SECRET_BYTES */
-    uint32_t job_channel_capacity;    /* per worker and direction, a power of two; 0 = 256 */
-} control_options_t;
+/* store_thread_call as the context's producer: a fresh token, context->ring
+ * as the doorbell (NULL before the control thread runs). Blocks up to
+ * ADMIN_STORE_TIMEOUT_MS. Returns the ack's status (0 or a negative errno)
+ * or -ETIMEDOUT / -EAGAIN. `message` may be &context->message. */
+int admin_store_call(admin_context_t *context, const store_message_t *message, uint32_t flags, store_ack_t *ack);
 
-enum {
-    CONTROL_WORKERS_MAX = 256,
-    CONTROL_STORE_TIMEOUT_MS = 30000, /* a store_thread_call that takes longer is reported as 503 */
-    CONTROL_KEYS_PER_USER_MAX = 100,  /* self-service key creation refuses more (slots are never reused) */
-    CONTROL_USAGE_LIMIT_DEFAULT = 20, /* GET /billing/usage without ?limit */
-    CONTROL_USAGE_LIMIT_MAX = 1000,
-};
+/* ---- Account operations (operations.c) ---- */
 
-/* Allocates the control state and the per-worker job and reply channels.
- * No thread, ring or socket yet. Checks the options (asserts on a
- * programmer error such as a NULL table) and returns 0, or -1 with `error`
- * filled when memory runs out. */
-int control_create(control_t **control, const control_options_t *options, char *error, size_t error_size);
+void admin_fail(admin_failure_t *failure, uint16_t status, const char *type, const char *code, const char *param,
+                const char *format, ...) __attribute__((format(printf, 6, 7)));
+/* A store status that is not an answer the caller expected, as 500 / 503. */
+void admin_fail_store(admin_failure_t *failure, int status, const char *what);
 
-/* Replies to `worker` are announced by a MSG_RING CQE posted into the ring
- * `worker_ring_fd` with user_data `worker_mailbox` (the worker's callback
- * then drains control_reply_pop). Any thread, before or after
- * control_start; until a worker is bound its replies are only queued, and it
- * must poll. */
-void control_bind_worker(control_t *control, uint32_t worker, int worker_ring_fd, loop_operation_t *worker_mailbox);
+/* Creates a user in the store (synced) and publishes it. 409 when the email
+ * is taken, 503 when the table is full. Returns true with *user_id set. */
+bool admin_user_create(admin_context_t *context, const admin_user_request_t *request, uint64_t *user_id,
+                       admin_failure_t *failure);
 
-/* First start with an empty store (no users): creates the admin account
- * "admin@ringway.local" (no password, so it cannot log in; balance = the
- * configured free grant; audited as "system") and prints to stderr the
- * exact ringctl command that makes its first API key. Runs on the calling
- * thread before control_start, with the store thread running. Does nothing
- * and returns 0 when users already exist. Returns -1 with `error` filled when
- * the store refuses. */
-int control_bootstrap(control_t *control, char *error, size_t error_size);
+/* Sets all_models and no cap, tier 0, no expiry. */
+void admin_key_request_defaults(admin_key_request_t *request);
 
-/* Spawns the control thread, which builds its ring and admin server on
- * itself (single-issuer ring), starts accepting on config admin_listen and
- * takes jobs. Returns 0 once it listens, or -1 with `error` filled (e.g. the
- * admin port is taken; the thread has then ended). */
-int control_start(control_t *control, char *error, size_t error_size);
+/* Generates a key, stores it (synced) and publishes it; the full key text
+ * goes to key_text (shown once). Returns the published slot, or NULL with
+ * *failure filled (404 unknown user, 503 table full, ...). */
+account_key_t *admin_key_create(admin_context_t *context, const admin_key_request_t *request,
+                                char key_text[static AUTH_KEY_TEXT_BYTES], admin_failure_t *failure);
 
-/* Stops accepting admin connections, ends the thread (within one tick,
- * about 20 ms, after any job or request in progress) and joins it. Jobs
- * still queued are not run. Safe when never started; idempotent. */
-void control_stop(control_t *control);
+/* Applies `update` (fields as in store_key_update_t) to the store (synced),
+ * then to the key's atomics. */
+bool admin_key_update(admin_context_t *context, account_key_t *key, const store_key_update_t *update,
+                      const uint64_t model_bits[ACCOUNT_MODEL_WORDS], admin_failure_t *failure);
 
-/* Frees what control_create allocated; the thread must be stopped. Sets
- * *control to NULL. */
-void control_destroy(control_t **control);
+/* Parses a list of model names (a JSON array of strings, or null for all
+ * models) against the configuration: fills all_models, models text and
+ * bits. 400 on an unknown or repeated name or an empty list. */
+bool admin_models_parse(admin_context_t *context, const uint8_t *body, size_t length, json_span_t value,
+                        json_type_t type, bool *all_models, char models[static STORE_MODELS_BYTES],
+                        uint64_t bits[static ACCOUNT_MODEL_WORDS], admin_failure_t *failure);
 
-/* ---- The worker's side (called on the worker's thread) ---- */
+/* Key names: 1..63 bytes of UTF-8 without control characters. */
+bool admin_key_name_valid(const char *name, size_t length);
 
-/* Queues a job (copied) for the control thread and, when it may be asleep,
- * rings its doorbell through worker_ring (queued only: the worker's next
- * submit carries it). worker_ring may be NULL: the control thread then
- * notices the job within one tick. The job's memory (body, argument, reply)
- * must stay valid until its reply has been popped. Returns false when the
- * worker's job channel is full (the worker answers 503). */
-bool control_submit(control_t *control, uint32_t worker, const control_job_t *job, struct io_uring *worker_ring);
+/* Appends a JSON audit entry for the store (synced); a failure is logged,
+ * not reported (the change itself is done). */
+void admin_audit(admin_context_t *context, const char *admin, const char *action, const char *target,
+                 const char *details);
 
-/* Takes the next reply for this worker; false when there is none. The
- * reply's bytes are at the job's reply buffer (reply->length of them). */
-bool control_reply_pop(control_t *control, uint32_t worker, control_reply_t *reply);
+/* JSON objects: a user (from the tables and its stored record), a key (from
+ * the tables and its stored record; with the full key when key_text is not
+ * NULL). Return false when the stored record cannot be read. */
+bool admin_write_user(admin_context_t *context, text_buffer_t *out, const account_user_t *user);
+bool admin_write_key(admin_context_t *context, text_buffer_t *out, const account_key_t *key, const char *key_text);
 
-/* ---- Keys loaded from the store ---- */
+/* The keys of one user, in creation order. Returns how many were visited;
+ * visit returning false stops. */
+uint32_t admin_user_keys(admin_context_t *context, uint64_t user_id,
+                         bool (*visit)(void *context, account_key_t *key), void *visit_context);
 
 /* Fills *fields (zeroed first) for account_key_publish from a stored key
  * record: hash, id, user_index = user_id - 1, name, prefix, last4, status,
@@ -119,7 +94,23 @@ bool control_reply_pop(control_t *control, uint32_t worker, control_reply_t *rep
  * record's model names mapped to config model indexes (a name the config no
  * longer has is dropped, so the key loses that model; all_models stays
  * all_models). Returns 0, or -1 for a record that cannot be published (user
- * id 0, a cap below -1, negative spent). */
+ * id 0, a cap below -1, negative spent). Any thread (main.c's store_load). */
 int admin_key_fields_from_record(const config_t *config, const store_key_record_t *record, account_key_t *fields);
+
+/* ---- The admin API (admin.c) ---- */
+
+/* Allocates the API's exchanges and their response buffers, serving
+ * requests with `context` (which must outlive the API). Returns 0, or -1
+ * with `error` filled when memory runs out. */
+int admin_api_create(admin_api_t **api, admin_context_t *context, char *error, size_t error_size);
+
+/* Frees what admin_api_create allocated (the server using it must be gone
+ * or never served). Sets *api to NULL; NULL is fine. */
+void admin_api_destroy(admin_api_t **api);
+
+/* Fills the admin API's part of a server configuration: its budgets
+ * (connections, exchanges, buffers, timeouts), handlers and handler
+ * context. The caller sets host, port, thread index and TLS. */
+void admin_api_server_config(admin_api_t *api, server_config_t *config);
 
 #endif

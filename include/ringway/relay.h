@@ -11,7 +11,7 @@
 
 struct account_tables;
 struct store_thread;
-struct control;
+struct portal;
 
 typedef struct relay_worker relay_worker_t;
 
@@ -21,7 +21,7 @@ typedef struct relay_shared {
     tls_context_t *upstream_tls[CONFIG_UPSTREAMS_MAX]; /* NULL for plain-http upstreams */
     struct account_tables *tables;   /* users and keys, shared through atomics */
     struct store_thread *store_thread; /* workers are its producers 0..threads-1 */
-    struct control *control;         /* account jobs go there */
+    struct portal *portal;           /* the self-service endpoints' jobs go there */
     const uint8_t *jwt_secret;
     size_t jwt_secret_length;
     uint32_t instance; /* random per process: makes request ids unique across restarts */

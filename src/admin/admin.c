@@ -32,7 +32,9 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 enum {
     ADMIN_SEGMENTS_MAX = 4,
@@ -40,7 +42,7 @@ enum {
 };
 
 typedef struct admin_request {
-    control_t *control;
+    admin_context_t *context;
     server_exchange_t *exchange;
     admin_exchange_t *state;
     const uint8_t *body;
@@ -54,22 +56,6 @@ typedef struct admin_request {
     text_buffer_t out;
     admin_failure_t failure;
 } admin_request_t;
-
-void admin_prepare(control_t *control) {
-    const config_t *config = control->config;
-    control->admin_enabled = config->has_admin_token && config->admin_token[0] != '\0';
-    if (!control->admin_enabled) {
-        snprintf(control->admin_fingerprint, sizeof control->admin_fingerprint, "none");
-        return;
-    }
-    auth_key_hash(config->admin_token, strlen(config->admin_token), control->admin_token_hash);
-    static const char hex[] = "0123456789abcdef";
-    for (uint32_t index = 0; index < (ADMIN_FINGERPRINT_BYTES - 1) / 2; index++) {
-        control->admin_fingerprint[index * 2] = hex[control->admin_token_hash[index] >> 4];
-        control->admin_fingerprint[index * 2 + 1] = hex[control->admin_token_hash[index] & 15];
-    }
-    control->admin_fingerprint[ADMIN_FINGERPRINT_BYTES - 1] = '\0';
-}
 
 /* ---- Answers ---- */
 
@@ -324,7 +310,7 @@ static bool admin_parameter_time(admin_request_t *request, const char *name, int
 
 static account_user_t *admin_find_user(admin_request_t *request, uint32_t segment) {
     uint64_t id = 0;
-    account_user_t *user = admin_segment_id(request, segment, &id) ? account_user_get(request->control->tables, id)
+    account_user_t *user = admin_segment_id(request, segment, &id) ? account_user_get(request->context->tables, id)
                                                                      : NULL;
     if (user == NULL) {
         admin_fail(&request->failure, 404, "invalid_request_error", "user_not_found", NULL, "no user with id %.*s",
@@ -336,7 +322,7 @@ static account_user_t *admin_find_user(admin_request_t *request, uint32_t segmen
 
 static account_key_t *admin_find_key(admin_request_t *request, uint32_t segment) {
     uint64_t id = 0;
-    account_key_t *key = admin_segment_id(request, segment, &id) ? account_key_by_id(request->control->tables, id)
+    account_key_t *key = admin_segment_id(request, segment, &id) ? account_key_by_id(request->context->tables, id)
                                                                    : NULL;
     if (key == NULL) {
         admin_fail(&request->failure, 404, "invalid_request_error", "key_not_found", NULL, "no key with id %.*s",
@@ -347,7 +333,7 @@ static account_key_t *admin_find_key(admin_request_t *request, uint32_t segment)
 }
 
 static void admin_respond_user(admin_request_t *request, const account_user_t *user, uint16_t status) {
-    if (!admin_write_user(request->control, &request->out, user)) {
+    if (!admin_write_user(request->context, &request->out, user)) {
         admin_respond_store_error(request, -EIO, "reading the user back");
         return;
     }
@@ -356,7 +342,7 @@ static void admin_respond_user(admin_request_t *request, const account_user_t *u
 
 static void admin_respond_key(admin_request_t *request, const account_key_t *key, const char *key_text,
                               uint16_t status) {
-    if (!admin_write_key(request->control, &request->out, key, key_text)) {
+    if (!admin_write_key(request->context, &request->out, key, key_text)) {
         admin_respond_store_error(request, -EIO, "reading the key back");
         return;
     }
@@ -370,7 +356,7 @@ static void admin_target(char *out, size_t capacity, const char *kind, uint64_t 
 /* ---- Users ---- */
 
 static void admin_users_create(admin_request_t *request) {
-    control_t *control = request->control;
+    admin_context_t *context = request->context;
     if (!admin_body_object(request, false)) return;
     char input[1024];
     size_t length = 0;
@@ -392,14 +378,14 @@ static void admin_users_create(admin_request_t *request) {
                      "password must be 8 to 1024 bytes (or absent: the account cannot log in)");
         return;
     }
-    int64_t balance = control->config->free_grant_micros;
+    int64_t balance = context->config->free_grant_micros;
     bool has_balance = false, balance_null = false;
     if (!admin_member_money(request, "balance", &balance, &has_balance, &balance_null)) return;
-    if (!has_balance) balance = control->config->free_grant_micros;
+    if (!has_balance) balance = context->config->free_grant_micros;
     char encoded[PASSWORD_ENCODED_BYTES] = "";
     if (has_password) {
         store_user_record_t existing;
-        if (store_user_get_by_email(control->store, email, &existing) == 0) {
+        if (store_user_get_by_email(context->store, email, &existing) == 0) {
             memset(password, 0, sizeof password);
             admin_refuse(request, 409, "invalid_request_error", "email_taken", "email",
                          "an account with this email already exists");
@@ -416,18 +402,18 @@ static void admin_users_create(admin_request_t *request) {
         .email = email,
         .password_hash = encoded,
         .balance_micros = balance,
-        .audit_admin = control->admin_fingerprint,
+        .audit_admin = context->admin_fingerprint,
     };
     uint64_t user_id = 0;
-    if (!admin_user_create(control, &user_request, &user_id, &request->failure)) {
+    if (!admin_user_create(context, &user_request, &user_id, &request->failure)) {
         admin_respond_failure(request);
         return;
     }
-    admin_respond_user(request, account_user_get(control->tables, user_id), 201);
+    admin_respond_user(request, account_user_get(context->tables, user_id), 201);
 }
 
 static void admin_users_list(admin_request_t *request) {
-    control_t *control = request->control;
+    admin_context_t *context = request->context;
     uint64_t limit = ADMIN_LIST_LIMIT_DEFAULT, after = 0;
     bool present = false;
     if (!admin_parameter_u64(request, "limit", ADMIN_LIST_LIMIT_MAX, &limit, &present)) return;
@@ -435,18 +421,18 @@ static void admin_users_list(admin_request_t *request) {
     if (!admin_parameter_u64(request, "after", UINT32_MAX, &after, &present)) return;
     text_buffer_t *out = &request->out;
     text_buffer_text(out, "{\"object\":\"list\",\"data\":[");
-    uint32_t count = atomic_load_explicit(&control->tables->user_count, memory_order_acquire);
+    uint32_t count = atomic_load_explicit(&context->tables->user_count, memory_order_acquire);
     uint64_t written = 0;
     bool has_more = false;
     for (uint64_t id = after + 1; id <= count; id++) {
-        account_user_t *user = account_user_get(control->tables, id);
+        account_user_t *user = account_user_get(context->tables, id);
         if (user == NULL) continue;
         if (written == limit || text_buffer_room(out) < ADMIN_ENTRY_BYTES_MAX) {
             has_more = true;
             break;
         }
         if (written > 0) text_buffer_text(out, ",");
-        if (!admin_write_user(control, out, user)) {
+        if (!admin_write_user(context, out, user)) {
             admin_respond_store_error(request, -EIO, "reading a user");
             return;
         }
@@ -457,7 +443,7 @@ static void admin_users_list(admin_request_t *request) {
 }
 
 typedef struct admin_key_list {
-    control_t *control;
+    admin_context_t *context;
     text_buffer_t *out;
     uint64_t after;
     uint64_t limit;
@@ -474,7 +460,7 @@ static bool admin_list_key(void *context, account_key_t *key) {
         return false;
     }
     if (list->written > 0) text_buffer_text(list->out, ",");
-    if (!admin_write_key(list->control, list->out, key, NULL)) {
+    if (!admin_write_key(list->context, list->out, key, NULL)) {
         list->failed = true;
         return false;
     }
@@ -486,15 +472,15 @@ static void admin_users_show(admin_request_t *request) {
     account_user_t *user = admin_find_user(request, 1);
     if (user == NULL) return;
     text_buffer_t *out = &request->out;
-    if (!admin_write_user(request->control, out, user)) {
+    if (!admin_write_user(request->context, out, user)) {
         admin_respond_store_error(request, -EIO, "reading the user");
         return;
     }
     RW_ASSERT(out->overflow || (out->length > 0 && out->bytes[out->length - 1] == '}'));
     if (!out->overflow) out->length--; /* reopen the object to add its keys */
     text_buffer_text(out, ",\"keys\":[");
-    admin_key_list_t list = {.control = request->control, .out = out, .limit = ADMIN_LIST_LIMIT_MAX};
-    admin_user_keys(request->control, user->id, admin_list_key, &list);
+    admin_key_list_t list = {.context = request->context, .out = out, .limit = ADMIN_LIST_LIMIT_MAX};
+    admin_user_keys(request->context, user->id, admin_list_key, &list);
     if (list.failed) {
         admin_respond_store_error(request, -EIO, "reading a key");
         return;
@@ -504,7 +490,7 @@ static void admin_users_show(admin_request_t *request) {
 }
 
 static void admin_users_balance(admin_request_t *request) {
-    control_t *control = request->control;
+    admin_context_t *context = request->context;
     account_user_t *user = admin_find_user(request, 1);
     if (user == NULL || !admin_body_object(request, false)) return;
     char op[32];
@@ -545,13 +531,13 @@ static void admin_users_balance(admin_request_t *request) {
         } while (!atomic_compare_exchange_weak_explicit(&user->available_micros, &available, available - amount,
                                                         memory_order_acq_rel, memory_order_acquire));
     }
-    store_message_t *message = &control->message;
+    store_message_t *message = &context->message;
     memset(message, 0, sizeof *message);
     message->kind = STORE_MESSAGE_BALANCE_ADJUST;
     message->body.balance_adjust.user_id = user->id;
     message->body.balance_adjust.delta_micros = deduct ? -amount : amount;
     store_ack_t ack;
-    int status = control_store_call(control, message, STORE_MESSAGE_FLAG_SYNC, &ack);
+    int status = admin_store_call(context, message, STORE_MESSAGE_FLAG_SYNC, &ack);
     if (status != 0) {
         /* A refused write gives the money back; one that timed out may still
          * land, so the deduction stays (the conservative side: the store's
@@ -579,23 +565,23 @@ static void admin_users_balance(admin_request_t *request) {
     text_buffer_money(&details, ack.balance_micros);
     text_buffer_text(&details, "\"}");
     details_memory[details.overflow ? 0 : details.length] = '\0';
-    admin_audit(control, control->admin_fingerprint, top_up ? "balance.top_up" : "balance.deduct", target,
+    admin_audit(context, context->admin_fingerprint, top_up ? "balance.top_up" : "balance.deduct", target,
                 details_memory);
     admin_respond_user(request, user, 200);
 }
 
 static void admin_users_status(admin_request_t *request, account_user_status_t status) {
-    control_t *control = request->control;
+    admin_context_t *context = request->context;
     account_user_t *user = admin_find_user(request, 1);
     if (user == NULL) return;
-    store_message_t *message = &control->message;
+    store_message_t *message = &context->message;
     memset(message, 0, sizeof *message);
     message->kind = STORE_MESSAGE_USER_UPDATE;
     message->body.user_update.user_id = user->id;
     message->body.user_update.fields = STORE_USER_FIELD_STATUS;
     message->body.user_update.status = status;
     store_ack_t ack;
-    int result = control_store_call(control, message, STORE_MESSAGE_FLAG_SYNC, &ack);
+    int result = admin_store_call(context, message, STORE_MESSAGE_FLAG_SYNC, &ack);
     if (result != 0) {
         admin_respond_store_error(request, result, "changing the account's status");
         return;
@@ -603,7 +589,7 @@ static void admin_users_status(admin_request_t *request, account_user_status_t s
     account_user_set_status(user, status);
     char target[32];
     admin_target(target, sizeof target, "user", user->id);
-    admin_audit(control, control->admin_fingerprint,
+    admin_audit(context, context->admin_fingerprint,
                 status == ACCOUNT_USER_SUSPENDED ? "user.suspend" : "user.resume", target, "{}");
     admin_respond_user(request, user, 200);
 }
@@ -621,7 +607,7 @@ static bool admin_key_settings(admin_request_t *request, store_key_update_t *upd
     int found = json_object_find(request->body, request->body_length, "models", &value, &type);
     if (found == -2) return admin_member(request, "models", &value, &type) == 0;
     if (found == 0) {
-        if (!admin_models_parse(request->control, request->body, request->body_length, value, type,
+        if (!admin_models_parse(request->context, request->body, request->body_length, value, type,
                                 &update->all_models, update->models, bits, &request->failure)) {
             admin_respond_failure(request);
             return false;
@@ -652,7 +638,7 @@ static bool admin_key_settings(admin_request_t *request, store_key_update_t *upd
 }
 
 static void admin_keys_create(admin_request_t *request) {
-    control_t *control = request->control;
+    admin_context_t *context = request->context;
     if (!admin_body_object(request, false)) return;
     uint64_t user_id = 0;
     bool present = false;
@@ -681,7 +667,7 @@ static void admin_keys_create(admin_request_t *request) {
     admin_key_request_defaults(&key_request);
     key_request.user_id = user_id;
     key_request.name = name;
-    key_request.audit_admin = control->admin_fingerprint;
+    key_request.audit_admin = context->admin_fingerprint;
     if (settings.fields & STORE_KEY_FIELD_MODELS) {
         key_request.all_models = settings.all_models;
         memcpy(key_request.models, settings.models, sizeof key_request.models);
@@ -691,7 +677,7 @@ static void admin_keys_create(admin_request_t *request) {
     if (settings.fields & STORE_KEY_FIELD_EXPIRES) key_request.expires_at_ms = settings.expires_at_ms;
     if (settings.fields & STORE_KEY_FIELD_SPEND_CAP) key_request.spend_cap_micros = settings.spend_cap_micros;
     char key_text[AUTH_KEY_TEXT_BYTES];
-    account_key_t *key = admin_key_create(control, &key_request, key_text, &request->failure);
+    account_key_t *key = admin_key_create(context, &key_request, key_text, &request->failure);
     if (key == NULL) {
         admin_respond_failure(request);
         return;
@@ -701,14 +687,14 @@ static void admin_keys_create(admin_request_t *request) {
 }
 
 static void admin_keys_list(admin_request_t *request) {
-    control_t *control = request->control;
+    admin_context_t *context = request->context;
     uint64_t user_id = 0, limit = ADMIN_LIST_LIMIT_DEFAULT, after = 0;
     bool has_user = false, present = false;
     if (!admin_parameter_u64(request, "user_id", UINT32_MAX, &user_id, &has_user)) return;
     if (!admin_parameter_u64(request, "limit", ADMIN_LIST_LIMIT_MAX, &limit, &present)) return;
     if (!present || limit == 0) limit = ADMIN_LIST_LIMIT_DEFAULT;
     if (!admin_parameter_u64(request, "after", UINT64_MAX / 2, &after, &present)) return;
-    if (has_user && account_user_get(control->tables, user_id) == NULL) {
+    if (has_user && account_user_get(context->tables, user_id) == NULL) {
         admin_fail(&request->failure, 404, "invalid_request_error", "user_not_found", "user_id",
                    "no user with id %llu", (unsigned long long)user_id);
         admin_respond_failure(request);
@@ -716,13 +702,13 @@ static void admin_keys_list(admin_request_t *request) {
     }
     text_buffer_t *out = &request->out;
     text_buffer_text(out, "{\"object\":\"list\",\"data\":[");
-    admin_key_list_t list = {.control = control, .out = out, .after = after, .limit = limit};
+    admin_key_list_t list = {.context = context, .out = out, .after = after, .limit = limit};
     if (has_user) {
-        admin_user_keys(control, user_id, admin_list_key, &list);
+        admin_user_keys(context, user_id, admin_list_key, &list);
     } else {
-        uint32_t count = account_key_count(control->tables);
+        uint32_t count = account_key_count(context->tables);
         for (uint32_t slot = 0; slot < count; slot++) {
-            account_key_t *key = account_key_at(control->tables, slot);
+            account_key_t *key = account_key_at(context->tables, slot);
             if (key != NULL && !admin_list_key(&list, key)) break;
         }
     }
@@ -748,7 +734,7 @@ static void admin_key_change_details(const admin_request_t *request, uint32_t fi
 }
 
 static void admin_keys_update(admin_request_t *request) {
-    control_t *control = request->control;
+    admin_context_t *context = request->context;
     account_key_t *key = admin_find_key(request, 1);
     if (key == NULL || !admin_body_object(request, false)) return;
     store_key_update_t update;
@@ -759,7 +745,7 @@ static void admin_keys_update(admin_request_t *request) {
                      "name at least one of models, tier, expires_at, spend_cap");
         return;
     }
-    if (!admin_key_update(control, key, &update, bits, &request->failure)) {
+    if (!admin_key_update(context, key, &update, bits, &request->failure)) {
         admin_respond_failure(request);
         return;
     }
@@ -767,25 +753,25 @@ static void admin_keys_update(admin_request_t *request) {
     admin_target(target, sizeof target, "key", key->id);
     char details[STORE_AUDIT_DETAILS_BYTES];
     admin_key_change_details(request, update.fields, details, sizeof details);
-    admin_audit(control, control->admin_fingerprint, "key.update", target, details);
+    admin_audit(context, context->admin_fingerprint, "key.update", target, details);
     admin_respond_key(request, key, NULL, 200);
 }
 
 static void admin_keys_status(admin_request_t *request, account_key_status_t status) {
-    control_t *control = request->control;
+    admin_context_t *context = request->context;
     account_key_t *key = admin_find_key(request, 1);
     if (key == NULL) return;
     store_key_update_t update;
     memset(&update, 0, sizeof update);
     update.fields = STORE_KEY_FIELD_STATUS;
     update.status = status;
-    if (!admin_key_update(control, key, &update, NULL, &request->failure)) {
+    if (!admin_key_update(context, key, &update, NULL, &request->failure)) {
         admin_respond_failure(request);
         return;
     }
     char target[32];
     admin_target(target, sizeof target, "key", key->id);
-    admin_audit(control, control->admin_fingerprint, status == ACCOUNT_KEY_DISABLED ? "key.disable" : "key.enable",
+    admin_audit(context, context->admin_fingerprint, status == ACCOUNT_KEY_DISABLED ? "key.disable" : "key.enable",
                 target, "{}");
     admin_respond_key(request, key, NULL, 200);
 }
@@ -857,7 +843,7 @@ static int admin_usage_visit(void *context, const store_usage_record_t *record, 
  * Records come newest first; a later page resumes below the last one sent
  * (created_ms <= the last one's, id below it). Returns the page length, or a
  * negative errno from the store. */
-static int admin_usage_page(control_t *control, admin_exchange_t *state) {
+static int admin_usage_page(admin_context_t *context, admin_exchange_t *state) {
     text_buffer_t out = {.bytes = state->response, .capacity = ADMIN_RESPONSE_BYTES};
     if (state->first_page) {
         if (state->format == ADMIN_FORMAT_JSON) text_buffer_text(&out, "[");
@@ -871,7 +857,7 @@ static int admin_usage_page(control_t *control, admin_exchange_t *state) {
     }
     state->first_page = false;
     admin_usage_page_t page = {.state = state, .out = &out};
-    int visited = store_usage_list(control->store, &query, admin_usage_visit, &page);
+    int visited = store_usage_list(context->store, &query, admin_usage_visit, &page);
     if (visited < 0) return visited;
     state->stream_done = !page.full;
     if (state->stream_done && state->format == ADMIN_FORMAT_JSON) text_buffer_text(&out, state->sent > 0 ? "\n]\n" : "]\n");
@@ -880,7 +866,7 @@ static int admin_usage_page(control_t *control, admin_exchange_t *state) {
 }
 
 static void admin_usage(admin_request_t *request) {
-    control_t *control = request->control;
+    admin_context_t *context = request->context;
     admin_exchange_t *state = request->state;
     char format[16] = "json";
     size_t format_length = 4;
@@ -907,13 +893,13 @@ static void admin_usage(admin_request_t *request) {
         !admin_parameter_time(request, "to", &to_ms, &has_to)) {
         return;
     }
-    if (has_user && account_user_get(control->tables, user_id) == NULL) {
+    if (has_user && account_user_get(context->tables, user_id) == NULL) {
         admin_fail(&request->failure, 404, "invalid_request_error", "user_not_found", "user_id",
                    "no user with id %llu", (unsigned long long)user_id);
         admin_respond_failure(request);
         return;
     }
-    account_key_t *key = has_key ? account_key_by_id(control->tables, key_id) : NULL;
+    account_key_t *key = has_key ? account_key_by_id(context->tables, key_id) : NULL;
     if (has_key && key == NULL) {
         admin_fail(&request->failure, 404, "invalid_request_error", "key_not_found", "key_id", "no key with id %llu",
                    (unsigned long long)key_id);
@@ -941,7 +927,7 @@ static void admin_usage(admin_request_t *request) {
     state->last_id = UINT64_MAX;
     state->first_page = true;
     state->sent = 0;
-    int length = admin_usage_page(control, state);
+    int length = admin_usage_page(context, state);
     if (length < 0) {
         if (length == -ENOENT) {
             admin_refuse(request, 404, "invalid_request_error", "key_not_found", "key_id", "no such key");
@@ -963,11 +949,11 @@ static void admin_usage(admin_request_t *request) {
     server_send(request->exchange, &piece, 1, false);
 }
 
-void admin_on_sent(server_exchange_t *exchange) {
+static void admin_on_sent(server_exchange_t *exchange) {
     admin_exchange_t *state = exchange->handler_state;
     RW_ASSERT(state != NULL && state->streaming && !state->stream_done);
-    control_t *control = server_handler_context(exchange->server);
-    int length = admin_usage_page(control, state);
+    admin_api_t *api = server_handler_context(exchange->server);
+    int length = admin_usage_page(api->context, state);
     if (length < 0) {
         /* Mid-stream the status is sent: cut the connection so the client
          * sees an incomplete body, never a silently short export. */
@@ -979,7 +965,7 @@ void admin_on_sent(server_exchange_t *exchange) {
     server_send(exchange, &piece, length > 0 ? 1 : 0, state->stream_done);
 }
 
-void admin_on_abort(server_exchange_t *exchange) { server_exchange_release(exchange); }
+static void admin_on_abort(server_exchange_t *exchange) { server_exchange_release(exchange); }
 
 /* ---- Audit ---- */
 
@@ -1011,7 +997,7 @@ static void admin_audit_list(admin_request_t *request) {
     text_buffer_t *out = &request->out;
     text_buffer_text(out, "{\"object\":\"list\",\"data\":[");
     admin_audit_list_t list = {.out = out, .limit = limit};
-    int visited = store_audit_list(request->control->store, (uint32_t)limit + 1, admin_audit_visit, &list);
+    int visited = store_audit_list(request->context->store, (uint32_t)limit + 1, admin_audit_visit, &list);
     if (visited < 0) {
         admin_respond_store_error(request, visited, "reading the audit log");
         return;
@@ -1107,8 +1093,8 @@ static void admin_route(admin_request_t *request) {
 /* Checks "Authorization: Bearer <admin_token>": both sides are hashed, so
  * the comparison takes the same time whatever was sent. */
 static bool admin_authorized(admin_request_t *request) {
-    control_t *control = request->control;
-    if (!control->admin_enabled) {
+    admin_context_t *context = request->context;
+    if (!context->admin_enabled) {
         admin_refuse(request, 403, "permission_error", "admin_disabled", NULL,
                      "the admin API is disabled: set admin_token");
         return false;
@@ -1128,16 +1114,16 @@ static bool admin_authorized(admin_request_t *request) {
     }
     uint8_t hash[ACCOUNT_KEY_HASH_BYTES];
     auth_key_hash((const char *)token.bytes, token.length, hash);
-    if (!auth_equal_constant_time(hash, control->admin_token_hash, sizeof hash)) {
+    if (!auth_equal_constant_time(hash, context->admin_token_hash, sizeof hash)) {
         admin_refuse(request, 401, "invalid_request_error", "invalid_admin_token", NULL, "invalid admin token");
         return false;
     }
     return true;
 }
 
-void admin_on_request(server_exchange_t *exchange) {
-    control_t *control = server_handler_context(exchange->server);
-    admin_exchange_t *state = &control->exchanges[server_exchange_index(exchange)];
+static void admin_on_request(server_exchange_t *exchange) {
+    admin_api_t *api = server_handler_context(exchange->server);
+    admin_exchange_t *state = &api->exchanges[server_exchange_index(exchange)];
     char *response = state->response;
     memset(state, 0, sizeof *state);
     state->response = response;
@@ -1146,7 +1132,7 @@ void admin_on_request(server_exchange_t *exchange) {
 
     admin_request_t request;
     memset(&request, 0, sizeof request);
-    request.control = control;
+    request.context = api->context;
     request.exchange = exchange;
     request.state = state;
     request.method = exchange->request.method;
@@ -1162,4 +1148,55 @@ void admin_on_request(server_exchange_t *exchange) {
         return;
     }
     admin_route(&request);
+}
+
+/* ---- The API's life cycle ---- */
+
+int admin_api_create(admin_api_t **result, admin_context_t *context, char *error, size_t error_size) {
+    RW_ASSERT(result != NULL && context != NULL);
+    *result = NULL;
+    admin_api_t *api = calloc(1, sizeof *api);
+    if (api == NULL) {
+        snprintf(error, error_size, "out of memory for the admin API");
+        return -1;
+    }
+    api->context = context;
+    api->response_memory = mmap(NULL, (size_t)ADMIN_EXCHANGES_MAX * ADMIN_RESPONSE_BYTES, PROT_READ | PROT_WRITE,
+                                MAP_ANONYMOUS | MAP_PRIVATE | MAP_NORESERVE, -1, 0);
+    if (api->response_memory == MAP_FAILED) {
+        snprintf(error, error_size, "out of memory for the admin API's response buffers");
+        free(api);
+        return -1;
+    }
+    for (uint32_t index = 0; index < ADMIN_EXCHANGES_MAX; index++) {
+        api->exchanges[index].response = api->response_memory + (size_t)index * ADMIN_RESPONSE_BYTES;
+    }
+    *result = api;
+    return 0;
+}
+
+void admin_api_destroy(admin_api_t **pointer) {
+    RW_ASSERT(pointer != NULL);
+    admin_api_t *api = *pointer;
+    if (api == NULL) return;
+    munmap(api->response_memory, (size_t)ADMIN_EXCHANGES_MAX * ADMIN_RESPONSE_BYTES);
+    api->response_memory = NULL;
+    free(api);
+    *pointer = NULL;
+}
+
+void admin_api_server_config(admin_api_t *api, server_config_t *config) {
+    RW_ASSERT(api != NULL && config != NULL);
+    config->connections_max = ADMIN_CONNECTIONS_MAX;
+    config->exchanges_max = ADMIN_EXCHANGES_MAX;
+    config->request_buffer_bytes = ADMIN_REQUEST_BUFFER_BYTES;
+    config->large_bodies_max = 1;
+    config->body_bytes_max = ADMIN_BODY_BYTES_MAX;
+    config->head_bytes_max = ADMIN_HEAD_BYTES_MAX;
+    config->header_timeout_ms = 10000;
+    config->body_timeout_ms = 30000;
+    config->keepalive_timeout_ms = 60000;
+    config->handlers = (server_handlers_t){
+        .on_request = admin_on_request, .on_sent = admin_on_sent, .on_abort = admin_on_abort};
+    config->handler_context = api;
 }

@@ -1,7 +1,8 @@
 /* Dispatch, the first stage: which endpoint a request is for. Answers what
  * needs nothing else (health, the model list, 404, 405) and hands the rest
- * to its endpoint: the relayed endpoints to admission (admit.c), the account
- * endpoints to accounts.c. Every endpoint lives under /v1 and /api/v1. */
+ * to its endpoint: the relayed endpoints to admission (admit.c), the
+ * self-service account endpoints to the portal (src/portal). Every
+ * endpoint lives under /v1 and /api/v1. */
 #include "relay-internal.h"
 
 #include <stdio.h>
@@ -58,6 +59,30 @@ static void relay_dispatch_unknown(relay_stream_t *stream, const char *method_ne
     relay_reply_error(stream, 404, "invalid_request_error", message, NULL, "unknown_url");
 }
 
+/* The self-service endpoints (src/portal): false when the path is none of
+ * them. The portal answers itself or submits a job; the stream then waits
+ * for the reply in worker.c's mailbox. */
+static bool relay_dispatch_portal(relay_stream_t *stream, const uint8_t *path, size_t path_length) {
+    relay_worker_t *worker = stream->worker;
+    const relay_shared_t *shared = worker->shared;
+    portal_request_t request = {
+        .exchange = stream->exchange,
+        .portal = shared->portal,
+        .worker_index = worker->index,
+        .worker_ring = &worker->loop.ring,
+        .tables = shared->tables,
+        .jwt_secret = shared->jwt_secret,
+        .jwt_secret_length = shared->jwt_secret_length,
+        .buffer = stream->buffer,
+        .capacity = stream->capacity,
+        .busy_retry_after_s = RELAY_BUSY_RETRY_AFTER_S,
+    };
+    portal_route_result_t result = portal_route(&request, path, path_length, &stream->portal_wait);
+    if (result == PORTAL_ROUTE_NOT_OURS) return false;
+    stream->phase = result == PORTAL_ROUTE_WAITING ? RELAY_PHASE_WAITING_CONTROL : RELAY_PHASE_DONE;
+    return true;
+}
+
 /* Serves or hands on one request whose stream was just reset. */
 void relay_dispatch(relay_stream_t *stream) {
     server_exchange_t *exchange = stream->exchange;
@@ -87,8 +112,8 @@ void relay_dispatch(relay_stream_t *stream) {
         relay_admit(stream, entry->endpoint);
         return;
     }
-    if (rest != NULL ? relay_accounts_route(stream, rest, rest_length)
-                     : relay_accounts_route(stream, path, path_length)) {
+    if (rest != NULL ? relay_dispatch_portal(stream, rest, rest_length)
+                     : relay_dispatch_portal(stream, path, path_length)) {
         return;
     }
     relay_dispatch_unknown(stream, NULL);

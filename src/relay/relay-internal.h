@@ -4,7 +4,9 @@
  * or the control thread comes back through worker.c's mailbox):
  *
  *   worker.c    the thread: create, run, tick, mailbox, server callbacks
- *   dispatch.c  the endpoint table: path and method -> endpoint
+ *   dispatch.c  the endpoint table: path and method -> endpoint; the
+ *               self-service endpoints go to the portal (src/portal), whose
+ *               job replies come back through worker.c's mailbox
  *   admit.c     authenticate, read the body, route, allowlist, [limits],
  *               store backpressure, hold
  *   plan.c      the upstream request: head + the client's body in splices
@@ -16,11 +18,10 @@
 #define RINGWAY_RELAY_INTERNAL_H
 
 #include "ringway/account.h"
-#include "ringway/admin.h"
-#include "ringway/control-t.h"
 #include "ringway/http.h"
 #include "ringway/json.h"
 #include "ringway/loop.h"
+#include "ringway/portal.h"
 #include "ringway/relay.h"
 #include "ringway/router.h"
 #include "ringway/server.h"
@@ -89,7 +90,7 @@ typedef enum relay_phase {
     RELAY_PHASE_DRAINING,
     RELAY_PHASE_SETTLING,        /* the response is complete; waiting for the store's ack
                                   * of the usage record before its last bytes go out */
-    RELAY_PHASE_WAITING_CONTROL, /* an account request is with the control thread */
+    RELAY_PHASE_WAITING_CONTROL, /* a self-service request's job is with the control thread (src/portal) */
     RELAY_PHASE_DONE,
 } relay_phase_t;
 
@@ -192,8 +193,7 @@ typedef struct relay_stream {
     /* Waiting for the store (admit.c): links of the worker's FIFO. */
     struct relay_stream *wait_next;
     struct relay_stream *wait_prev;
-    uint8_t *reply;                /* where the control thread writes an account answer */
-    uint32_t reply_capacity;
+    portal_wait_t portal_wait;     /* a self-service request's job (RELAY_PHASE_WAITING_CONTROL) */
 
     /* ---- Scratch, never cleared. ---- */
     relay_stream_scratch_t scratch;
@@ -273,9 +273,5 @@ bool relay_settle(relay_stream_t *stream, const char *status, bool wait_for_ack)
 void relay_settle_retry(relay_worker_t *worker);
 void relay_settle_acknowledged(relay_stream_t *stream);
 void relay_settle_on_hold_timer(loop_timer_t *timer);
-
-/* accounts.c: the self-service account endpoints. */
-bool relay_accounts_route(relay_stream_t *stream, const uint8_t *path, size_t path_length);
-void relay_accounts_on_reply(relay_stream_t *stream, const control_reply_t *reply);
 
 #endif

@@ -655,8 +655,8 @@ void relay_stream_on_abort(relay_stream_t *stream) {
     case RELAY_PHASE_SETTLING:
     case RELAY_PHASE_WAITING_CONTROL:
         /* A reply is on its way from the store or the control thread and
-         * names this slot: keep the exchange until it came (billing.c,
-         * accounts.c release it). */
+         * names this slot: keep the exchange until it came (settle.c, and
+         * portal_answer from worker.c's mailbox, release it). */
         return;
     default:
         /* Nothing upstream: the response was ours alone. */

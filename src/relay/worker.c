@@ -56,8 +56,8 @@ static void relay_worker_on_timer(loop_timer_t *timer) {
     relay_stream_on_timer(stream);
 }
 
-/* The mailbox: the store thread's acks and the control thread's replies
- * for this worker. Each names the stream slot (and, for acks, the
+/* The mailbox: the store thread's acks and the portal's job replies (from
+ * the control thread) for this worker. Each names the stream slot (and, for acks, the
  * generation, so an ack for an earlier request of the slot is dropped). */
 static void relay_worker_on_mailbox(loop_operation_t *operation, int32_t result, uint32_t flags) {
     relay_worker_t *worker = operation->owner;
@@ -71,12 +71,13 @@ static void relay_worker_on_mailbox(loop_operation_t *operation, int32_t result,
         relay_settle_acknowledged(stream);
         relay_stream_on_settled(stream, &ack);
     }
-    control_reply_t reply;
-    while (control_reply_pop(worker->shared->control, worker->index, &reply)) {
+    portal_reply_t reply;
+    while (portal_reply_pop(worker->shared->portal, worker->index, &reply)) {
         if (reply.slot >= worker->config->streams_per_thread) continue;
         relay_stream_t *stream = &worker->streams[reply.slot];
         if (stream->phase != RELAY_PHASE_WAITING_CONTROL) continue;
-        relay_accounts_on_reply(stream, &reply);
+        stream->phase = RELAY_PHASE_DONE;
+        portal_answer(stream->exchange, &stream->portal_wait, &reply, stream->client_gone);
     }
     /* The store made progress: waiting messages and requests go on. */
     relay_settle_retry(worker);

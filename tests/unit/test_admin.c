@@ -8,6 +8,8 @@
 
 #include "ringway/account.h"
 #include "ringway/admin.h"
+#include "ringway/control.h"
+#include "ringway/portal.h"
 #include "ringway/auth.h"
 #include "ringway/config.h"
 #include "ringway/http.h"
@@ -284,7 +286,7 @@ static bool fixture_start(bool with_admin_token) {
     };
     if (control_create(&fixture.control, &control_options, error, sizeof error) != 0) return false;
     if (io_uring_queue_init(16, &fixture.worker_ring, 0) != 0) return false;
-    control_bind_worker(fixture.control, 0, fixture.worker_ring.ring_fd, &fixture.worker_mailbox);
+    portal_bind_worker(control_portal(fixture.control), 0, fixture.worker_ring.ring_fd, &fixture.worker_mailbox);
     if (store_thread_start(&fixture.store_thread) != 0) return false;
     if (fixture.loaded.users == 0 && control_bootstrap(fixture.control, error, sizeof error) != 0) {
         fprintf(stderr, "bootstrap: %s\n", error);
@@ -785,7 +787,7 @@ static uint32_t job_reply_capacity = sizeof job_reply - 1;
 
 static int run_job(uint32_t kind, uint64_t user_id, const char *body, const char *argument, uint32_t limit) {
     static uint32_t slot;
-    control_job_t job = {
+    portal_job_t job = {
         .kind = kind,
         .worker_index = 0,
         .slot = ++slot,
@@ -798,9 +800,9 @@ static int run_job(uint32_t kind, uint64_t user_id, const char *body, const char
         .reply = job_reply,
         .reply_capacity = job_reply_capacity,
     };
-    CHECK(control_submit(fixture.control, 0, &job, &fixture.worker_ring));
+    CHECK(portal_submit(control_portal(fixture.control), 0, &job, &fixture.worker_ring));
     io_uring_submit(&fixture.worker_ring);
-    control_reply_t reply;
+    portal_reply_t reply;
     for (int attempt = 0; attempt < 400; attempt++) {
         struct io_uring_cqe *cqe = NULL;
         struct __kernel_timespec timeout = {0, 50 * 1000 * 1000};
@@ -809,7 +811,7 @@ static int run_job(uint32_t kind, uint64_t user_id, const char *body, const char
             io_uring_cqe_seen(&fixture.worker_ring, cqe);
             if (!doorbell) continue;
         }
-        if (control_reply_pop(fixture.control, 0, &reply)) {
+        if (portal_reply_pop(control_portal(fixture.control), 0, &reply)) {
             CHECK_EQ_INT(reply.slot, slot);
             memcpy(response.body, job_reply, reply.length);
             response.body[reply.length] = '\0';
@@ -822,7 +824,7 @@ static int run_job(uint32_t kind, uint64_t user_id, const char *body, const char
 }
 
 static void test_jobs(void) {
-    CHECK_EQ_INT(run_job(CONTROL_JOB_REGISTER, 0, "{\"email\":\"Bob@Example.com\",\"password\":\"hunter2hunter2\"}",
+    CHECK_EQ_INT(run_job(PORTAL_JOB_REGISTER, 0, "{\"email\":\"Bob@Example.com\",\"password\":\"hunter2hunter2\"}",
                          NULL, 0),
                  200);
     long long bob_id = body_int("user_id");
@@ -845,50 +847,50 @@ static void test_jobs(void) {
     CHECK(claims.expires_at_s - claims.issued_at_s == 3600);
     CHECK(strcmp(claims.email, "bob@example.com") == 0);
 
-    CHECK_EQ_INT(run_job(CONTROL_JOB_REGISTER, 0, "{\"email\":\"bob@example.com\",\"password\":\"hunter2hunter2\"}",
+    CHECK_EQ_INT(run_job(PORTAL_JOB_REGISTER, 0, "{\"email\":\"bob@example.com\",\"password\":\"hunter2hunter2\"}",
                          NULL, 0),
                  409);
-    CHECK_EQ_INT(run_job(CONTROL_JOB_REGISTER, 0, "{\"email\":\"bob@\",\"password\":\"hunter2hunter2\"}", NULL, 0),
+    CHECK_EQ_INT(run_job(PORTAL_JOB_REGISTER, 0, "{\"email\":\"bob@\",\"password\":\"hunter2hunter2\"}", NULL, 0),
                  400);
     CHECK(strcmp(error_code(), "invalid_email") == 0);
-    CHECK_EQ_INT(run_job(CONTROL_JOB_REGISTER, 0, "{\"email\":\"dan@example.com\",\"password\":\"1234567\"}", NULL, 0),
+    CHECK_EQ_INT(run_job(PORTAL_JOB_REGISTER, 0, "{\"email\":\"dan@example.com\",\"password\":\"1234567\"}", NULL, 0),
                  400);
     CHECK(strcmp(error_code(), "invalid_password") == 0);
-    CHECK_EQ_INT(run_job(CONTROL_JOB_REGISTER, 0, "{\"email\":\"dan@example.com\"}", NULL, 0), 400);
-    CHECK_EQ_INT(run_job(CONTROL_JOB_REGISTER, 0, "not json", NULL, 0), 400);
-    CHECK_EQ_INT(run_job(CONTROL_JOB_REGISTER, 0, NULL, NULL, 0), 400);
+    CHECK_EQ_INT(run_job(PORTAL_JOB_REGISTER, 0, "{\"email\":\"dan@example.com\"}", NULL, 0), 400);
+    CHECK_EQ_INT(run_job(PORTAL_JOB_REGISTER, 0, "not json", NULL, 0), 400);
+    CHECK_EQ_INT(run_job(PORTAL_JOB_REGISTER, 0, NULL, NULL, 0), 400);
 
-    CHECK_EQ_INT(run_job(CONTROL_JOB_LOGIN, 0, "{\"email\":\"BOB@example.com\",\"password\":\"hunter2hunter2\"}", NULL,
+    CHECK_EQ_INT(run_job(PORTAL_JOB_LOGIN, 0, "{\"email\":\"BOB@example.com\",\"password\":\"hunter2hunter2\"}", NULL,
                          0),
                  200);
     CHECK_EQ_INT(body_int("user_id"), bob_id);
     CHECK_EQ_INT(body_int("balance"), 1000000);
-    CHECK_EQ_INT(run_job(CONTROL_JOB_LOGIN, 0, "{\"email\":\"bob@example.com\",\"password\":\"wrong-password\"}", NULL,
+    CHECK_EQ_INT(run_job(PORTAL_JOB_LOGIN, 0, "{\"email\":\"bob@example.com\",\"password\":\"wrong-password\"}", NULL,
                          0),
                  401);
     char wrong_message[256];
     size_t wrong_length = RW_MIN(response.length, sizeof wrong_message - 1);
     memcpy(wrong_message, response.body, wrong_length);
     wrong_message[wrong_length] = '\0';
-    CHECK_EQ_INT(run_job(CONTROL_JOB_LOGIN, 0, "{\"email\":\"nobody@example.com\",\"password\":\"hunter2hunter2\"}",
+    CHECK_EQ_INT(run_job(PORTAL_JOB_LOGIN, 0, "{\"email\":\"nobody@example.com\",\"password\":\"hunter2hunter2\"}",
                          NULL, 0),
                  401);
     CHECK(strcmp(wrong_message, response.body) == 0); /* the same answer: emails do not leak */
-    CHECK_EQ_INT(run_job(CONTROL_JOB_LOGIN, 0, "{\"email\":\"admin@ringway.local\",\"password\":\"\"}", NULL, 0), 401);
-    CHECK_EQ_INT(run_job(CONTROL_JOB_LOGIN, 0, "{\"email\":\"carol@example.com\",\"password\":\"anything-at-all\"}",
+    CHECK_EQ_INT(run_job(PORTAL_JOB_LOGIN, 0, "{\"email\":\"admin@ringway.local\",\"password\":\"\"}", NULL, 0), 401);
+    CHECK_EQ_INT(run_job(PORTAL_JOB_LOGIN, 0, "{\"email\":\"carol@example.com\",\"password\":\"anything-at-all\"}",
                          NULL, 0),
                  401);
 
-    CHECK_EQ_INT(run_job(CONTROL_JOB_KEY_CREATE, (uint64_t)bob_id, NULL, "my%20laptop+key", 0), 200);
+    CHECK_EQ_INT(run_job(PORTAL_JOB_KEY_CREATE, (uint64_t)bob_id, NULL, "my%20laptop+key", 0), 200);
     CHECK(strcmp(body_text("name"), "my laptop key") == 0);
     CHECK(auth_key_text_valid(body_text("key"), AUTH_KEY_TEXT_LENGTH));
     long long second_key = body_int("id");
-    CHECK_EQ_INT(run_job(CONTROL_JOB_KEY_CREATE, (uint64_t)bob_id, NULL, "%zz", 0), 400);
-    CHECK_EQ_INT(run_job(CONTROL_JOB_KEY_CREATE, (uint64_t)bob_id, NULL, "a%0Ab", 0), 400);
-    CHECK_EQ_INT(run_job(CONTROL_JOB_KEY_CREATE, (uint64_t)bob_id, NULL, NULL, 0), 200);
+    CHECK_EQ_INT(run_job(PORTAL_JOB_KEY_CREATE, (uint64_t)bob_id, NULL, "%zz", 0), 400);
+    CHECK_EQ_INT(run_job(PORTAL_JOB_KEY_CREATE, (uint64_t)bob_id, NULL, "a%0Ab", 0), 400);
+    CHECK_EQ_INT(run_job(PORTAL_JOB_KEY_CREATE, (uint64_t)bob_id, NULL, NULL, 0), 200);
     CHECK(strcmp(body_text("name"), "default") == 0);
 
-    CHECK_EQ_INT(run_job(CONTROL_JOB_KEYS_LIST, (uint64_t)bob_id, NULL, NULL, 0), 200);
+    CHECK_EQ_INT(run_job(PORTAL_JOB_KEYS_LIST, (uint64_t)bob_id, NULL, NULL, 0), 200);
     CHECK_EQ_INT(list_count(), 3);
     CHECK(strstr(response.body, key) == NULL);
     CHECK(strstr(response.body, "\"key\":") == NULL);
@@ -896,15 +898,15 @@ static void test_jobs(void) {
 
     char argument[32];
     snprintf(argument, sizeof argument, "%llu", (unsigned long long)alice_key_id);
-    CHECK_EQ_INT(run_job(CONTROL_JOB_KEY_DELETE, (uint64_t)bob_id, NULL, argument, 0), 404); /* alice's key */
-    CHECK_EQ_INT(run_job(CONTROL_JOB_KEY_DELETE, (uint64_t)bob_id, NULL, "abc", 0), 404);
+    CHECK_EQ_INT(run_job(PORTAL_JOB_KEY_DELETE, (uint64_t)bob_id, NULL, argument, 0), 404); /* alice's key */
+    CHECK_EQ_INT(run_job(PORTAL_JOB_KEY_DELETE, (uint64_t)bob_id, NULL, "abc", 0), 404);
     snprintf(argument, sizeof argument, "%lld", second_key);
-    CHECK_EQ_INT(run_job(CONTROL_JOB_KEY_DELETE, (uint64_t)bob_id, NULL, argument, 0), 200);
+    CHECK_EQ_INT(run_job(PORTAL_JOB_KEY_DELETE, (uint64_t)bob_id, NULL, argument, 0), 200);
     CHECK(strcmp(body_text("deleted"), "true") == 0);
     account_key_t *deleted = account_key_by_id(&fixture.tables, (uint64_t)second_key);
     CHECK(deleted != NULL && account_key_status(deleted) == ACCOUNT_KEY_DISABLED);
 
-    CHECK_EQ_INT(run_job(CONTROL_JOB_USAGE_LIST, alice_id, NULL, NULL, 5), 200);
+    CHECK_EQ_INT(run_job(PORTAL_JOB_USAGE_LIST, alice_id, NULL, NULL, 5), 200);
     CHECK_EQ_INT(list_count(), 5);
     CHECK(strcmp(body_text("has_more"), "true") == 0);
     json_span_t first;
@@ -912,25 +914,25 @@ static void test_jobs(void) {
     CHECK_EQ_INT(member_int(response.body + first.offset, first.length, "id"), USAGE_RECORDS);
     CHECK(strcmp(member_text(response.body + first.offset, first.length, "cost"), "0.000007") == 0);
     CHECK_EQ_INT(member_int(response.body + first.offset, first.length, "total_tokens"), 10 + USAGE_RECORDS - 1 + 5);
-    CHECK_EQ_INT(run_job(CONTROL_JOB_USAGE_LIST, alice_id, NULL, NULL, 0), 200);
-    CHECK_EQ_INT(list_count(), CONTROL_USAGE_LIMIT_DEFAULT);
-    CHECK_EQ_INT(run_job(CONTROL_JOB_USAGE_LIST, (uint64_t)bob_id, NULL, NULL, 0), 200);
+    CHECK_EQ_INT(run_job(PORTAL_JOB_USAGE_LIST, alice_id, NULL, NULL, 0), 200);
+    CHECK_EQ_INT(list_count(), PORTAL_USAGE_LIMIT_DEFAULT);
+    CHECK_EQ_INT(run_job(PORTAL_JOB_USAGE_LIST, (uint64_t)bob_id, NULL, NULL, 0), 200);
     CHECK_EQ_INT(list_count(), 0);
     CHECK(strcmp(body_text("has_more"), "false") == 0);
-    CHECK_EQ_INT(run_job(CONTROL_JOB_USAGE_LIST, 60, NULL, NULL, 0), 404);
+    CHECK_EQ_INT(run_job(PORTAL_JOB_USAGE_LIST, 60, NULL, NULL, 0), 404);
 
-    /* A reply buffer below CONTROL_REPLY_BYTES_MIN: refused, never overrun. */
-    job_reply_capacity = CONTROL_REPLY_BYTES_MIN - 1;
-    CHECK_EQ_INT(run_job(CONTROL_JOB_KEYS_LIST, (uint64_t)bob_id, NULL, NULL, 0), 413);
+    /* A reply buffer below PORTAL_REPLY_BYTES_MIN: refused, never overrun. */
+    job_reply_capacity = PORTAL_REPLY_BYTES_MIN - 1;
+    CHECK_EQ_INT(run_job(PORTAL_JOB_KEYS_LIST, (uint64_t)bob_id, NULL, NULL, 0), 413);
     CHECK(strcmp(error_code(), "request_too_large") == 0);
     memset(job_reply, 'z', sizeof job_reply);
     job_reply_capacity = 40;
-    CHECK_EQ_INT(run_job(CONTROL_JOB_REGISTER, 0, "{}", NULL, 0), 413);
+    CHECK_EQ_INT(run_job(PORTAL_JOB_REGISTER, 0, "{}", NULL, 0), 413);
     CHECK_EQ_INT(response.length, 0);
     CHECK(job_reply[40] == 'z'); /* nothing written past the capacity */
     /* Just enough room: a key list too long for it is cut short with has_more. */
     job_reply_capacity = 2500;
-    CHECK_EQ_INT(run_job(CONTROL_JOB_KEYS_LIST, (uint64_t)bob_id, NULL, NULL, 0), 200);
+    CHECK_EQ_INT(run_job(PORTAL_JOB_KEYS_LIST, (uint64_t)bob_id, NULL, NULL, 0), 200);
     CHECK(json_validate((const uint8_t *)response.body, response.length, NULL) == 0);
     CHECK(list_count() < 3);
     CHECK(strcmp(body_text("has_more"), "true") == 0);
@@ -974,7 +976,7 @@ static void test_admin_disabled(void) {
     CHECK(strstr(response.body, "the admin API is disabled: set admin_token") != NULL);
     CHECK(strcmp(error_code(), "admin_disabled") == 0);
     /* Jobs still work without the admin API. */
-    CHECK_EQ_INT(run_job(CONTROL_JOB_LOGIN, 0, "{\"email\":\"bob@example.com\",\"password\":\"hunter2hunter2\"}", NULL,
+    CHECK_EQ_INT(run_job(PORTAL_JOB_LOGIN, 0, "{\"email\":\"bob@example.com\",\"password\":\"hunter2hunter2\"}", NULL,
                          0),
                  200);
 }

@@ -1,11 +1,18 @@
-/* The account jobs relay workers hand the control thread (control-t.h):
- * self-service registration and login (Argon2id: tens of milliseconds, so
- * never on a worker), key listing, creation and deletion, and the usage
- * history. Each writes its JSON answer into the job's reply buffer and
- * returns the HTTP status; errors use the OpenAI shape. The worker has
- * already authenticated the caller for every kind but REGISTER and LOGIN
- * (job->user_id). */
-#include "admin-internal.h"
+/* The portal's jobs, run on the control thread (portal-t.h): self-service
+ * registration and login (Argon2id: tens of milliseconds, so never on a
+ * worker), key listing, creation and deletion, and the usage history. Each
+ * writes its JSON answer into the job's reply buffer and returns the HTTP
+ * status; errors use the OpenAI shape. The worker has already authenticated
+ * the caller for every kind but REGISTER and LOGIN (job->user_id). Users
+ * and keys are made by the admin module's account operations. */
+#include "portal-internal.h"
+
+#include "ringway/account.h"
+#include "ringway/admin.h"
+#include "ringway/auth.h"
+#include "ringway/config.h"
+#include "ringway/store.h"
+#include "ringway/text.h"
 
 #include "ringway/http-writer.h"
 #include "ringway/json.h"
@@ -21,7 +28,7 @@ enum {
 };
 
 /* Replaces whatever was written with the error; with too little room for
- * it (less than CONTROL_REPLY_BYTES_MIN) the reply is empty. */
+ * it (less than PORTAL_REPLY_BYTES_MIN) the reply is empty. */
 static uint16_t jobs_error(text_buffer_t *out, const admin_failure_t *failure) {
     out->length = 0;
     out->overflow = false;
@@ -39,7 +46,7 @@ static uint16_t jobs_refuse(text_buffer_t *out, uint16_t status, const char *typ
 
 /* Decodes the string member `name` of a validated JSON object into out.
  * Returns 0, -1 when absent or not a string, -2 when it does not fit. */
-static int jobs_string_member(const control_job_t *job, const char *name, char *out, size_t capacity,
+static int jobs_string_member(const portal_job_t *job, const char *name, char *out, size_t capacity,
                               size_t *length) {
     json_span_t value;
     json_type_t type;
@@ -50,7 +57,7 @@ static int jobs_string_member(const control_job_t *job, const char *name, char *
     return 0;
 }
 
-static bool jobs_body_is_object(const control_job_t *job) {
+static bool jobs_body_is_object(const portal_job_t *job) {
     if (job->body == NULL || job->body_length == 0 || json_validate(job->body, job->body_length, NULL) != 0) {
         return false;
     }
@@ -63,15 +70,15 @@ static bool jobs_body_is_object(const control_job_t *job) {
 }
 
 /* The session token for a user: HS256, valid for jwt_ttl_s. */
-static size_t jobs_sign(control_t *control, uint64_t user_id, const char *email, char *token, size_t capacity,
+static size_t jobs_sign(admin_context_t *context, uint64_t user_id, const char *email, char *token, size_t capacity,
                         int64_t *expires_at_s) {
     int64_t now_s = text_wall_ms() / 1000;
-    *expires_at_s = now_s + (int64_t)control->config->jwt_ttl_s;
-    return jwt_sign(control->jwt_secret, control->jwt_secret_length, user_id, email, strlen(email), now_s,
+    *expires_at_s = now_s + (int64_t)context->config->jwt_ttl_s;
+    return jwt_sign(context->jwt_secret, context->jwt_secret_length, user_id, email, strlen(email), now_s,
                     *expires_at_s, token, capacity);
 }
 
-static uint16_t jobs_register(control_t *control, const control_job_t *job, text_buffer_t *out) {
+static uint16_t jobs_register(admin_context_t *context, const portal_job_t *job, text_buffer_t *out) {
     if (!jobs_body_is_object(job)) {
         return jobs_refuse(out, 400, "invalid_request_error", "invalid_json", NULL,
                            "the body must be a JSON object with \"email\" and \"password\"");
@@ -100,7 +107,7 @@ static uint16_t jobs_register(control_t *control, const control_job_t *job, text
     }
     /* A taken email is refused before spending Argon2's time on it. */
     store_user_record_t existing;
-    if (store_user_get_by_email(control->store, email, &existing) == 0) {
+    if (store_user_get_by_email(context->store, email, &existing) == 0) {
         memset(password, 0, sizeof password);
         return jobs_refuse(out, 409, "invalid_request_error", "email_taken", "email",
                            "an account with this email already exists");
@@ -115,24 +122,24 @@ static uint16_t jobs_register(control_t *control, const control_job_t *job, text
     admin_user_request_t user_request = {
         .email = email,
         .password_hash = encoded,
-        .balance_micros = control->config->free_grant_micros,
+        .balance_micros = context->config->free_grant_micros,
         .audit_admin = NULL,
     };
     uint64_t user_id = 0;
-    if (!admin_user_create(control, &user_request, &user_id, &failure)) return jobs_error(out, &failure);
+    if (!admin_user_create(context, &user_request, &user_id, &failure)) return jobs_error(out, &failure);
     admin_key_request_t key_request;
     admin_key_request_defaults(&key_request);
     key_request.user_id = user_id;
     key_request.name = "default";
     char key_text[AUTH_KEY_TEXT_BYTES];
-    account_key_t *key = admin_key_create(control, &key_request, key_text, &failure);
+    account_key_t *key = admin_key_create(context, &key_request, key_text, &failure);
     if (key == NULL) return jobs_error(out, &failure);
     char token[JWT_TOKEN_BYTES_MAX + 1];
     int64_t expires_at_s = 0;
-    size_t token_length = jobs_sign(control, user_id, email, token, sizeof token, &expires_at_s);
+    size_t token_length = jobs_sign(context, user_id, email, token, sizeof token, &expires_at_s);
     RW_ASSERT(token_length > 0);
 
-    int64_t balance = control->config->free_grant_micros;
+    int64_t balance = context->config->free_grant_micros;
     text_buffer_format(out, "{\"user_id\":%llu,\"email\":", (unsigned long long)user_id);
     text_buffer_json_string(out, email, strlen(email));
     text_buffer_format(out, ",\"token\":\"%s\",\"token_type\":\"Bearer\",\"expires_at\":%lld", token,
@@ -145,7 +152,7 @@ static uint16_t jobs_register(control_t *control, const control_job_t *job, text
     return 200;
 }
 
-static uint16_t jobs_login(control_t *control, const control_job_t *job, text_buffer_t *out) {
+static uint16_t jobs_login(admin_context_t *context, const portal_job_t *job, text_buffer_t *out) {
     if (!jobs_body_is_object(job)) {
         return jobs_refuse(out, 400, "invalid_request_error", "invalid_json", NULL,
                            "the body must be a JSON object with \"email\" and \"password\"");
@@ -164,7 +171,7 @@ static uint16_t jobs_login(control_t *control, const control_job_t *job, text_bu
     store_user_record_t record;
     bool known = jobs_string_member(job, "email", email_input, sizeof email_input, &email_length) == 0 &&
                  auth_email_valid(email_input, email_length, email) &&
-                 store_user_get_by_email(control->store, email, &record) == 0 && record.password_hash[0] != '\0';
+                 store_user_get_by_email(context->store, email, &record) == 0 && record.password_hash[0] != '\0';
     /* Unknown emails and password-less accounts cost the same time as a
      * wrong password and get the same answer. */
     bool verified = false;
@@ -174,12 +181,12 @@ static uint16_t jobs_login(control_t *control, const control_job_t *job, text_bu
         password_verify_dummy(password, password_length);
     }
     memset(password, 0, sizeof password);
-    account_user_t *user = verified ? account_user_get(control->tables, record.id) : NULL;
+    account_user_t *user = verified ? account_user_get(context->tables, record.id) : NULL;
     if (user == NULL) return jobs_refuse(out, 401, "invalid_request_error", "invalid_credentials", NULL, wrong);
 
     char token[JWT_TOKEN_BYTES_MAX + 1];
     int64_t expires_at_s = 0;
-    size_t token_length = jobs_sign(control, user->id, user->email, token, sizeof token, &expires_at_s);
+    size_t token_length = jobs_sign(context, user->id, user->email, token, sizeof token, &expires_at_s);
     RW_ASSERT(token_length > 0);
     int64_t balance = atomic_load_explicit(&user->available_micros, memory_order_acquire);
     text_buffer_format(out, "{\"user_id\":%llu,\"email\":", (unsigned long long)user->id);
@@ -194,7 +201,7 @@ static uint16_t jobs_login(control_t *control, const control_job_t *job, text_bu
 }
 
 typedef struct jobs_key_list {
-    control_t *control;
+    admin_context_t *context;
     text_buffer_t *out;
     uint32_t written;
     bool truncated;
@@ -209,7 +216,7 @@ static bool jobs_list_key(void *context, account_key_t *key) {
     }
     size_t mark = list->out->length;
     if (list->written > 0) text_buffer_text(list->out, ",");
-    if (!admin_write_key(list->control, list->out, key, NULL)) {
+    if (!admin_write_key(list->context, list->out, key, NULL)) {
         list->failed = true;
         return false;
     }
@@ -223,13 +230,13 @@ static bool jobs_list_key(void *context, account_key_t *key) {
     return true;
 }
 
-static uint16_t jobs_keys_list(control_t *control, const control_job_t *job, text_buffer_t *out) {
-    if (account_user_get(control->tables, job->user_id) == NULL) {
+static uint16_t jobs_keys_list(admin_context_t *context, const portal_job_t *job, text_buffer_t *out) {
+    if (account_user_get(context->tables, job->user_id) == NULL) {
         return jobs_refuse(out, 404, "invalid_request_error", "user_not_found", NULL, "no such account");
     }
     text_buffer_text(out, "{\"object\":\"list\",\"data\":[");
-    jobs_key_list_t list = {.control = control, .out = out};
-    admin_user_keys(control, job->user_id, jobs_list_key, &list);
+    jobs_key_list_t list = {.context = context, .out = out};
+    admin_user_keys(context, job->user_id, jobs_list_key, &list);
     if (list.failed) {
         return jobs_refuse(out, 500, "server_error", "store_error", NULL, "cannot read a key from the store");
     }
@@ -239,8 +246,8 @@ static uint16_t jobs_keys_list(control_t *control, const control_job_t *job, tex
 
 static bool jobs_count_key(void *context, account_key_t *key) { return true; }
 
-static uint16_t jobs_key_create(control_t *control, const control_job_t *job, text_buffer_t *out) {
-    if (account_user_get(control->tables, job->user_id) == NULL) {
+static uint16_t jobs_key_create(admin_context_t *context, const portal_job_t *job, text_buffer_t *out) {
+    if (account_user_get(context->tables, job->user_id) == NULL) {
         return jobs_refuse(out, 404, "invalid_request_error", "user_not_found", NULL, "no such account");
     }
     char name[ACCOUNT_KEY_NAME_BYTES * 4];
@@ -253,10 +260,10 @@ static uint16_t jobs_key_create(control_t *control, const control_job_t *job, te
         return jobs_refuse(out, 400, "invalid_request_error", "invalid_name", "name",
                            "name must be 1 to 63 bytes of UTF-8 without control characters");
     }
-    if (admin_user_keys(control, job->user_id, jobs_count_key, NULL) >= CONTROL_KEYS_PER_USER_MAX) {
+    if (admin_user_keys(context, job->user_id, jobs_count_key, NULL) >= PORTAL_KEYS_PER_USER_MAX) {
         char message[128];
         snprintf(message, sizeof message, "an account can have at most %d API keys (disabled ones included)",
-                 CONTROL_KEYS_PER_USER_MAX);
+                 PORTAL_KEYS_PER_USER_MAX);
         return jobs_refuse(out, 409, "invalid_request_error", "key_limit_reached", NULL, message);
     }
     admin_key_request_t request;
@@ -265,19 +272,19 @@ static uint16_t jobs_key_create(control_t *control, const control_job_t *job, te
     request.name = name;
     char key_text[AUTH_KEY_TEXT_BYTES];
     admin_failure_t failure;
-    account_key_t *key = admin_key_create(control, &request, key_text, &failure);
+    account_key_t *key = admin_key_create(context, &request, key_text, &failure);
     if (key == NULL) return jobs_error(out, &failure);
-    bool written = admin_write_key(control, out, key, key_text);
+    bool written = admin_write_key(context, out, key, key_text);
     memset(key_text, 0, sizeof key_text);
     if (!written) return jobs_refuse(out, 500, "server_error", "store_error", NULL, "cannot read the new key back");
     return 200;
 }
 
-static uint16_t jobs_key_delete(control_t *control, const control_job_t *job, text_buffer_t *out) {
+static uint16_t jobs_key_delete(admin_context_t *context, const portal_job_t *job, text_buffer_t *out) {
     uint64_t key_id = 0;
     account_key_t *key = NULL;
     if (job->argument != NULL && text_parse_u64((const char *)job->argument, job->argument_length, &key_id)) {
-        key = account_key_by_id(control->tables, key_id);
+        key = account_key_by_id(context->tables, key_id);
     }
     if (key == NULL || (uint64_t)key->user_index + 1 != job->user_id) {
         return jobs_refuse(out, 404, "invalid_request_error", "key_not_found", NULL, "no such API key");
@@ -288,7 +295,7 @@ static uint16_t jobs_key_delete(control_t *control, const control_job_t *job, te
         update.fields = STORE_KEY_FIELD_STATUS;
         update.status = ACCOUNT_KEY_DISABLED;
         admin_failure_t failure;
-        if (!admin_key_update(control, key, &update, NULL, &failure)) return jobs_error(out, &failure);
+        if (!admin_key_update(context, key, &update, NULL, &failure)) return jobs_error(out, &failure);
     }
     text_buffer_format(out, "{\"id\":%llu,\"object\":\"api_key\",\"deleted\":true,\"status\":\"disabled\"}",
                         (unsigned long long)key->id);
@@ -342,16 +349,16 @@ static int jobs_list_usage(void *context, const store_usage_record_t *record, co
     return 0;
 }
 
-static uint16_t jobs_usage_list(control_t *control, const control_job_t *job, text_buffer_t *out) {
-    if (account_user_get(control->tables, job->user_id) == NULL) {
+static uint16_t jobs_usage_list(admin_context_t *context, const portal_job_t *job, text_buffer_t *out) {
+    if (account_user_get(context->tables, job->user_id) == NULL) {
         return jobs_refuse(out, 404, "invalid_request_error", "user_not_found", NULL, "no such account");
     }
-    uint32_t limit = job->limit == 0 ? CONTROL_USAGE_LIMIT_DEFAULT : RW_MIN(job->limit, (uint32_t)CONTROL_USAGE_LIMIT_MAX);
+    uint32_t limit = job->limit == 0 ? PORTAL_USAGE_LIMIT_DEFAULT : RW_MIN(job->limit, (uint32_t)PORTAL_USAGE_LIMIT_MAX);
     text_buffer_text(out, "{\"object\":\"list\",\"data\":[");
     jobs_usage_list_t list = {.out = out, .limit = limit};
     /* One more than asked: seeing it tells has_more. */
     store_usage_query_t query = {.user_id = job->user_id, .limit = limit + 1};
-    int visited = store_usage_list(control->store, &query, jobs_list_usage, &list);
+    int visited = store_usage_list(context->store, &query, jobs_list_usage, &list);
     if (visited < 0) {
         return jobs_refuse(out, 500, "server_error", "store_error", NULL, "cannot read the usage history");
     }
@@ -359,9 +366,9 @@ static uint16_t jobs_usage_list(control_t *control, const control_job_t *job, te
     return 200;
 }
 
-uint16_t control_job_run(control_t *control, const control_job_t *job, uint32_t *length) {
+uint16_t portal_job_run(admin_context_t *context, const portal_job_t *job, uint32_t *length) {
     text_buffer_t out = {.bytes = (char *)job->reply, .capacity = job->reply_capacity};
-    if (job->reply_capacity < CONTROL_REPLY_BYTES_MIN) {
+    if (job->reply_capacity < PORTAL_REPLY_BYTES_MIN) {
         uint16_t status = jobs_refuse(&out, 413, "invalid_request_error", "request_too_large", NULL,
                                       "the request is too large for this endpoint");
         *length = (uint32_t)out.length;
@@ -369,13 +376,13 @@ uint16_t control_job_run(control_t *control, const control_job_t *job, uint32_t 
     }
     uint16_t status = 500;
     switch (job->kind) {
-    case CONTROL_JOB_REGISTER: status = jobs_register(control, job, &out); break;
-    case CONTROL_JOB_LOGIN: status = jobs_login(control, job, &out); break;
-    case CONTROL_JOB_KEYS_LIST: status = jobs_keys_list(control, job, &out); break;
-    case CONTROL_JOB_KEY_CREATE: status = jobs_key_create(control, job, &out); break;
-    case CONTROL_JOB_KEY_DELETE: status = jobs_key_delete(control, job, &out); break;
-    case CONTROL_JOB_USAGE_LIST: status = jobs_usage_list(control, job, &out); break;
-    default: RW_ASSERT(!"unknown control job kind");
+    case PORTAL_JOB_REGISTER: status = jobs_register(context, job, &out); break;
+    case PORTAL_JOB_LOGIN: status = jobs_login(context, job, &out); break;
+    case PORTAL_JOB_KEYS_LIST: status = jobs_keys_list(context, job, &out); break;
+    case PORTAL_JOB_KEY_CREATE: status = jobs_key_create(context, job, &out); break;
+    case PORTAL_JOB_KEY_DELETE: status = jobs_key_delete(context, job, &out); break;
+    case PORTAL_JOB_USAGE_LIST: status = jobs_usage_list(context, job, &out); break;
+    default: RW_ASSERT(!"unknown portal job kind");
     }
     if (out.overflow) {
         status = jobs_refuse(&out, 500, "server_error", "reply_too_large", NULL,

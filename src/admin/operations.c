@@ -1,7 +1,9 @@
-/* Account operations of the control thread, shared by the admin API and the
- * account jobs: creating users and keys (store first, synced, then the
- * in-memory tables, so nothing is ever visible that a crash could lose),
- * updating keys, the audit log, and the JSON shapes of users and keys. */
+/* Account operations, shared by the admin API (admin.c) and the portal's
+ * jobs (src/portal/jobs.c), both on the control thread: creating users and
+ * keys (store first, synced, then the in-memory tables, so nothing is ever
+ * visible that a crash could lose), updating keys, the audit log, the JSON
+ * shapes of users and keys, and the blocking store call under all of them
+ * (see admin.h for the contracts). */
 #include "admin-internal.h"
 
 #include "ringway/json.h"
@@ -11,6 +13,42 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+
+/* ---- The context ---- */
+
+void admin_context_prepare(admin_context_t *context) {
+    RW_ASSERT(context != NULL);
+    RW_ASSERT(context->config != NULL && context->tables != NULL && context->store != NULL &&
+              context->store_thread != NULL);
+    RW_ASSERT(context->store_producer < context->store_thread->producer_count);
+    RW_ASSERT(context->jwt_secret_length >= JWT_SECRET_BYTES_MIN &&
+              context->jwt_secret_length <= CONFIG_SECRET_BYTES);
+    RW_ASSERT(context->next_user_id >= 1 && context->next_key_id >= 1);
+    const config_t *config = context->config;
+    context->admin_enabled = config->has_admin_token && config->admin_token[0] != '\0';
+    if (!context->admin_enabled) {
+        snprintf(context->admin_fingerprint, sizeof context->admin_fingerprint, "none");
+        return;
+    }
+    auth_key_hash(config->admin_token, strlen(config->admin_token), context->admin_token_hash);
+    static const char hex[] = "0123456789abcdef";
+    for (uint32_t index = 0; index < (ADMIN_FINGERPRINT_BYTES - 1) / 2; index++) {
+        context->admin_fingerprint[index * 2] = hex[context->admin_token_hash[index] >> 4];
+        context->admin_fingerprint[index * 2 + 1] = hex[context->admin_token_hash[index] & 15];
+    }
+    context->admin_fingerprint[ADMIN_FINGERPRINT_BYTES - 1] = '\0';
+}
+
+int admin_store_call(admin_context_t *context, const store_message_t *message, uint32_t flags, store_ack_t *ack) {
+    store_message_t *copy = &context->message;
+    if (copy != message) *copy = *message;
+    copy->flags = flags;
+    copy->token = ++context->store_token;
+    int status = store_thread_call(context->store_thread, context->store_producer, copy, context->ring,
+                                   ADMIN_STORE_TIMEOUT_MS, ack);
+    if (status != 0) return status;
+    return ack->status;
+}
 
 /* ---- Failures ---- */
 
@@ -38,9 +76,9 @@ void admin_fail_store(admin_failure_t *failure, int status, const char *what) {
 
 /* ---- Audit ---- */
 
-void admin_audit(control_t *control, const char *admin, const char *action, const char *target,
+void admin_audit(admin_context_t *context, const char *admin, const char *action, const char *target,
                  const char *details) {
-    store_message_t *message = &control->message;
+    store_message_t *message = &context->message;
     memset(message, 0, sizeof *message);
     message->kind = STORE_MESSAGE_AUDIT;
     store_audit_record_t *audit = &message->body.audit;
@@ -49,7 +87,7 @@ void admin_audit(control_t *control, const char *admin, const char *action, cons
     snprintf(audit->target, sizeof audit->target, "%s", target);
     snprintf(audit->details, sizeof audit->details, "%s", details);
     store_ack_t ack;
-    int status = control_store_call(control, message, STORE_MESSAGE_FLAG_SYNC, &ack);
+    int status = admin_store_call(context, message, STORE_MESSAGE_FLAG_SYNC, &ack);
     if (status != 0) {
         fprintf(stderr, "ringway: admin: cannot write the audit entry %s %s (%s): %s\n", action, target, details,
                 strerror(-status));
@@ -58,11 +96,11 @@ void admin_audit(control_t *control, const char *admin, const char *action, cons
 
 /* ---- Users ---- */
 
-bool admin_user_create(control_t *control, const admin_user_request_t *request, uint64_t *user_id,
+bool admin_user_create(admin_context_t *context, const admin_user_request_t *request, uint64_t *user_id,
                        admin_failure_t *failure) {
     RW_ASSERT(request->email != NULL && request->password_hash != NULL && request->balance_micros >= 0);
     store_user_record_t existing;
-    int status = store_user_get_by_email(control->store, request->email, &existing);
+    int status = store_user_get_by_email(context->store, request->email, &existing);
     if (status == 0) {
         admin_fail(failure, 409, "invalid_request_error", "email_taken", "email",
                    "an account with this email already exists");
@@ -72,13 +110,13 @@ bool admin_user_create(control_t *control, const admin_user_request_t *request, 
         admin_fail_store(failure, status, "looking up the email");
         return false;
     }
-    uint64_t id = control->next_user_id;
-    if (id > control->tables->users_max) {
+    uint64_t id = context->next_user_id;
+    if (id > context->tables->users_max) {
         admin_fail(failure, 503, "server_error", "users_full", NULL,
-                   "the user table is full (users_max = %u in [billing])", control->tables->users_max);
+                   "the user table is full (users_max = %u in [billing])", context->tables->users_max);
         return false;
     }
-    store_message_t *message = &control->message;
+    store_message_t *message = &context->message;
     memset(message, 0, sizeof *message);
     message->kind = STORE_MESSAGE_USER_CREATE;
     store_user_record_t *record = &message->body.user_create;
@@ -89,8 +127,8 @@ bool admin_user_create(control_t *control, const admin_user_request_t *request, 
     snprintf(record->email, sizeof record->email, "%s", request->email);
     snprintf(record->password_hash, sizeof record->password_hash, "%s", request->password_hash);
     store_ack_t ack;
-    status = control_store_call(control, message, STORE_MESSAGE_FLAG_SYNC, &ack);
-    if (status == -ETIMEDOUT) control->next_user_id = id + 1; /* it may still be written: never reuse the id */
+    status = admin_store_call(context, message, STORE_MESSAGE_FLAG_SYNC, &ack);
+    if (status == -ETIMEDOUT) context->next_user_id = id + 1; /* it may still be written: never reuse the id */
     if (status == -EEXIST) {
         admin_fail(failure, 409, "invalid_request_error", "email_taken", "email",
                    "an account with this email already exists");
@@ -100,8 +138,8 @@ bool admin_user_create(control_t *control, const admin_user_request_t *request, 
         admin_fail_store(failure, status, "creating the user");
         return false;
     }
-    control->next_user_id = id + 1;
-    uint32_t index = account_user_publish(control->tables, id, request->email, strlen(request->email),
+    context->next_user_id = id + 1;
+    uint32_t index = account_user_publish(context->tables, id, request->email, strlen(request->email),
                                           request->balance_micros, ACCOUNT_USER_ACTIVE);
     if (index == ACCOUNT_INDEX_NONE) {
         admin_fail(failure, 500, "server_error", "publish_failed", NULL,
@@ -120,14 +158,14 @@ bool admin_user_create(control_t *control, const admin_user_request_t *request, 
         text_buffer_money(&details, request->balance_micros);
         text_buffer_format(&details, "\",\"password\":%s}", request->password_hash[0] != '\0' ? "true" : "false");
         details_memory[details.overflow ? 0 : details.length] = '\0';
-        admin_audit(control, request->audit_admin, "user.create", target, details_memory);
+        admin_audit(context, request->audit_admin, "user.create", target, details_memory);
     }
     return true;
 }
 
-bool admin_write_user(control_t *control, text_buffer_t *out, const account_user_t *user) {
+bool admin_write_user(admin_context_t *context, text_buffer_t *out, const account_user_t *user) {
     store_user_record_t record;
-    if (store_user_get(control->store, user->id, &record) != 0) return false;
+    if (store_user_get(context->store, user->id, &record) != 0) return false;
     char created[TEXT_TIME_BYTES];
     text_time_format(record.created_ms >= 0 ? record.created_ms : 0, created);
     int64_t available = atomic_load_explicit(&((account_user_t *)user)->available_micros, memory_order_acquire);
@@ -162,9 +200,9 @@ void admin_key_request_defaults(admin_key_request_t *request) {
 }
 
 /* Adds one model name to an allowlist being built. */
-static bool admin_models_add(control_t *control, const char *name, size_t length, char *models, size_t *models_length,
+static bool admin_models_add(admin_context_t *context, const char *name, size_t length, char *models, size_t *models_length,
                              uint64_t *bits, admin_failure_t *failure) {
-    const config_t *config = control->config;
+    const config_t *config = context->config;
     const config_model_t *model = config_find_model(config, (const uint8_t *)name, length);
     if (model == NULL) {
         admin_fail(failure, 400, "invalid_request_error", "model_not_found", "models",
@@ -198,7 +236,7 @@ static bool admin_models_add(control_t *control, const char *name, size_t length
     return true;
 }
 
-bool admin_models_parse(control_t *control, const uint8_t *body, size_t length, json_span_t value, json_type_t type,
+bool admin_models_parse(admin_context_t *context, const uint8_t *body, size_t length, json_span_t value, json_type_t type,
                         bool *all_models, char models[static STORE_MODELS_BYTES],
                         uint64_t bits[static ACCOUNT_MODEL_WORDS], admin_failure_t *failure) {
     memset(bits, 0, ACCOUNT_MODEL_WORDS * sizeof(uint64_t));
@@ -226,7 +264,7 @@ bool admin_models_parse(control_t *control, const uint8_t *body, size_t length, 
                        CONFIG_MODEL_NAME_BYTES - 1);
             return false;
         }
-        if (!admin_models_add(control, name, name_length, models, &models_length, bits, failure)) return false;
+        if (!admin_models_add(context, name, name_length, models, &models_length, bits, failure)) return false;
         count++;
     }
     if (count == 0) {
@@ -238,15 +276,15 @@ bool admin_models_parse(control_t *control, const uint8_t *body, size_t length, 
     return true;
 }
 
-uint32_t admin_user_keys(control_t *control, uint64_t user_id, bool (*visit)(void *context, account_key_t *key),
-                         void *context) {
-    uint32_t count = account_key_count(control->tables);
+uint32_t admin_user_keys(admin_context_t *context, uint64_t user_id,
+                         bool (*visit)(void *context, account_key_t *key), void *visit_context) {
+    uint32_t count = account_key_count(context->tables);
     uint32_t visited = 0;
     for (uint32_t slot = 0; slot < count; slot++) {
-        account_key_t *key = account_key_at(control->tables, slot);
+        account_key_t *key = account_key_at(context->tables, slot);
         if (key == NULL || (uint64_t)key->user_index + 1 != user_id) continue;
         visited++;
-        if (!visit(context, key)) break;
+        if (!visit(visit_context, key)) break;
     }
     return visited;
 }
@@ -271,26 +309,26 @@ static void admin_key_audit_details(text_buffer_t *details, const admin_key_requ
     }
 }
 
-account_key_t *admin_key_create(control_t *control, const admin_key_request_t *request,
+account_key_t *admin_key_create(admin_context_t *context, const admin_key_request_t *request,
                                 char key_text[static AUTH_KEY_TEXT_BYTES], admin_failure_t *failure) {
     RW_ASSERT(request->name != NULL && admin_key_name_valid(request->name, strlen(request->name)));
     RW_ASSERT(request->spend_cap_micros >= -1 && request->expires_at_ms >= 0);
-    if (account_user_get(control->tables, request->user_id) == NULL) {
+    if (account_user_get(context->tables, request->user_id) == NULL) {
         admin_fail(failure, 404, "invalid_request_error", "user_not_found", "user_id", "no user with id %llu",
                    (unsigned long long)request->user_id);
         return NULL;
     }
-    uint64_t id = control->next_key_id;
-    if (id > control->tables->keys_max || account_key_count(control->tables) >= control->tables->keys_max) {
+    uint64_t id = context->next_key_id;
+    if (id > context->tables->keys_max || account_key_count(context->tables) >= context->tables->keys_max) {
         admin_fail(failure, 503, "server_error", "keys_full", NULL,
-                   "the API key table is full (keys_max = %u in [billing])", control->tables->keys_max);
+                   "the API key table is full (keys_max = %u in [billing])", context->tables->keys_max);
         return NULL;
     }
     if (!auth_key_generate(key_text)) {
         admin_fail(failure, 500, "server_error", "no_randomness", NULL, "getrandom failed: cannot make a key");
         return NULL;
     }
-    store_message_t *message = &control->message;
+    store_message_t *message = &context->message;
     memset(message, 0, sizeof *message);
     message->kind = STORE_MESSAGE_KEY_CREATE;
     store_key_record_t *record = &message->body.key_create;
@@ -308,11 +346,11 @@ account_key_t *admin_key_create(control_t *control, const admin_key_request_t *r
     snprintf(record->name, sizeof record->name, "%s", request->name);
     snprintf(record->models, sizeof record->models, "%s", request->all_models ? "" : request->models);
     account_key_t fields;
-    int converted = admin_key_fields_from_record(control->config, record, &fields);
+    int converted = admin_key_fields_from_record(context->config, record, &fields);
     RW_ASSERT(converted == 0);
     store_ack_t ack;
-    int status = control_store_call(control, message, STORE_MESSAGE_FLAG_SYNC, &ack);
-    if (status == -ETIMEDOUT) control->next_key_id = id + 1;
+    int status = admin_store_call(context, message, STORE_MESSAGE_FLAG_SYNC, &ack);
+    if (status == -ETIMEDOUT) context->next_key_id = id + 1;
     if (status == -ENOENT) {
         admin_fail(failure, 404, "invalid_request_error", "user_not_found", "user_id", "no user with id %llu",
                    (unsigned long long)request->user_id);
@@ -322,8 +360,8 @@ account_key_t *admin_key_create(control_t *control, const admin_key_request_t *r
         admin_fail_store(failure, status, "creating the key");
         return NULL;
     }
-    control->next_key_id = id + 1;
-    account_key_t *key = account_key_publish(control->tables, &fields);
+    context->next_key_id = id + 1;
+    account_key_t *key = account_key_publish(context->tables, &fields);
     if (key == NULL) {
         admin_fail(failure, 500, "server_error", "publish_failed", NULL,
                    "key %llu was stored but cannot be published in memory", (unsigned long long)id);
@@ -336,21 +374,21 @@ account_key_t *admin_key_create(control_t *control, const admin_key_request_t *r
         text_buffer_t details = {.bytes = details_memory, .capacity = sizeof details_memory - 1};
         admin_key_audit_details(&details, request);
         details_memory[details.overflow ? 0 : details.length] = '\0';
-        admin_audit(control, request->audit_admin, "key.create", target, details_memory);
+        admin_audit(context, request->audit_admin, "key.create", target, details_memory);
     }
     return key;
 }
 
-bool admin_key_update(control_t *control, account_key_t *key, const store_key_update_t *update,
+bool admin_key_update(admin_context_t *context, account_key_t *key, const store_key_update_t *update,
                       const uint64_t model_bits[ACCOUNT_MODEL_WORDS], admin_failure_t *failure) {
     RW_ASSERT(!(update->fields & STORE_KEY_FIELD_NAME)); /* names are immutable in memory */
-    store_message_t *message = &control->message;
+    store_message_t *message = &context->message;
     memset(message, 0, sizeof *message);
     message->kind = STORE_MESSAGE_KEY_UPDATE;
     message->body.key_update = *update;
     message->body.key_update.key_id = key->id;
     store_ack_t ack;
-    int status = control_store_call(control, message, STORE_MESSAGE_FLAG_SYNC, &ack);
+    int status = admin_store_call(context, message, STORE_MESSAGE_FLAG_SYNC, &ack);
     if (status == -ENOENT) {
         admin_fail(failure, 404, "invalid_request_error", "key_not_found", NULL, "no key with id %llu",
                    (unsigned long long)key->id);
@@ -368,10 +406,10 @@ bool admin_key_update(control_t *control, account_key_t *key, const store_key_up
     return true;
 }
 
-bool admin_write_key(control_t *control, text_buffer_t *out, const account_key_t *key, const char *key_text) {
+bool admin_write_key(admin_context_t *context, text_buffer_t *out, const account_key_t *key, const char *key_text) {
     account_key_t *mutable_key = (account_key_t *)key;
     store_key_record_t record;
-    if (store_key_get(control->store, key->id, &record) != 0) return false;
+    if (store_key_get(context->store, key->id, &record) != 0) return false;
     char masked[AUTH_KEY_MASKED_BYTES];
     size_t masked_length = auth_key_masked(key->prefix, key->last4, masked);
     char time_text[TEXT_TIME_BYTES];
@@ -406,7 +444,7 @@ bool admin_write_key(control_t *control, text_buffer_t *out, const account_key_t
     } else {
         text_buffer_text(out, "[");
         bool first = true;
-        const config_t *config = control->config;
+        const config_t *config = context->config;
         for (uint32_t index = 0; index < config->model_count && index < ACCOUNT_MODEL_WORDS * 64; index++) {
             if (!account_key_allows_model(key, index)) continue;
             if (!first) text_buffer_text(out, ",");
@@ -427,4 +465,43 @@ bool admin_write_key(control_t *control, text_buffer_t *out, const account_key_t
     text_buffer_money(out, record.spent_micros);
     text_buffer_text(out, "\"}");
     return true;
+}
+
+/* ---- Loading keys ---- */
+
+int admin_key_fields_from_record(const config_t *config, const store_key_record_t *record, account_key_t *fields) {
+    RW_ASSERT(config != NULL && record != NULL && fields != NULL);
+    memset(fields, 0, sizeof *fields);
+    if (record->user_id == 0 || record->user_id > UINT32_MAX || record->id == 0) return -1;
+    if (record->spend_cap_micros < -1 || record->spent_micros < 0) return -1;
+    memcpy(fields->hash, record->hash, sizeof fields->hash);
+    fields->id = record->id;
+    fields->user_index = (uint32_t)(record->user_id - 1);
+    snprintf(fields->name, sizeof fields->name, "%s", record->name);
+    snprintf(fields->prefix, sizeof fields->prefix, "%s", record->prefix);
+    snprintf(fields->last4, sizeof fields->last4, "%s", record->last4);
+    atomic_init(&fields->status, record->status == ACCOUNT_KEY_DISABLED ? ACCOUNT_KEY_DISABLED : ACCOUNT_KEY_ACTIVE);
+    atomic_init(&fields->expires_at_ms, record->expires_at_ms);
+    atomic_init(&fields->tier, record->tier);
+    atomic_init(&fields->spend_cap_micros, record->spend_cap_micros);
+    atomic_init(&fields->spend_available_micros,
+                ledger_key_spend_available_initial(record->spend_cap_micros, record->spent_micros));
+    atomic_init(&fields->all_models, record->all_models ? 1u : 0u);
+    uint64_t bits[ACCOUNT_MODEL_WORDS] = {0};
+    if (!record->all_models) {
+        const char *name = record->models;
+        while (*name != '\0') {
+            const char *end = strchr(name, ',');
+            size_t length = end != NULL ? (size_t)(end - name) : strlen(name);
+            const config_model_t *model = config_find_model(config, (const uint8_t *)name, length);
+            if (model != NULL) {
+                size_t index = (size_t)(model - config->models);
+                if (index < ACCOUNT_MODEL_WORDS * 64) bits[index / 64] |= (uint64_t)1 << (index % 64);
+            }
+            if (end == NULL) break;
+            name = end + 1;
+        }
+    }
+    for (uint32_t word = 0; word < ACCOUNT_MODEL_WORDS; word++) atomic_init(&fields->model_bits[word], bits[word]);
+    return 0;
 }
