@@ -15,7 +15,7 @@
  *   h/<request id>   open hold (binary, versioned; store_hold_encode): only holds a
  *                    producer chose to record (see STORE_MESSAGE_FLAG_HOLD_NOT_RECORDED)
  *   r/<user id>/<usage id>  usage record, one JSON object (store_usage_encode)
- *   q/<request id>   -> the r/ key of that request's usage record (index)
+ *   q/<request id>   -> the r/ key of that request's usage record (index; recorded holds only)
  *   s/<usage id>     -> the r/ key (index: all usage, oldest to newest)
  *   a/<audit id>     audit entry, one JSON object (store_audit_encode)
  * Usage ids and audit ids are global sequences handed out by the store
@@ -116,7 +116,7 @@ typedef struct store_audit_record {
 typedef enum store_message_kind {
     STORE_MESSAGE_HOLD_OPEN = 1,   /* put h/<request id> (a recorded hold) */
     STORE_MESSAGE_HOLD_RELEASE,    /* delete h/<request id>: nothing charged, no usage record */
-    STORE_MESSAGE_SETTLE,          /* put r/ q/ s/ u/ k/; delete h/ unless FLAG_HOLD_NOT_RECORDED */
+    STORE_MESSAGE_SETTLE,          /* put r/ s/ u/ k/; and q/ + delete h/ unless FLAG_HOLD_NOT_RECORDED */
     STORE_MESSAGE_USER_CREATE,     /* put u/ e/ m/next_user */
     STORE_MESSAGE_USER_UPDATE,     /* put u/ (status, password hash) */
     STORE_MESSAGE_BALANCE_ADJUST,  /* put u/ with balance + delta */

@@ -93,7 +93,9 @@ int store_user_get(store_t *store, uint64_t user_id, store_user_record_t *record
 int store_user_get_by_email(store_t *store, const char *email, store_user_record_t *record);
 int store_key_get(store_t *store, uint64_t key_id, store_key_record_t *record);
 int store_hold_get(store_t *store, const char *request_id, store_hold_record_t *record);
-/* The usage record of a request, through the q/ index. */
+/* The usage record of a request whose hold was recorded (a settlement not
+ * flagged STORE_MESSAGE_FLAG_HOLD_NOT_RECORDED), through the q/ index;
+ * -ENOENT for any other request. */
 int store_usage_get_by_request(store_t *store, const char *request_id, store_usage_record_t *record);
 
 /* Visits usage records newest first: of one user (r/<user>/ backwards), of

@@ -110,6 +110,7 @@ typedef struct store_thread_state {
     store_round_hold_t *round_holds;
     uint32_t round_hold_count;
     store_usage_record_t *round_usages;                 /* settlements of the round, ids assigned */
+    bool *round_usage_indexed;                          /* [i]: its hold was recorded: a q/ entry too */
     uint32_t round_usage_count;
     store_round_undo_t *round_undo;
     uint32_t round_undo_count;

@@ -306,6 +306,10 @@ static int store_apply_settle(store_thread_state_t *thread, const store_message_
     /* The record and its index entries are put at the end of the round,
      * grouped by key prefix (see store_round_put_records). */
     RW_ASSERT(thread->round_usage_count < thread->round_messages_max);
+    /* Only a recorded hold can be looked up by its request id (the restart
+     * resolves it, and a second settlement of it is caught): an unrecorded
+     * one skips the q/ entry, the round's one insert at a random place. */
+    thread->round_usage_indexed[thread->round_usage_count] = hold_recorded;
     store_usage_record_t *record = &thread->round_usages[thread->round_usage_count++];
     *record = *usage;
     record->id = state->next_usage_id;
@@ -576,7 +580,8 @@ static void store_round_take(store_thread_state_t *thread, uint32_t producer_ind
     atomic_fetch_add_explicit(&thread->messages, 1, memory_order_relaxed);
 }
 
-/* Puts the round's usage records and their q/ and s/ index entries,
+/* Puts the round's usage records, their s/ index entries and, for recorded
+ * holds, their q/ entries,
  * grouped by prefix: the memtable's skip list inserts a key cheaply when it
  * lands next to the one inserted before (RocksDB keeps the last insert's
  * position, the "splice"), and r/ and s/ keys grow with the usage id and q/
@@ -586,6 +591,7 @@ static void store_round_put_usage(store_thread_state_t *thread) {
     rocksdb_writebatch_t *batch = thread->batch;
     uint8_t usage_key[STORE_KEY_USAGE_BYTES];
     for (uint32_t index = 0; index < thread->round_usage_count; index++) {
+        if (!thread->round_usage_indexed[index]) continue;
         const store_usage_record_t *record = &thread->round_usages[index];
         store_key_usage(usage_key, record->user_id, record->id);
         uint8_t request_key[STORE_KEY_TEXT_BYTES];
@@ -883,9 +889,10 @@ int store_thread_create(store_thread_t *thread, store_t *store, uint32_t produce
     state->round_keys = calloc(round_max, sizeof *state->round_keys);
     state->round_holds = calloc(round_max, sizeof *state->round_holds);
     state->round_usages = calloc(round_max, sizeof *state->round_usages);
+    state->round_usage_indexed = calloc(round_max, sizeof *state->round_usage_indexed);
     state->round_undo = calloc((size_t)round_max * STORE_THREAD_UNDO_PER_MESSAGE, sizeof *state->round_undo);
     if (state->producers == NULL || state->round_acks == NULL || state->round_users == NULL ||
-        state->round_keys == NULL || state->round_holds == NULL || state->round_usages == NULL ||
+        state->round_keys == NULL || state->round_holds == NULL || state->round_usages == NULL || state->round_usage_indexed == NULL ||
         state->round_undo == NULL) {
         snprintf(error, error_size, "out of memory for %u store producers", producer_count);
         store_thread_destroy(thread);
@@ -963,6 +970,7 @@ void store_thread_destroy(store_thread_t *thread) {
     free(state->round_keys);
     free(state->round_holds);
     free(state->round_usages);
+    free(state->round_usage_indexed);
     free(state->round_undo);
     free(state);
     thread->state = NULL;

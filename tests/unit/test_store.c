@@ -902,6 +902,7 @@ static void test_restart_resolves_holds(void) {
      * earlier time, as if the settlement had been the last write before a
      * crash that somehow left the hold). */
     message = test_settle("req_settled", 1, 1, 700, 1000);
+    message.flags &= ~STORE_MESSAGE_FLAG_HOLD_NOT_RECORDED; /* a recorded hold: indexed by request */
     CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
     store_usage_record_t usage;
     CHECK_EQ_INT(store_usage_get_by_request(&env.store, "req_settled", &usage), 0);
@@ -1618,6 +1619,22 @@ static uint64_t test_memtable_deletes(store_t *store) {
     return deletes;
 }
 
+/* A store_usage_visit_t that keeps the records of one request id. */
+typedef struct test_usage_found {
+    const char *request_id;
+    uint32_t count;
+    store_usage_record_t record;
+} test_usage_found_t;
+
+static int test_usage_find(void *context, const store_usage_record_t *record, const char *json, size_t json_length) {
+    test_usage_found_t *found = context;
+    if (strcmp(record->request_id, found->request_id) == 0) {
+        found->count++;
+        found->record = *record;
+    }
+    return 0;
+}
+
 /* A settlement whose hold was never recorded writes no h/ tombstone; one
  * whose recorded hold's write failed settles all the same. */
 static void test_settle_without_recorded_hold(void) {
@@ -1636,9 +1653,15 @@ static void test_settle_without_recorded_hold(void) {
     CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
     CHECK_EQ_INT(ack.balance_micros, 5000 - 70);
     CHECK_EQ_INT(test_memtable_deletes(&env.store), deletes); /* no tombstone */
+    /* Its record is there, but not indexed by request id: nothing will
+     * ever look an unrecorded hold up. */
     store_usage_record_t usage;
-    CHECK_EQ_INT(store_usage_get_by_request(&env.store, "req_short", &usage), 0);
-    CHECK_EQ_INT(usage.cost_micros, 70);
+    CHECK_EQ_INT(store_usage_get_by_request(&env.store, "req_short", &usage), -ENOENT);
+    test_usage_found_t found = {.request_id = "req_short"};
+    store_usage_query_t query = {.user_id = 1};
+    CHECK_EQ_INT(store_usage_list(&env.store, &query, test_usage_find, &found), 1);
+    CHECK_EQ_INT(found.count, 1);
+    CHECK_EQ_INT(found.record.cost_micros, 70);
 
     /* The HOLD_OPEN's write fails (nobody waits for its ack), then the
      * flagged settlement finds no hold: it settles, deleting nothing. */
