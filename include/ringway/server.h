@@ -103,7 +103,6 @@ void *server_handler_context(const server_t *server);
 /* 0 .. exchanges_max - 1: lets a handler keep per-exchange state in an
  * array of its own that lives exactly as long as the exchange. */
 uint32_t server_exchange_index(const server_exchange_t *exchange);
-loop_t *server_loop(const server_t *server);
 
 /* A complete response whose body memory stays valid until the exchange ends
  * (static text, or memory the handler owns until then). */
@@ -125,7 +124,6 @@ void server_begin(server_exchange_t *exchange, uint16_t status, const char *cont
  * memory must stay untouched until on_sent (or, with last, the end). Only
  * one server_send may be outstanding; `last` ends the response. */
 void server_send(server_exchange_t *exchange, const struct iovec *pieces, uint32_t count, bool last);
-bool server_send_in_flight(const server_exchange_t *exchange);
 /* The handler gives up mid-response: the connection is cut without ending
  * the response (the client sees the stream break). */
 void server_exchange_abort(server_exchange_t *exchange);

@@ -126,7 +126,6 @@ uint32_t server_exchange_index(const server_exchange_t *exchange) {
     RW_ASSERT(index < exchange->server->config.exchanges_max);
     return (uint32_t)index;
 }
-loop_t *server_loop(const server_t *server) { return server->loop; }
 
 /* ---- pools ------------------------------------------------------------ */
 
@@ -208,10 +207,6 @@ static void server_queue_head(server_exchange_t *exchange) {
     if (exchange->head_length == 0) return;
     server_queue_piece(exchange, exchange->head, exchange->head_length);
     exchange->head_length = 0;
-}
-
-bool server_send_in_flight(const server_exchange_t *exchange) {
-    return server_queue((server_exchange_t *)exchange)->active;
 }
 
 static void server_format_head(server_exchange_t *exchange, uint16_t status, const char *content_type,
