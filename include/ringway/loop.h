@@ -50,7 +50,10 @@ struct loop_timer_list {
     uint64_t duration_ms;
 };
 
-enum { LOOP_TIMER_LISTS_MAX = 256 };
+/* Timer lists one loop holds: a relay worker's are 4 per upstream pool (64
+ * upstreams at most), 4 of its server and its own few; worker.c checks the
+ * sum at compile time. */
+enum { LOOP_TIMER_LISTS_MAX = 288 };
 
 struct loop {
     struct io_uring ring;

@@ -31,6 +31,7 @@ enum {
     SERVER_ERROR_BODY_BYTES_MAX = 1024,
     SERVER_HELD_BUFFERS_MAX = 8,   /* received buffers kept while a request is served */
     SERVER_REQUEST_ID_BYTES = 40,
+    SERVER_TIMER_LISTS = 4,        /* header, body, keep-alive, linger */
 };
 
 typedef struct server_handlers {

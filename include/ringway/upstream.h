@@ -17,7 +17,7 @@
 typedef struct upstream_pool upstream_pool_t;
 typedef struct upstream_connection upstream_connection_t;
 
-enum { UPSTREAM_IOVECS_MAX = 16 };
+enum { UPSTREAM_IOVECS_MAX = 16, UPSTREAM_POOL_TIMER_LISTS = 4 };
 
 /* What the user of a connection hears. Each callback is the end of the
  * operation it names; none is called after upstream_release. */

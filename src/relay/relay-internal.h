@@ -66,6 +66,8 @@ enum {
     RELAY_STREAMS_KEPT_DIVISOR = 64,
     /* Retry-After, in seconds, of a 503 server_busy. */
     RELAY_BUSY_RETRY_AFTER_S = 1,
+    /* drain, hold records, store waits */
+    RELAY_WORKER_TIMER_LISTS = 3,
 };
 
 typedef struct relay_span {

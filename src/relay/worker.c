@@ -13,6 +13,10 @@
 
 static void relay_worker_on_timer(loop_timer_t *timer);
 
+_Static_assert(UPSTREAM_POOL_TIMER_LISTS * CONFIG_UPSTREAMS_MAX + SERVER_TIMER_LISTS + RELAY_WORKER_TIMER_LISTS <=
+                   LOOP_TIMER_LISTS_MAX,
+               "a worker's timer lists fit its loop with every upstream configured");
+
 /* Makes the slot ready for the exchange's request: every per-request field
  * is zeroed at once (see relay_stream_t), the fixed ones are kept. */
 static void relay_stream_reset(relay_stream_t *stream, server_exchange_t *exchange) {

@@ -788,13 +788,6 @@ static void test_child_budget(void) {
  * the relay aborts at start-up with 63 or more upstreams (checked with the
  * built relay: 62 start, 63 and 64 abort). */
 static void test_most_upstreams_fit_one_loop(void) {
-    const char *run = getenv("RINGWAY_RUN_KNOWN_BUGS");
-    if (run == NULL || strcmp(run, "1") != 0) {
-        fprintf(stderr, "SKIP test_most_upstreams_fit_one_loop: known bug, %d upstreams' pools fill the loop's %d timer lists "
-               "and a server on the same loop aborts (set RINGWAY_RUN_KNOWN_BUGS=1 to run)\n",
-               CONFIG_UPSTREAMS_MAX, LOOP_TIMER_LISTS_MAX);
-        return;
-    }
     fflush(stdout);
     fflush(stderr);
     pid_t child = fork();
