@@ -127,13 +127,12 @@ int store_meta_put(store_t *store, const char *name, const uint8_t *value, size_
  * has room for its ack beyond the acks it already owes in the round
  * (otherwise that producer is skipped until it reads its replies), so a
  * full reply channel would stall the producer's requests behind it. A
- * stream owes at most one ack (the settlement it waits for) and has at most
- * two other messages in flight (its HOLD_OPEN and a SETTLE or HOLD_RELEASE
- * without ack), so 3 x streams_per_thread slots hold everything a producer
- * can have outstanding in either channel: its pushes never find the request
- * channel full and the store never finds the reply channel full. (That
- * bound is the worker's to keep: a stream sends nothing more until its
- * messages are taken.) */
+ * stream owes at most one ack (the settlement it waits for), so the reply
+ * channel, at 3 x streams_per_thread slots, never fills. The request channel
+ * can: a finished stream's settlement may still wait there while its slot
+ * serves the next request. A producer must therefore handle a full request
+ * channel without waiting on the store (the relay keeps such messages in a
+ * bounded retry ring and stops taking holds until it drains: settle.c). */
 uint32_t store_thread_channel_capacity_for(uint32_t streams_per_thread);
 
 /* Prepares the store thread for producer_count producers (relay workers and

@@ -142,7 +142,7 @@ static void relay_admit_unlink(relay_stream_t *stream) {
 
 static void relay_admit_refuse_busy(relay_stream_t *stream) {
     relay_reply_error_retry_after(stream, 503, "server_error",
-                                  "The billing store is behind; retry shortly.", "server_busy",
+                                  "The relay is at capacity for billed requests; retry shortly.", "server_busy",
                                   RELAY_BUSY_RETRY_AFTER_S);
 }
 
@@ -150,7 +150,10 @@ static void relay_admit_refuse_busy(relay_stream_t *stream) {
  * is full. */
 static void relay_admit_wait(relay_stream_t *stream) {
     relay_worker_t *worker = stream->worker;
-    if (worker->wait_count >= worker->wait_max || worker->held_count + worker->wait_count >= worker->held_max) {
+    /* Waiting and settling streams keep their exchanges too: together with
+     * the held ones they stay below held_max, so the kept slots stay free. */
+    if (worker->wait_count >= worker->wait_max ||
+        worker->held_count + worker->settling_count + worker->wait_count >= worker->held_max) {
         relay_admit_refuse_busy(stream);
         return;
     }

@@ -57,7 +57,7 @@ static void relay_settle_submit(relay_worker_t *worker, const store_message_t *m
 bool relay_settle_room(const relay_worker_t *worker) {
     RW_ASSERT(worker->store_retry_count + worker->store_reserved <= worker->store_retries_max);
     return worker->store_retry_count == 0 && worker->settling_count < worker->settling_max &&
-           worker->held_count < worker->held_max &&
+           worker->held_count + worker->settling_count < worker->held_max &&
            worker->store_reserved + RELAY_STORE_MESSAGES_PER_HOLD <= worker->store_retries_max;
 }
 
@@ -99,6 +99,17 @@ void relay_settle_on_hold_timer(loop_timer_t *timer) {
     if (stream->held && !stream->hold_recorded) relay_settle_record_hold(stream);
 }
 
+/* Body bytes decoded but not sent yet: a response that ends settles before
+ * its last spans go out (they wait for the store's ack). */
+static uint64_t relay_settle_unsent_bytes(const relay_stream_t *stream) {
+    uint64_t bytes = 0;
+    for (uint32_t index = 0; index < stream->ready_count; index++) bytes += stream->scratch.ready[index].length;
+    if (stream->upstream_done) {
+        for (uint32_t index = 0; index < stream->pending_count; index++) bytes += stream->scratch.pending[index].length;
+    }
+    return bytes;
+}
+
 /* What the request is charged: the cost of what the upstream reported, or
  * an estimate flagged as such when it reported nothing; nothing for a
  * request the upstream refused or that failed before any output. */
@@ -120,7 +131,7 @@ static int64_t relay_settle_cost(const relay_stream_t *stream, usage_counts_t *u
          * content event, else 4 bytes a token). */
         uint64_t completion_bytes = stream->mode == RELAY_MODE_SSE
                                         ? stream->content_events * LEDGER_ESTIMATE_BYTES_PER_TOKEN
-                                        : stream->forwarded_bytes;
+                                        : stream->forwarded_bytes + relay_settle_unsent_bytes(stream);
         ledger_estimate_usage(stream->exchange->body_length, completion_bytes, usage);
         *estimated = true;
     }

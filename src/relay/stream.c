@@ -499,12 +499,18 @@ static void relay_on_upstream_received(void *user, size_t bytes) {
 static void relay_on_upstream_sent(void *user) {
     relay_stream_t *stream = user;
     if (stream->phase == RELAY_PHASE_SENDING) stream->phase = RELAY_PHASE_WAITING_HEAD;
-    relay_timer_start(stream, &stream->pool->first_byte_timers);
+    if (stream->phase != RELAY_PHASE_DRAINING) relay_timer_start(stream, &stream->pool->first_byte_timers);
     relay_read(stream);
 }
 
+/* The send has a deadline too (the first-byte one): an upstream that stops
+ * reading must not keep the stream, and its hold, for ever. A draining
+ * stream keeps its drain deadline. */
 static void relay_send_request(relay_stream_t *stream) {
-    if (stream->phase != RELAY_PHASE_DRAINING) stream->phase = RELAY_PHASE_SENDING;
+    if (stream->phase != RELAY_PHASE_DRAINING) {
+        stream->phase = RELAY_PHASE_SENDING;
+        relay_timer_start(stream, &stream->pool->first_byte_timers);
+    }
     upstream_send(stream->upstream, stream->scratch.request_pieces, stream->request_piece_count);
 }
 

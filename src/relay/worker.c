@@ -60,11 +60,13 @@ static void relay_worker_on_timer(loop_timer_t *timer) {
     relay_stream_on_timer(stream);
 }
 
-/* The mailbox: the store thread's acks and the portal's job replies (from
- * the control thread) for this worker. Each names the stream slot (and, for acks, the
- * generation, so an ack for an earlier request of the slot is dropped). */
-static void relay_worker_on_mailbox(loop_operation_t *operation, int32_t result, uint32_t flags) {
-    relay_worker_t *worker = operation->owner;
+/* The store thread's acks and the portal's job replies (from the control
+ * thread) for this worker. Each names the stream slot (and, for acks, the
+ * generation, so an ack for an earlier request of the slot is dropped). Run
+ * on every doorbell and on every tick: a doorbell is rung only when a
+ * channel turns non-empty, so one that was lost (a full completion queue)
+ * must not leave replies unread for ever. */
+static void relay_worker_read_replies(relay_worker_t *worker) {
     store_ack_t ack;
     while (store_thread_reply_pop(worker->shared->store_thread, worker->index, &ack)) {
         uint32_t slot = (uint32_t)(ack.token & 0xffffffffu);
@@ -83,6 +85,12 @@ static void relay_worker_on_mailbox(loop_operation_t *operation, int32_t result,
         stream->phase = RELAY_PHASE_DONE;
         portal_answer(stream->exchange, &stream->portal_wait, &reply, stream->client_gone);
     }
+}
+
+/* The mailbox: a doorbell from the store or the control thread. */
+static void relay_worker_on_mailbox(loop_operation_t *operation, int32_t result, uint32_t flags) {
+    relay_worker_t *worker = operation->owner;
+    relay_worker_read_replies(worker);
     /* The store made progress: waiting messages and requests go on. */
     relay_settle_retry(worker);
     relay_admit_resume(worker);
@@ -91,6 +99,7 @@ static void relay_worker_on_mailbox(loop_operation_t *operation, int32_t result,
 static void relay_worker_tick(loop_t *loop) {
     relay_worker_t *worker = (relay_worker_t *)((uint8_t *)loop - offsetof(relay_worker_t, loop));
     if (worker->server_tick != NULL) worker->server_tick(loop);
+    relay_worker_read_replies(worker);
     relay_settle_retry(worker);
     relay_admit_resume(worker);
     if (atomic_load_explicit(&worker->stop_requested, memory_order_relaxed)) loop->stopping = true;
