@@ -75,6 +75,9 @@ bool admin_key_name_valid(const char *name, size_t length);
  * not reported (the change itself is done). */
 void admin_audit(admin_context_t *context, const char *admin, const char *action, const char *target,
                  const char *details);
+/* admin_audit on the record `kind`:`id` (the target "user:7", "key:12"). */
+void admin_audit_record(admin_context_t *context, const char *admin, const char *action, const char *kind,
+                        uint64_t id, const char *details);
 
 /* JSON objects: a user (from the tables and its stored record), a key (from
  * the tables and its stored record; with the full key when key_text is not

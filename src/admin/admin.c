@@ -349,10 +349,6 @@ static void admin_respond_key(admin_request_t *request, const account_key_t *key
     admin_respond_json(request, status);
 }
 
-static void admin_target(char *out, size_t capacity, const char *kind, uint64_t id) {
-    snprintf(out, capacity, "%s:%llu", kind, (unsigned long long)id);
-}
-
 /* ---- Users ---- */
 
 static void admin_users_create(admin_request_t *request) {
@@ -555,8 +551,6 @@ static void admin_users_balance(admin_request_t *request) {
         return;
     }
     if (top_up) atomic_fetch_add_explicit(&user->available_micros, amount, memory_order_acq_rel);
-    char target[32];
-    admin_target(target, sizeof target, "user", user->id);
     char details_memory[STORE_AUDIT_DETAILS_BYTES];
     text_buffer_t details = {.bytes = details_memory, .capacity = sizeof details_memory - 1};
     text_buffer_text(&details, "{\"amount\":\"");
@@ -564,9 +558,9 @@ static void admin_users_balance(admin_request_t *request) {
     text_buffer_text(&details, "\",\"balance_after\":\"");
     text_buffer_money(&details, ack.balance_micros);
     text_buffer_text(&details, "\"}");
-    details_memory[details.overflow ? 0 : details.length] = '\0';
-    admin_audit(context, context->admin_fingerprint, top_up ? "balance.top_up" : "balance.deduct", target,
-                details_memory);
+    details_memory[text_buffer_result(&details)] = '\0';
+    admin_audit_record(context, context->admin_fingerprint, top_up ? "balance.top_up" : "balance.deduct", "user",
+                       user->id, details_memory);
     admin_respond_user(request, user, 200);
 }
 
@@ -587,10 +581,8 @@ static void admin_users_status(admin_request_t *request, account_user_status_t s
         return;
     }
     account_user_set_status(user, status);
-    char target[32];
-    admin_target(target, sizeof target, "user", user->id);
-    admin_audit(context, context->admin_fingerprint,
-                status == ACCOUNT_USER_SUSPENDED ? "user.suspend" : "user.resume", target, "{}");
+    admin_audit_record(context, context->admin_fingerprint,
+                       status == ACCOUNT_USER_SUSPENDED ? "user.suspend" : "user.resume", "user", user->id, "{}");
     admin_respond_user(request, user, 200);
 }
 
@@ -749,11 +741,9 @@ static void admin_keys_update(admin_request_t *request) {
         admin_respond_failure(request);
         return;
     }
-    char target[32];
-    admin_target(target, sizeof target, "key", key->id);
     char details[STORE_AUDIT_DETAILS_BYTES];
     admin_key_change_details(request, update.fields, details, sizeof details);
-    admin_audit(context, context->admin_fingerprint, "key.update", target, details);
+    admin_audit_record(context, context->admin_fingerprint, "key.update", "key", key->id, details);
     admin_respond_key(request, key, NULL, 200);
 }
 
@@ -769,10 +759,8 @@ static void admin_keys_status(admin_request_t *request, account_key_status_t sta
         admin_respond_failure(request);
         return;
     }
-    char target[32];
-    admin_target(target, sizeof target, "key", key->id);
-    admin_audit(context, context->admin_fingerprint, status == ACCOUNT_KEY_DISABLED ? "key.disable" : "key.enable",
-                target, "{}");
+    admin_audit_record(context, context->admin_fingerprint,
+                       status == ACCOUNT_KEY_DISABLED ? "key.disable" : "key.enable", "key", key->id, "{}");
     admin_respond_key(request, key, NULL, 200);
 }
 

@@ -94,6 +94,20 @@ void admin_audit(admin_context_t *context, const char *admin, const char *action
     }
 }
 
+void admin_audit_record(admin_context_t *context, const char *admin, const char *action, const char *kind,
+                        uint64_t id, const char *details) {
+    char target[32];
+    snprintf(target, sizeof target, "%s:%llu", kind, (unsigned long long)id);
+    admin_audit(context, admin, action, target, details);
+}
+
+/* The 500 for a `kind` record ("user", "key") the store took but the
+ * in-memory tables refused. */
+static void admin_fail_unpublished(admin_failure_t *failure, const char *kind, uint64_t id) {
+    admin_fail(failure, 500, "server_error", "publish_failed", NULL, "%s %llu was stored but cannot be published in memory",
+               kind, (unsigned long long)id);
+}
+
 /* ---- Users ---- */
 
 bool admin_user_create(admin_context_t *context, const admin_user_request_t *request, uint64_t *user_id,
@@ -142,14 +156,11 @@ bool admin_user_create(admin_context_t *context, const admin_user_request_t *req
     uint32_t index = account_user_publish(context->tables, id, request->email, strlen(request->email),
                                           request->balance_micros, ACCOUNT_USER_ACTIVE);
     if (index == ACCOUNT_INDEX_NONE) {
-        admin_fail(failure, 500, "server_error", "publish_failed", NULL,
-                   "user %llu was stored but cannot be published in memory", (unsigned long long)id);
+        admin_fail_unpublished(failure, "user", id);
         return false;
     }
     *user_id = id;
     if (request->audit_admin != NULL) {
-        char target[32];
-        snprintf(target, sizeof target, "user:%llu", (unsigned long long)id);
         char details_memory[STORE_AUDIT_DETAILS_BYTES];
         text_buffer_t details = {.bytes = details_memory, .capacity = sizeof details_memory - 1};
         text_buffer_text(&details, "{\"email\":");
@@ -157,8 +168,8 @@ bool admin_user_create(admin_context_t *context, const admin_user_request_t *req
         text_buffer_text(&details, ",\"balance\":\"");
         text_buffer_money(&details, request->balance_micros);
         text_buffer_format(&details, "\",\"password\":%s}", request->password_hash[0] != '\0' ? "true" : "false");
-        details_memory[details.overflow ? 0 : details.length] = '\0';
-        admin_audit(context, request->audit_admin, "user.create", target, details_memory);
+        details_memory[text_buffer_result(&details)] = '\0';
+        admin_audit_record(context, request->audit_admin, "user.create", "user", id, details_memory);
     }
     return true;
 }
@@ -363,18 +374,15 @@ account_key_t *admin_key_create(admin_context_t *context, const admin_key_reques
     context->next_key_id = id + 1;
     account_key_t *key = account_key_publish(context->tables, &fields);
     if (key == NULL) {
-        admin_fail(failure, 500, "server_error", "publish_failed", NULL,
-                   "key %llu was stored but cannot be published in memory", (unsigned long long)id);
+        admin_fail_unpublished(failure, "key", id);
         return NULL;
     }
     if (request->audit_admin != NULL) {
-        char target[32];
-        snprintf(target, sizeof target, "key:%llu", (unsigned long long)id);
         char details_memory[STORE_AUDIT_DETAILS_BYTES];
         text_buffer_t details = {.bytes = details_memory, .capacity = sizeof details_memory - 1};
         admin_key_audit_details(&details, request);
-        details_memory[details.overflow ? 0 : details.length] = '\0';
-        admin_audit(context, request->audit_admin, "key.create", target, details_memory);
+        details_memory[text_buffer_result(&details)] = '\0';
+        admin_audit_record(context, request->audit_admin, "key.create", "key", id, details_memory);
     }
     return key;
 }

@@ -203,6 +203,34 @@ auth_bearer_kind_t auth_bearer_parse(const uint8_t *value, size_t length, auth_t
 
 /* ---- Authentication -------------------------------------------------------- */
 
+/* The message of each failure, indexed by auth_result_t: `before`, then,
+ * when `after` is set, the masked key and `after`. */
+typedef struct auth_error_message {
+    const char *before;
+    const char *after; /* NULL: the message names no key */
+} auth_error_message_t;
+
+static const auth_error_message_t auth_error_messages[] = {
+    [AUTH_OK] = {NULL, NULL},
+    [AUTH_MISSING] = {"You didn't provide an API key. You need to provide your API key in an "
+                      "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+                      NULL},
+    [AUTH_MALFORMED] = {"Malformed API key. Expected an Authorization header of the form "
+                        "'Bearer sk-...' with a key issued by this relay: sk- followed by 43 "
+                        "letters and digits.",
+                        NULL},
+    [AUTH_UNKNOWN] = {"Incorrect API key provided: ",
+                      ". You can list your API keys with GET /api-keys, or ask the operator of "
+                      "this relay for one."},
+    [AUTH_DISABLED] = {"The API key ", " has been disabled. Create a new key with POST /api-keys, or ask the "
+                                       "operator of this relay to enable it."},
+    [AUTH_EXPIRED] = {"The API key ", " has expired. Create a new key with POST /api-keys, or ask the operator "
+                                      "of this relay to extend it."},
+    [AUTH_USER_MISSING] = {"The API key ", " belongs to an account that no longer exists. Ask the operator of this "
+                                           "relay for help."},
+};
+_Static_assert(RW_ARRAY_LENGTH(auth_error_messages) == AUTH_USER_MISSING + 1, "one message per auth result");
+
 void auth_error_describe(auth_result_t result, const char *masked_key, auth_error_t *error) {
     RW_ASSERT(error != NULL);
     RW_ASSERT(result != AUTH_OK);
@@ -214,48 +242,13 @@ void auth_error_describe(auth_result_t result, const char *masked_key, auth_erro
     size_t capacity = sizeof(error->message);
     out[0] = '\0';
     const char *masked = masked_key != NULL ? masked_key : "sk-...";
-    switch (result) {
-    case AUTH_MISSING:
-        auth_append(out, capacity, &length,
-                    "You didn't provide an API key. You need to provide your API key in an "
-                    "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).");
-        break;
-    case AUTH_MALFORMED:
-        auth_append(out, capacity, &length,
-                    "Malformed API key. Expected an Authorization header of the form "
-                    "'Bearer sk-...' with a key issued by this relay: sk- followed by 43 "
-                    "letters and digits.");
-        break;
-    case AUTH_UNKNOWN:
-        auth_append(out, capacity, &length, "Incorrect API key provided: ");
+    RW_ASSERT((size_t)result < RW_ARRAY_LENGTH(auth_error_messages));
+    const auth_error_message_t *message = &auth_error_messages[result];
+    RW_ASSERT(message->before != NULL);
+    auth_append(out, capacity, &length, message->before);
+    if (message->after != NULL) {
         auth_append(out, capacity, &length, masked);
-        auth_append(out, capacity, &length,
-                    ". You can list your API keys with GET /api-keys, or ask the operator of "
-                    "this relay for one.");
-        break;
-    case AUTH_DISABLED:
-        auth_append(out, capacity, &length, "The API key ");
-        auth_append(out, capacity, &length, masked);
-        auth_append(out, capacity, &length,
-                    " has been disabled. Create a new key with POST /api-keys, or ask the "
-                    "operator of this relay to enable it.");
-        break;
-    case AUTH_EXPIRED:
-        auth_append(out, capacity, &length, "The API key ");
-        auth_append(out, capacity, &length, masked);
-        auth_append(out, capacity, &length,
-                    " has expired. Create a new key with POST /api-keys, or ask the operator "
-                    "of this relay to extend it.");
-        break;
-    case AUTH_USER_MISSING:
-        auth_append(out, capacity, &length, "The API key ");
-        auth_append(out, capacity, &length, masked);
-        auth_append(out, capacity, &length,
-                    " belongs to an account that no longer exists. Ask the operator of this "
-                    "relay for help.");
-        break;
-    case AUTH_OK:
-        break;
+        auth_append(out, capacity, &length, message->after);
     }
     /* Every message must fit whole: a cut one is a programmer error. */
     RW_ASSERT(length + 1 < capacity);

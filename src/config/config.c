@@ -829,6 +829,84 @@ static int config_apply_value(config_parser_t *parser, const config_key_t *key, 
 /* ---------------------------------------------------------------------- */
 /* Lines                                                                   */
 
+/* What sets the two named sections, [upstream NAME] and [model NAME], apart
+ * when one more is opened. */
+typedef struct config_named_sections {
+    const char *kind;                                      /* as in the section header */
+    bool (*name_is_valid)(const char *name, size_t length);
+    const char *name_rule;                                 /* how to write a valid name, for the error */
+    uint32_t count_max;
+    uint32_t slot_first;                                   /* the i-th one's line: section_lines[slot_first + i] */
+    uint32_t (*count)(const config_t *config);             /* how many were opened so far */
+    const char *(*name_at)(const config_t *config, uint32_t index);
+} config_named_sections_t;
+
+static bool config_model_name_is_valid(const char *name, size_t length) {
+    return length < CONFIG_MODEL_NAME_BYTES && config_token_is_valid(name, length);
+}
+
+static uint32_t config_upstream_count(const config_t *config) {
+    return config->upstream_count;
+}
+
+static const char *config_upstream_name_at(const config_t *config, uint32_t index) {
+    return config->upstreams[index].name;
+}
+
+static uint32_t config_model_count(const config_t *config) {
+    return config->model_count;
+}
+
+static const char *config_model_name_at(const config_t *config, uint32_t index) {
+    return config->models[index].name;
+}
+
+static const config_named_sections_t config_upstream_sections = {
+    .kind = "upstream",
+    .name_is_valid = config_upstream_name_is_valid,
+    .name_rule = "use 1..63 of A-Z a-z 0-9 _ . -",
+    .count_max = CONFIG_UPSTREAMS_MAX,
+    .slot_first = CONFIG_SLOT_UPSTREAM_FIRST,
+    .count = config_upstream_count,
+    .name_at = config_upstream_name_at,
+};
+
+static const config_named_sections_t config_model_sections = {
+    .kind = "model",
+    .name_is_valid = config_model_name_is_valid,
+    .name_rule = "use 1..127 printable ASCII bytes without spaces, '\"' or '\\'",
+    .count_max = CONFIG_MODELS_MAX,
+    .slot_first = CONFIG_SLOT_MODEL_FIRST,
+    .count = config_model_count,
+    .name_at = config_model_name_at,
+};
+
+/* Whether one more section of `sections` named `name` may be opened: refuses
+ * (through config_fail, so -1) a name that breaks the rule, a name an
+ * earlier section of the kind took (saying on which line) and a section past
+ * the kind's cap. Returns 0 when the caller may add it. */
+static int config_named_section_check(config_parser_t *parser, uint32_t line, const config_named_sections_t *sections,
+                                      const char *name, size_t name_length) {
+    const config_t *config = parser->config;
+    int name_echo = (int)RW_MIN(name_length, (size_t)CONFIG_ECHO_BYTES_MAX);
+    if (!sections->name_is_valid(name, name_length)) {
+        return config_fail(parser, line, "bad %s name '%.*s': %s", sections->kind, name_echo, name,
+                           sections->name_rule);
+    }
+    uint32_t count = sections->count(config);
+    for (uint32_t i = 0; i < count; i++) {
+        if (config_bytes_equal(name, name_length, sections->name_at(config, i))) {
+            return config_fail(parser, line, "duplicate section [%s %.*s] (first on line %u)", sections->kind,
+                               name_echo, name, (unsigned)parser->section_lines[sections->slot_first + i]);
+        }
+    }
+    if (count == sections->count_max) {
+        return config_fail(parser, line, "too many [%s] sections (max %u)", sections->kind,
+                           (unsigned)sections->count_max);
+    }
+    return 0;
+}
+
 /* Handles "[kind]" or "[kind NAME]" (the comment already cut, `content`
  * being the text between the brackets): opens the section or reports why
  * not. */
@@ -885,24 +963,8 @@ static int config_open_section(config_parser_t *parser, const char *content, siz
         return config_fail(parser, line, "section [%s] needs a name: [%s NAME]", spec->name,
                            spec->name);
     }
-    int name_echo = (int)RW_MIN(name_length, (size_t)CONFIG_ECHO_BYTES_MAX);
     if (kind == CONFIG_SECTION_UPSTREAM) {
-        if (!config_upstream_name_is_valid(name, name_length)) {
-            return config_fail(parser, line,
-                               "bad upstream name '%.*s': use 1..63 of A-Z a-z 0-9 _ . -", name_echo,
-                               name);
-        }
-        for (uint32_t i = 0; i < config->upstream_count; i++) {
-            if (config_bytes_equal(name, name_length, config->upstreams[i].name)) {
-                return config_fail(parser, line, "duplicate section [upstream %.*s] (first on line %u)",
-                                   name_echo, name,
-                                   (unsigned)parser->section_lines[CONFIG_SLOT_UPSTREAM_FIRST + i]);
-            }
-        }
-        if (config->upstream_count == CONFIG_UPSTREAMS_MAX) {
-            return config_fail(parser, line, "too many [upstream] sections (max %u)",
-                               (unsigned)CONFIG_UPSTREAMS_MAX);
-        }
+        if (config_named_section_check(parser, line, &config_upstream_sections, name, name_length) != 0) return -1;
         uint32_t index = config->upstream_count++;
         config_upstream_t *upstream = &config->upstreams[index];
         config_copy(upstream->name, sizeof upstream->name, name, name_length);
@@ -910,23 +972,7 @@ static int config_open_section(config_parser_t *parser, const char *content, siz
         parser->section_slot = CONFIG_SLOT_UPSTREAM_FIRST + index;
     } else {
         RW_ASSERT(kind == CONFIG_SECTION_MODEL);
-        if (name_length >= CONFIG_MODEL_NAME_BYTES || !config_token_is_valid(name, name_length)) {
-            return config_fail(parser, line,
-                               "bad model name '%.*s': use 1..127 printable ASCII bytes without "
-                               "spaces, '\"' or '\\'",
-                               name_echo, name);
-        }
-        for (uint32_t i = 0; i < config->model_count; i++) {
-            if (config_bytes_equal(name, name_length, config->models[i].name)) {
-                return config_fail(parser, line, "duplicate section [model %.*s] (first on line %u)",
-                                   name_echo, name,
-                                   (unsigned)parser->section_lines[CONFIG_SLOT_MODEL_FIRST + i]);
-            }
-        }
-        if (config->model_count == CONFIG_MODELS_MAX) {
-            return config_fail(parser, line, "too many [model] sections (max %u)",
-                               (unsigned)CONFIG_MODELS_MAX);
-        }
+        if (config_named_section_check(parser, line, &config_model_sections, name, name_length) != 0) return -1;
         uint32_t index = config->model_count++;
         config_copy(config->models[index].name, sizeof config->models[index].name, name,
                     name_length);

@@ -248,14 +248,34 @@ static http_method_t request_method_from_name(const uint8_t *name, uint32_t leng
     return HTTP_METHOD_OTHER;
 }
 
-/* Length of a valid pct-encoded triplet at buffer[position], or 0. */
-static uint32_t request_pct_encoded_length(const uint8_t *buffer, uint32_t position,
-                                           uint32_t end) {
-    if (end - position >= 3 && buffer[position] == '%' && http_is_hex_digit(buffer[position + 1]) &&
-        http_is_hex_digit(buffer[position + 2])) {
-        return 3;
+/* What a path or query may hold besides pct-encoded (RFC 3986 pchar, '/'
+ * and '?'; the first '?' is taken as the split before this is asked). */
+static bool request_is_path_byte(uint8_t byte) {
+    return http_is_uri_unreserved(byte) || http_is_uri_sub_delim(byte) || byte == ':' || byte == '@' ||
+           byte == '/' || byte == '?';
+}
+
+/* What an authority may hold besides pct-encoded: userinfo, host (with an
+ * IP-literal's brackets) and port characters. */
+static bool request_is_authority_byte(uint8_t byte) {
+    return http_is_uri_unreserved(byte) || http_is_uri_sub_delim(byte) || byte == ':' || byte == '@' ||
+           byte == '[' || byte == ']';
+}
+
+/* Length of the URI unit at buffer[position] (position < end): 3 for a
+ * valid pct-encoded triplet, 1 for a byte is_allowed accepts, 0 for anything
+ * else (a broken %XX included). */
+static uint32_t request_uri_unit_length(const uint8_t *buffer, uint32_t position, uint32_t end,
+                                        bool (*is_allowed)(uint8_t byte)) {
+    RW_ASSERT(position < end);
+    if (buffer[position] == '%') {
+        if (end - position >= 3 && http_is_hex_digit(buffer[position + 1]) &&
+            http_is_hex_digit(buffer[position + 2])) {
+            return 3;
+        }
+        return 0;
     }
-    return 0;
+    return is_allowed(buffer[position]) ? 1 : 0;
 }
 
 /* Splits path-abempty [ "?" query ] starting at position into path and query
@@ -266,26 +286,20 @@ static bool request_parse_path_and_query(const uint8_t *buffer, uint32_t positio
     uint32_t path_start = position;
     bool in_query = false;
     while (position < end) {
-        uint8_t byte = buffer[position];
-        if (byte == '%') {
-            uint32_t triplet = request_pct_encoded_length(buffer, position, end);
-            if (triplet == 0) {
-                return false;
-            }
-            position += triplet;
-            continue;
-        }
-        if (byte == '?' && !in_query) {
+        if (buffer[position] == '?' && !in_query) {
             in_query = true;
             request->path.offset = path_start;
             request->path.length = position - path_start;
             request->has_query = true;
             request->query.offset = position + 1;
-        } else if (!(http_is_uri_unreserved(byte) || http_is_uri_sub_delim(byte) || byte == ':' ||
-                     byte == '@' || byte == '/' || byte == '?')) {
+            position++;
+            continue;
+        }
+        uint32_t unit = request_uri_unit_length(buffer, position, end, request_is_path_byte);
+        if (unit == 0) {
             return false;
         }
-        position++;
+        position += unit;
     }
     if (in_query) {
         request->query.length = end - request->query.offset;
@@ -337,20 +351,11 @@ static bool request_parse_target(const uint8_t *buffer, http_request_t *request)
     }
     uint32_t position = authority_start;
     while (position < end && buffer[position] != '/' && buffer[position] != '?') {
-        uint8_t byte = buffer[position];
-        if (byte == '%') {
-            uint32_t triplet = request_pct_encoded_length(buffer, position, end);
-            if (triplet == 0) {
-                return false;
-            }
-            position += triplet;
-            continue;
-        }
-        if (!(http_is_uri_unreserved(byte) || http_is_uri_sub_delim(byte) || byte == ':' ||
-              byte == '@' || byte == '[' || byte == ']')) {
+        uint32_t unit = request_uri_unit_length(buffer, position, end, request_is_authority_byte);
+        if (unit == 0) {
             return false;
         }
-        position++;
+        position += unit;
     }
     if (position == authority_start) {
         return false;

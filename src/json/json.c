@@ -6,6 +6,7 @@
 
 #include "ringway/text.h"
 
+#include <stddef.h>
 #include <string.h>
 
 #define JSON_SYNTAX(reason) "We could not parse the JSON body of your request: " reason
@@ -243,6 +244,26 @@ static int json_scan_literal(json_reader_t *reader, json_type_t *type) {
     return json_fail(reader, JSON_SYNTAX("expected a value but found an unknown word."));
 }
 
+/* Reads "key" ws ':' ws at the position; *key_start and *key_end delimit
+ * the key with its quotes, and the position is left at the value. */
+static int json_scan_key(json_reader_t *reader, uint32_t *key_start, uint32_t *key_end) {
+    if (json_at_end(reader) || json_peek(reader) != '"') {
+        return json_fail(reader, JSON_SYNTAX("expected a string as an object key."));
+    }
+    *key_start = reader->position;
+    if (json_scan_string(reader) != 0) {
+        return -1;
+    }
+    *key_end = reader->position;
+    json_skip_whitespace(reader);
+    if (json_at_end(reader) || json_peek(reader) != ':') {
+        return json_fail(reader, JSON_SYNTAX("expected ':' after an object key."));
+    }
+    reader->position++;
+    json_skip_whitespace(reader);
+    return 0;
+}
+
 /* Validates one value starting at the position (whitespace before it is
  * skipped) and leaves the position just after it. depth is the number of
  * arrays and objects already open around the value; opening more than
@@ -282,17 +303,11 @@ static int json_skip_value(json_reader_t *reader, uint32_t depth, json_type_t *t
         }
         uint8_t c = json_peek(reader);
         if (state == EXPECT_KEY) {
-            if (c != '"') {
-                return json_fail(reader, JSON_SYNTAX("expected a string as an object key."));
-            }
-            if (json_scan_string(reader) != 0) {
+            uint32_t key_start = 0;
+            uint32_t key_end = 0;
+            if (json_scan_key(reader, &key_start, &key_end) != 0) {
                 return -1;
             }
-            json_skip_whitespace(reader);
-            if (json_at_end(reader) || json_peek(reader) != ':') {
-                return json_fail(reader, JSON_SYNTAX("expected ':' after an object key."));
-            }
-            reader->position++;
             state = EXPECT_VALUE;
             continue;
         }
@@ -504,42 +519,31 @@ typedef enum json_chat_field {
     JSON_CHAT_FIELD_MOCK
 } json_chat_field_t;
 
-/* Indexed by json_chat_field_t; the names double as error params. */
-static const char *const json_chat_field_names[] = {
-    "model",      "messages",
-    "stream",     "stream_options",
-    "max_tokens", "max_completion_tokens",
-    "n",          "mock",
+/* Indexed by json_chat_field_t: each member's key, which doubles as the error
+ * param, and where its json_member_t sits in json_chat_request_t. */
+static const struct {
+    const char *name;
+    size_t offset;
+} json_chat_fields[] = {
+    {"model", offsetof(json_chat_request_t, model)},
+    {"messages", offsetof(json_chat_request_t, messages)},
+    {"stream", offsetof(json_chat_request_t, stream)},
+    {"stream_options", offsetof(json_chat_request_t, stream_options)},
+    {"max_tokens", offsetof(json_chat_request_t, max_tokens)},
+    {"max_completion_tokens", offsetof(json_chat_request_t, max_completion_tokens)},
+    {"n", offsetof(json_chat_request_t, n)},
+    {"mock", offsetof(json_chat_request_t, mock)},
 };
+_Static_assert(RW_ARRAY_LENGTH(json_chat_fields) == JSON_CHAT_FIELD_MOCK + 1, "one entry per chat field");
 
 static json_member_t *json_chat_member(json_chat_request_t *out, json_chat_field_t field) {
-    switch (field) {
-    case JSON_CHAT_FIELD_MODEL:
-        return &out->model;
-    case JSON_CHAT_FIELD_MESSAGES:
-        return &out->messages;
-    case JSON_CHAT_FIELD_STREAM:
-        return &out->stream;
-    case JSON_CHAT_FIELD_STREAM_OPTIONS:
-        return &out->stream_options;
-    case JSON_CHAT_FIELD_MAX_TOKENS:
-        return &out->max_tokens;
-    case JSON_CHAT_FIELD_MAX_COMPLETION_TOKENS:
-        return &out->max_completion_tokens;
-    case JSON_CHAT_FIELD_N:
-        return &out->n;
-    case JSON_CHAT_FIELD_MOCK:
-        return &out->mock;
-    case JSON_CHAT_FIELD_NONE:
-        break;
-    }
-    RW_ASSERT(false);
-    return NULL;
+    RW_ASSERT(field > JSON_CHAT_FIELD_NONE && (size_t)field < RW_ARRAY_LENGTH(json_chat_fields));
+    return (json_member_t *)((char *)out + json_chat_fields[field].offset);
 }
 
 static json_chat_field_t json_chat_field_for_key(const uint8_t *quoted, size_t length) {
-    for (size_t index = 0; index < RW_ARRAY_LENGTH(json_chat_field_names); index++) {
-        const char *name = json_chat_field_names[index];
+    for (size_t index = 0; index < RW_ARRAY_LENGTH(json_chat_fields); index++) {
+        const char *name = json_chat_fields[index].name;
         if (json_key_equals(quoted, length, name, strlen(name))) {
             return (json_chat_field_t)index;
         }
@@ -569,26 +573,6 @@ static void json_note(json_chat_scan_t *scan, const char *message, const char *p
     }
 }
 
-/* Reads "key" ws ':' ws at the position; *key_start and *key_end delimit
- * the key with its quotes, and the position is left at the value. */
-static int json_scan_key(json_reader_t *reader, uint32_t *key_start, uint32_t *key_end) {
-    if (json_at_end(reader) || json_peek(reader) != '"') {
-        return json_fail(reader, JSON_SYNTAX("expected a string as an object key."));
-    }
-    *key_start = reader->position;
-    if (json_scan_string(reader) != 0) {
-        return -1;
-    }
-    *key_end = reader->position;
-    json_skip_whitespace(reader);
-    if (json_at_end(reader) || json_peek(reader) != ':') {
-        return json_fail(reader, JSON_SYNTAX("expected ':' after an object key."));
-    }
-    reader->position++;
-    json_skip_whitespace(reader);
-    return 0;
-}
-
 /* After a member or element: steps over ',' (returning 1, more follows) or
  * the closing byte (returning 0), or fails. */
 static int json_scan_separator(json_reader_t *reader, uint8_t close, const char *message) {
@@ -609,14 +593,38 @@ static int json_scan_separator(json_reader_t *reader, uint8_t close, const char 
     return json_fail(reader, message);
 }
 
+/* Steps over the opening byte `open` under the position and the whitespace
+ * after it. Returns true when the container closes at once (`close` next,
+ * stepped over too); false when a first element or member should follow
+ * (or the body ends there, which that element's scan reports). */
+static bool json_open_is_empty(json_reader_t *reader, uint8_t open, uint8_t close) {
+    RW_ASSERT(json_peek(reader) == open);
+    reader->position++;
+    json_skip_whitespace(reader);
+    if (json_at_end(reader) || json_peek(reader) != close) {
+        return false;
+    }
+    reader->position++;
+    return true;
+}
+
+/* A member just scanned: its key from key_start and its value from
+ * value_start, both running to the position. */
+static json_member_t json_member_found(const json_reader_t *reader, json_type_t type, uint32_t key_start,
+                                       uint32_t value_start) {
+    RW_ASSERT(key_start < value_start && value_start < reader->position);
+    return (json_member_t){
+        .present = true,
+        .type = type,
+        .member = json_span(key_start, reader->position),
+        .value = json_span(value_start, reader->position),
+    };
+}
+
 /* The messages array at the position (its '[' under it): validates it and
  * counts its elements, which sit at depth 2. */
 static int json_scan_messages(json_reader_t *reader, uint32_t *count) {
-    RW_ASSERT(json_peek(reader) == '[');
-    reader->position++;
-    json_skip_whitespace(reader);
-    if (!json_at_end(reader) && json_peek(reader) == ']') {
-        reader->position++;
+    if (json_open_is_empty(reader, '[', ']')) {
         return 0;
     }
     for (;;) {
@@ -638,11 +646,7 @@ static int json_scan_messages(json_reader_t *reader, uint32_t *count) {
 static int json_scan_stream_options(json_chat_scan_t *scan) {
     json_reader_t *reader = &scan->reader;
     json_chat_request_t *out = scan->out;
-    RW_ASSERT(json_peek(reader) == '{');
-    reader->position++;
-    json_skip_whitespace(reader);
-    if (!json_at_end(reader) && json_peek(reader) == '}') {
-        reader->position++;
+    if (json_open_is_empty(reader, '{', '}')) {
         return 0;
     }
     for (;;) {
@@ -663,12 +667,7 @@ static int json_scan_stream_options(json_chat_scan_t *scan) {
                 json_note(scan, "The stream_options object contains include_usage more than once.",
                           "stream_options", key_start);
             }
-            out->include_usage = (json_member_t){
-                .present = true,
-                .type = type,
-                .member = json_span(key_start, reader->position),
-                .value = json_span(value_start, reader->position),
-            };
+            out->include_usage = json_member_found(reader, type, key_start, value_start);
             out->include_usage_value =
                 type == JSON_TYPE_BOOLEAN && reader->bytes[value_start] == 't';
             if (type != JSON_TYPE_BOOLEAN && type != JSON_TYPE_NULL) {
@@ -803,7 +802,7 @@ static void json_check_member(json_chat_scan_t *scan, json_chat_field_t field) {
     }
     if (member->type != JSON_TYPE_NUMBER || !json_read_count(body, member->value, count)) {
         *count = 0;
-        json_note(scan, count_message, json_chat_field_names[field], member->value.offset);
+        json_note(scan, count_message, json_chat_fields[field].name, member->value.offset);
     }
 }
 
@@ -853,14 +852,9 @@ static int json_scan_chat_members(json_chat_scan_t *scan) {
             json_member_t *member = json_chat_member(out, field);
             if (member->present) {
                 json_note(scan, "The request body contains this parameter more than once.",
-                          json_chat_field_names[field], key_start);
+                          json_chat_fields[field].name, key_start);
             }
-            *member = (json_member_t){
-                .present = true,
-                .type = type,
-                .member = json_span(key_start, reader->position),
-                .value = json_span(value_start, reader->position),
-            };
+            *member = json_member_found(reader, type, key_start, value_start);
             json_check_member(scan, field);
         }
         int more = json_scan_separator(reader, '}',

@@ -683,17 +683,34 @@ static int store_record_get(store_t *store, const uint8_t *key, size_t key_lengt
     return 0;
 }
 
-int store_user_get(store_t *store, uint64_t user_id, store_user_record_t *record) {
+/* Reads the record at the id key `prefix`/id: as store_record_get. */
+static int store_record_get_by_id(store_t *store, char prefix, uint64_t id, store_record_decode_t decode,
+                                  void *record, const char *what) {
     uint8_t key[STORE_KEY_ID_BYTES];
-    store_key_id(key, 'u', user_id);
-    return store_record_get(store, key, sizeof key, store_user_decode_any, record, "a user record");
+    store_key_id(key, prefix, id);
+    return store_record_get(store, key, sizeof key, decode, record, what);
+}
+
+/* Builds the text key `prefix`/text for a lookup: its length (at least the
+ * prefix and slash), or 0 when text does not fit in text_bytes with its NUL,
+ * so nothing can be stored under it and the lookup answers -ENOENT unread. */
+static size_t store_lookup_key_text(uint8_t key[STORE_KEY_TEXT_BYTES], char prefix, const char *text,
+                                    size_t text_bytes, bool lower_case) {
+    RW_ASSERT(text != NULL);
+    if (strlen(text) >= text_bytes) return 0;
+    size_t key_length = store_key_text(key, prefix, text, lower_case);
+    RW_ASSERT(key_length > 0);
+    return key_length;
+}
+
+int store_user_get(store_t *store, uint64_t user_id, store_user_record_t *record) {
+    return store_record_get_by_id(store, 'u', user_id, store_user_decode_any, record, "a user record");
 }
 
 int store_user_get_by_email(store_t *store, const char *email, store_user_record_t *record) {
-    RW_ASSERT(email != NULL);
-    if (strlen(email) >= ACCOUNT_EMAIL_BYTES) return -ENOENT;
     uint8_t key[STORE_KEY_TEXT_BYTES];
-    size_t key_length = store_key_text(key, 'e', email, true);
+    size_t key_length = store_lookup_key_text(key, 'e', email, ACCOUNT_EMAIL_BYTES, true);
+    if (key_length == 0) return -ENOENT;
     uint8_t value[8];
     size_t length = 0;
     int status = store_get(store, key, key_length, value, sizeof value, &length, "an email index entry");
@@ -706,16 +723,13 @@ int store_user_get_by_email(store_t *store, const char *email, store_user_record
 }
 
 int store_key_get(store_t *store, uint64_t key_id, store_key_record_t *record) {
-    uint8_t key[STORE_KEY_ID_BYTES];
-    store_key_id(key, 'k', key_id);
-    return store_record_get(store, key, sizeof key, store_key_decode_any, record, "a key record");
+    return store_record_get_by_id(store, 'k', key_id, store_key_decode_any, record, "a key record");
 }
 
 int store_hold_get(store_t *store, const char *request_id, store_hold_record_t *record) {
-    RW_ASSERT(request_id != NULL);
-    if (strlen(request_id) >= STORE_REQUEST_ID_BYTES) return -ENOENT;
     uint8_t key[STORE_KEY_TEXT_BYTES];
-    size_t key_length = store_key_text(key, 'h', request_id, false);
+    size_t key_length = store_lookup_key_text(key, 'h', request_id, STORE_REQUEST_ID_BYTES, false);
+    if (key_length == 0) return -ENOENT;
     return store_record_get(store, key, key_length, store_hold_decode_any, record, "a hold");
 }
 
@@ -733,10 +747,9 @@ static int store_usage_get_at(store_t *store, const uint8_t *usage_key, size_t u
 }
 
 int store_usage_get_by_request(store_t *store, const char *request_id, store_usage_record_t *record) {
-    RW_ASSERT(request_id != NULL);
-    if (strlen(request_id) >= STORE_REQUEST_ID_BYTES) return -ENOENT;
     uint8_t key[STORE_KEY_TEXT_BYTES];
-    size_t key_length = store_key_text(key, 'q', request_id, false);
+    size_t key_length = store_lookup_key_text(key, 'q', request_id, STORE_REQUEST_ID_BYTES, false);
+    if (key_length == 0) return -ENOENT;
     uint8_t usage_key[STORE_KEY_USAGE_BYTES];
     size_t length = 0;
     int status = store_get(store, key, key_length, usage_key, sizeof usage_key, &length, "a request index entry");

@@ -18,6 +18,7 @@
 #include "ringway/text.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,41 +87,67 @@ static void store_round_set_present(store_thread_state_t *thread, uint8_t *slot)
     *slot = 1;
 }
 
-/* The round's copy of user `user_id` (known to the arrays): found, or read
- * from RocksDB and added. Returns 0 with *user set, or -EIO. */
-static int store_round_user(store_thread_state_t *thread, uint64_t user_id, store_round_user_t **user) {
-    for (uint32_t index = 0; index < thread->round_user_count; index++) {
-        if (thread->round_users[index].record.id == user_id) {
-            *user = &thread->round_users[index];
+/* Reads a record into a round entry's record; the void pointer lets one
+ * find-or-load serve both lists. */
+typedef int (*store_round_load_t)(store_t *store, uint64_t id, void *record);
+
+/* Both entry types start with their record, and a record with its id, so an
+ * entry's id is read at offset 0 whatever the list. */
+_Static_assert(offsetof(store_round_user_t, record.id) == 0, "a round user starts with its id");
+_Static_assert(offsetof(store_round_key_t, record.id) == 0, "a round key starts with its id");
+
+/* The round's entry for record `id` (known to the arrays) in a list of
+ * *count entries of entry_bytes each: found, or read from RocksDB into the
+ * next entry (its flags cleared) and counted. Returns 0 with *entry set, or
+ * -EIO when the record is missing or does not decode (the arrays know it, so
+ * it must exist), or another store error. */
+static int store_round_find_or_load(store_thread_state_t *thread, void *entries, size_t entry_bytes, uint32_t *count,
+                                    uint64_t id, store_round_load_t load, void **entry) {
+    for (uint32_t index = 0; index < *count; index++) {
+        uint8_t *candidate = (uint8_t *)entries + (size_t)index * entry_bytes;
+        uint64_t candidate_id = 0;
+        memcpy(&candidate_id, candidate, sizeof candidate_id);
+        if (candidate_id == id) {
+            *entry = candidate;
             return 0;
         }
     }
-    RW_ASSERT(thread->round_user_count < thread->round_messages_max);
-    store_round_user_t *added = &thread->round_users[thread->round_user_count];
-    int status = store_user_get(thread->store, user_id, &added->record);
-    if (status != 0) return status == -ENOENT ? -EIO : status; /* known to the arrays, so it must exist */
-    added->created = false;
-    added->dirty = false;
-    thread->round_user_count++;
-    *user = added;
+    RW_ASSERT(*count < thread->round_messages_max);
+    uint8_t *added = (uint8_t *)entries + (size_t)*count * entry_bytes;
+    memset(added, 0, entry_bytes);
+    int status = load(thread->store, id, added);
+    if (status != 0) return status == -ENOENT ? -EIO : status;
+    (*count)++;
+    *entry = added;
     return 0;
 }
 
+static int store_round_load_user(store_t *store, uint64_t id, void *record) {
+    return store_user_get(store, id, record);
+}
+
+static int store_round_load_key(store_t *store, uint64_t id, void *record) {
+    return store_key_get(store, id, record);
+}
+
+/* The round's copy of user `user_id` (known to the arrays), as
+ * store_round_find_or_load. */
+static int store_round_user(store_thread_state_t *thread, uint64_t user_id, store_round_user_t **user) {
+    void *entry = NULL;
+    int status = store_round_find_or_load(thread, thread->round_users, sizeof *thread->round_users,
+                                          &thread->round_user_count, user_id, store_round_load_user, &entry);
+    *user = entry;
+    return status;
+}
+
+/* The round's copy of key `key_id` (known to the arrays), as
+ * store_round_find_or_load. */
 static int store_round_key(store_thread_state_t *thread, uint64_t key_id, store_round_key_t **key) {
-    for (uint32_t index = 0; index < thread->round_key_count; index++) {
-        if (thread->round_keys[index].record.id == key_id) {
-            *key = &thread->round_keys[index];
-            return 0;
-        }
-    }
-    RW_ASSERT(thread->round_key_count < thread->round_messages_max);
-    store_round_key_t *added = &thread->round_keys[thread->round_key_count];
-    int status = store_key_get(thread->store, key_id, &added->record);
-    if (status != 0) return status == -ENOENT ? -EIO : status;
-    added->dirty = false;
-    thread->round_key_count++;
-    *key = added;
-    return 0;
+    void *entry = NULL;
+    int status = store_round_find_or_load(thread, thread->round_keys, sizeof *thread->round_keys,
+                                          &thread->round_key_count, key_id, store_round_load_key, &entry);
+    *key = entry;
+    return status;
 }
 
 /* The latest entry of the round for a request's hold, or NULL. */
