@@ -461,3 +461,12 @@ def wait_for(predicate, timeout_s, interval_s=0.05):
         if value or time.monotonic() >= deadline:
             return value
         time.sleep(interval_s)
+
+
+def usage_records(relay, user_id):
+    """Every usage record of a user, through the admin API's JSONL export (newest first)."""
+    status, payload = relay.admin("GET", f"/admin/usage?user_id={user_id}&format=jsonl&limit=1000000")
+    assert status == 200, payload
+    if isinstance(payload, dict):
+        return [payload]
+    return [json.loads(line) for line in payload.decode().splitlines() if line]

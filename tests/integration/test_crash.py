@@ -25,7 +25,8 @@ import time
 import pytest
 
 from conftest import ManagedProcess, make_customer
-from helpers import PeerClosed, RawConnection, decode_chunk_events, http_request, parse_sse, raw_request
+from helpers import (PeerClosed, RawConnection, decode_chunk_events, http_request, parse_sse, raw_request,
+                     usage_records)
 
 PRICES = {"input_price": "0.75", "cached_input_price": "0.375", "output_price": "3.333333", "request_price": "0.000007"}
 UPSTREAM_MODEL = "mock-small"
@@ -114,14 +115,6 @@ class Load:
         for thread in self.threads:
             thread.join(timeout=15)
             assert not thread.is_alive(), "a load thread did not stop"
-
-
-def usage_records(relay, user_id):
-    status, payload = relay.admin("GET", f"/admin/usage?user_id={user_id}&format=jsonl&limit=1000000")
-    assert status == 200, payload
-    if isinstance(payload, dict):
-        return [payload]
-    return [json.loads(line) for line in payload.decode().splitlines() if line]
 
 
 def balance_of(relay, key):

@@ -15,7 +15,7 @@ import threading
 import time
 
 from conftest import ManagedProcess, Relay, make_customer
-from helpers import RawConnection, chat_json, http_request, raw_request
+from helpers import RawConnection, chat_json, http_request, raw_request, usage_records
 
 REQUESTS = 5000
 CONNECTIONS = 400
@@ -23,14 +23,6 @@ STORE_DELAY_MS = 150
 HEALTH_PERIOD_S = 0.1
 HEALTH_TIMEOUT_S = 2.0
 LOAD_DEADLINE_S = 240
-
-
-def usage_records(relay, user_id):
-    status, payload = relay.admin("GET", f"/admin/usage?user_id={user_id}&format=jsonl&limit=1000000")
-    assert status == 200, payload
-    if isinstance(payload, dict):
-        return [payload]
-    return [json.loads(line) for line in payload.decode().splitlines() if line]
 
 
 class Load:
