@@ -9,6 +9,7 @@
 #include "ringway/text-t.h"
 
 #include <stdarg.h>
+#include <string.h>
 
 /* ---- The bounded buffer (src/text/buffer.c) ---- */
 
@@ -16,8 +17,19 @@
  * empty, not overflowed. */
 text_buffer_t text_buffer_over(void *bytes, size_t capacity);
 
-/* Appends bytes[0, length); on overflow appends nothing and sets overflow. */
-void text_buffer_append(text_buffer_t *buffer, const void *bytes, size_t length);
+/* Appends bytes[0, length); on overflow appends nothing and sets overflow.
+ * Inline: most appends are a few bytes of punctuation or a name whose length
+ * the compiler knows, and a call per append was most of their cost. */
+static inline void text_buffer_append(text_buffer_t *buffer, const void *bytes, size_t length) {
+    RW_ASSERT(buffer->length <= buffer->capacity);
+    if (buffer->overflow) return;
+    if (length > buffer->capacity - buffer->length) {
+        buffer->overflow = true;
+        return;
+    }
+    if (length > 0) memcpy(buffer->bytes + buffer->length, bytes, length);
+    buffer->length += length;
+}
 /* Appends the NUL-terminated text (without its NUL). */
 void text_buffer_text(text_buffer_t *buffer, const char *text);
 /* Appends printf output. It needs one byte of room beyond its length

@@ -255,32 +255,34 @@ static void store_json_string(store_json_writer_t *writer, const char *text, siz
     text_buffer_json_string(&writer->buffer, text, length);
 }
 
-static void store_json_key(store_json_writer_t *writer, const char *name) {
+/* A member name as a string literal, quoted with its colon, and its length:
+ * both known at compile time, so a member's name is one append. */
+#define STORE_JSON_NAME(name) ("\"" name "\":"), (sizeof("\"" name "\":") - 1)
+
+static void store_json_key(store_json_writer_t *writer, const char *quoted_name, size_t length) {
     if (!writer->first_member) text_buffer_append(&writer->buffer, ",", 1);
     writer->first_member = false;
-    text_buffer_append(&writer->buffer, "\"", 1);
-    text_buffer_text(&writer->buffer, name);
-    text_buffer_append(&writer->buffer, "\":", 2);
+    text_buffer_append(&writer->buffer, quoted_name, length);
 }
 
-static void store_json_u64(store_json_writer_t *writer, const char *name, uint64_t value) {
-    store_json_key(writer, name);
+static void store_json_u64(store_json_writer_t *writer, const char *quoted_name, size_t length, uint64_t value) {
+    store_json_key(writer, quoted_name, length);
     text_buffer_u64(&writer->buffer, value);
 }
 
-static void store_json_i64(store_json_writer_t *writer, const char *name, int64_t value) {
-    store_json_key(writer, name);
+static void store_json_i64(store_json_writer_t *writer, const char *quoted_name, size_t length, int64_t value) {
+    store_json_key(writer, quoted_name, length);
     text_buffer_i64(&writer->buffer, value);
 }
 
-static void store_json_bool(store_json_writer_t *writer, const char *name, bool value) {
-    store_json_key(writer, name);
+static void store_json_bool(store_json_writer_t *writer, const char *quoted_name, size_t length, bool value) {
+    store_json_key(writer, quoted_name, length);
     text_buffer_text(&writer->buffer, value ? "true" : "false");
 }
 
-static void store_json_member_string(store_json_writer_t *writer, const char *name, const char *text,
-                                     size_t array_bytes) {
-    store_json_key(writer, name);
+static void store_json_member_string(store_json_writer_t *writer, const char *quoted_name, size_t length,
+                                     const char *text, size_t array_bytes) {
+    store_json_key(writer, quoted_name, length);
     store_json_string(writer, text, array_bytes);
 }
 
@@ -294,22 +296,22 @@ int store_usage_encode(const store_usage_record_t *record, char *out, size_t cap
     RW_ASSERT(record != NULL && out != NULL);
     store_json_writer_t writer = {text_buffer_over(out, capacity), true};
     text_buffer_append(&writer.buffer, "{", 1);
-    store_json_u64(&writer, "id", record->id);
-    store_json_member_string(&writer, "request_id", record->request_id, sizeof record->request_id);
-    store_json_u64(&writer, "key_id", record->key_id);
-    store_json_u64(&writer, "user_id", record->user_id);
-    store_json_member_string(&writer, "model", record->model, sizeof record->model);
-    store_json_member_string(&writer, "upstream", record->upstream, sizeof record->upstream);
-    store_json_u64(&writer, "prompt_tokens", record->prompt_tokens);
-    store_json_u64(&writer, "completion_tokens", record->completion_tokens);
-    store_json_u64(&writer, "cached_tokens", record->cached_tokens);
-    store_json_u64(&writer, "reasoning_tokens", record->reasoning_tokens);
-    store_json_i64(&writer, "cost_micros", record->cost_micros);
-    store_json_member_string(&writer, "status", record->status, sizeof record->status);
-    store_json_u64(&writer, "latency_ms", record->latency_ms);
-    store_json_i64(&writer, "created_ms", record->created_ms);
-    store_json_bool(&writer, "estimated", record->estimated);
-    store_json_bool(&writer, "capped", record->capped);
+    store_json_u64(&writer, STORE_JSON_NAME("id"), record->id);
+    store_json_member_string(&writer, STORE_JSON_NAME("request_id"), record->request_id, sizeof record->request_id);
+    store_json_u64(&writer, STORE_JSON_NAME("key_id"), record->key_id);
+    store_json_u64(&writer, STORE_JSON_NAME("user_id"), record->user_id);
+    store_json_member_string(&writer, STORE_JSON_NAME("model"), record->model, sizeof record->model);
+    store_json_member_string(&writer, STORE_JSON_NAME("upstream"), record->upstream, sizeof record->upstream);
+    store_json_u64(&writer, STORE_JSON_NAME("prompt_tokens"), record->prompt_tokens);
+    store_json_u64(&writer, STORE_JSON_NAME("completion_tokens"), record->completion_tokens);
+    store_json_u64(&writer, STORE_JSON_NAME("cached_tokens"), record->cached_tokens);
+    store_json_u64(&writer, STORE_JSON_NAME("reasoning_tokens"), record->reasoning_tokens);
+    store_json_i64(&writer, STORE_JSON_NAME("cost_micros"), record->cost_micros);
+    store_json_member_string(&writer, STORE_JSON_NAME("status"), record->status, sizeof record->status);
+    store_json_u64(&writer, STORE_JSON_NAME("latency_ms"), record->latency_ms);
+    store_json_i64(&writer, STORE_JSON_NAME("created_ms"), record->created_ms);
+    store_json_bool(&writer, STORE_JSON_NAME("estimated"), record->estimated);
+    store_json_bool(&writer, STORE_JSON_NAME("capped"), record->capped);
     text_buffer_append(&writer.buffer, "}", 1);
     return store_json_finish(&writer);
 }
@@ -318,12 +320,12 @@ int store_audit_encode(const store_audit_record_t *record, char *out, size_t cap
     RW_ASSERT(record != NULL && out != NULL);
     store_json_writer_t writer = {text_buffer_over(out, capacity), true};
     text_buffer_append(&writer.buffer, "{", 1);
-    store_json_u64(&writer, "id", record->id);
-    store_json_i64(&writer, "time_ms", record->time_ms);
-    store_json_member_string(&writer, "admin", record->admin, sizeof record->admin);
-    store_json_member_string(&writer, "action", record->action, sizeof record->action);
-    store_json_member_string(&writer, "target", record->target, sizeof record->target);
-    store_json_member_string(&writer, "details", record->details, sizeof record->details);
+    store_json_u64(&writer, STORE_JSON_NAME("id"), record->id);
+    store_json_i64(&writer, STORE_JSON_NAME("time_ms"), record->time_ms);
+    store_json_member_string(&writer, STORE_JSON_NAME("admin"), record->admin, sizeof record->admin);
+    store_json_member_string(&writer, STORE_JSON_NAME("action"), record->action, sizeof record->action);
+    store_json_member_string(&writer, STORE_JSON_NAME("target"), record->target, sizeof record->target);
+    store_json_member_string(&writer, STORE_JSON_NAME("details"), record->details, sizeof record->details);
     text_buffer_append(&writer.buffer, "}", 1);
     return store_json_finish(&writer);
 }

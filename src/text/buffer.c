@@ -12,17 +12,6 @@ text_buffer_t text_buffer_over(void *bytes, size_t capacity) {
     return (text_buffer_t){.bytes = bytes, .capacity = capacity, .length = 0, .overflow = false};
 }
 
-void text_buffer_append(text_buffer_t *buffer, const void *bytes, size_t length) {
-    RW_ASSERT(buffer->length <= buffer->capacity);
-    if (buffer->overflow) return;
-    if (length > buffer->capacity - buffer->length) {
-        buffer->overflow = true;
-        return;
-    }
-    if (length > 0) memcpy(buffer->bytes + buffer->length, bytes, length);
-    buffer->length += length;
-}
-
 void text_buffer_text(text_buffer_t *buffer, const char *text) { text_buffer_append(buffer, text, strlen(text)); }
 
 void text_buffer_vformat(text_buffer_t *buffer, const char *format, va_list arguments) {
