@@ -71,11 +71,9 @@ bool admin_models_parse(admin_context_t *context, const uint8_t *body, size_t le
 /* Key names: 1..63 bytes of UTF-8 without control characters. */
 bool admin_key_name_valid(const char *name, size_t length);
 
-/* Appends a JSON audit entry for the store (synced); a failure is logged,
- * not reported (the change itself is done). */
-void admin_audit(admin_context_t *context, const char *admin, const char *action, const char *target,
-                 const char *details);
-/* admin_audit on the record `kind`:`id` (the target "user:7", "key:12"). */
+/* Appends a JSON audit entry for the store (synced) on the record
+ * `kind`:`id` (the target "user:7", "key:12"); a failure is logged, not
+ * reported (the change itself is done). */
 void admin_audit_record(admin_context_t *context, const char *admin, const char *action, const char *kind,
                         uint64_t id, const char *details);
 

@@ -76,8 +76,10 @@ void admin_fail_store(admin_failure_t *failure, int status, const char *what) {
 
 /* ---- Audit ---- */
 
-void admin_audit(admin_context_t *context, const char *admin, const char *action, const char *target,
-                 const char *details) {
+/* Appends a JSON audit entry for the store (synced); a failure is logged,
+ * not reported (the change itself is done). */
+static void admin_audit(admin_context_t *context, const char *admin, const char *action, const char *target,
+                        const char *details) {
     store_message_t *message = &context->message;
     memset(message, 0, sizeof *message);
     message->kind = STORE_MESSAGE_AUDIT;

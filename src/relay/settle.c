@@ -110,22 +110,27 @@ static uint64_t relay_settle_unsent_bytes(const relay_stream_t *stream) {
     return bytes;
 }
 
+/* Whether the upstream refused the request (an error status) or never
+ * answered (no status): such a request costs nothing. */
+static bool relay_settle_refused(const relay_stream_t *stream) {
+    return stream->response.status >= 400 || stream->response.status == 0;
+}
+
 /* What the request is charged: the cost of what the upstream reported, or
  * an estimate flagged as such when it reported nothing; nothing for a
  * request the upstream refused or that failed before any output. */
 static int64_t relay_settle_cost(const relay_stream_t *stream, usage_counts_t *usage, usage_counts_t *billed,
                                  bool *estimated) {
     *usage = (usage_counts_t){0, 0, 0, 0, 0};
+    *billed = *usage;
     *estimated = false;
-    bool refused = stream->response.status >= 400 || stream->response.status == 0;
     bool nothing_delivered = stream->forwarded_bytes == 0 && !stream->usage_seen && !stream->upstream_done;
-    if (refused) {
-        *billed = *usage;
-        return 0;
-    }
+    if (relay_settle_refused(stream)) return 0;
     if (stream->usage_seen) {
         *usage = stream->usage;
-    } else if (!nothing_delivered) {
+    } else if (nothing_delivered) {
+        return 0;
+    } else {
         /* No usage from the upstream: prompt from the request's size, the
          * completion from what was delivered (one token per streamed
          * content event, else 4 bytes a token). */
@@ -136,7 +141,6 @@ static int64_t relay_settle_cost(const relay_stream_t *stream, usage_counts_t *u
         *estimated = true;
     }
     *billed = *usage;
-    if (!stream->usage_seen && !*estimated) return 0;
     return ledger_cost(stream->route->model, usage, billed);
 }
 
@@ -186,8 +190,7 @@ bool relay_settle(relay_stream_t *stream, const char *status, bool wait_for_ack)
     record->cached_tokens = relay_settle_count(billed.cached_tokens);
     record->reasoning_tokens = relay_settle_count(usage.reasoning_tokens);
     record->cost_micros = charged;
-    bool refused = stream->response.status >= 400 || stream->response.status == 0;
-    if (refused && stream->response.status >= 400 && strcmp(status, "completed") == 0) {
+    if (relay_settle_refused(stream) && stream->response.status >= 400 && strcmp(status, "completed") == 0) {
         snprintf(record->status, sizeof record->status, "upstream_%u", (unsigned)stream->response.status);
     } else {
         rw_copy_text(record->status, sizeof record->status, status);

@@ -42,9 +42,8 @@ static void relay_timer_start(relay_stream_t *stream, loop_timer_list_t *list) {
  * error costs nothing) and the client gets an OpenAI error. */
 static void relay_stream_fail(relay_stream_t *stream, uint16_t status, const char *type, const char *message,
                               const char *param, const char *code) {
-    loop_timer_stop(&stream->timer);
     relay_settle(stream, "upstream_error", false);
-    relay_reply_error(stream, status, type, message, param, code);
+    relay_reply_error(stream, status, type, message, param, code); /* stops the timer */
 }
 
 static void relay_release_upstream(relay_stream_t *stream, bool reusable) {
@@ -548,7 +547,6 @@ void relay_stream_start(relay_stream_t *stream) {
     bool reused = false;
     upstream_connection_t *connection = upstream_acquire(stream->pool, &relay_upstream_events, stream, &reused);
     if (connection == NULL) {
-        loop_timer_stop(&stream->timer);
         relay_settle(stream, "upstream_error", false);
         relay_reply_error_retry_after(stream, 503, "server_error",
                                       "no upstream connection is free on this relay thread", "server_busy",

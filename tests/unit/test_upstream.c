@@ -315,6 +315,32 @@ static bool test_open(loop_t *loop, upstream_pool_t *pool, uint16_t port, uint32
     return true;
 }
 
+/* The line server and a loop with one pool for it; false (after checks
+ * that failed) when either could not be made, with nothing left open. */
+static bool test_begin(test_line_server_t *server, loop_t *loop, upstream_pool_t *pool, uint32_t connect_ms,
+                       uint32_t connections_max, uint32_t keepalive_ms) {
+    if (!test_server_start(server)) {
+        CHECK(!"test server did not start");
+        return false;
+    }
+    if (!test_open(loop, pool, server->port, connect_ms, connections_max, keepalive_ms)) {
+        test_server_stop(server);
+        return false;
+    }
+    return true;
+}
+
+/* Acquires a connection for `user` and runs the loop until it is ready;
+ * NULL (after a failed check) when none was given. */
+static upstream_connection_t *test_acquire_ready(loop_t *loop, upstream_pool_t *pool, test_user_t *user,
+                                                 bool *reused) {
+    upstream_connection_t *connection = upstream_acquire(pool, &test_events, user, reused);
+    CHECK(connection != NULL);
+    if (connection == NULL) return NULL;
+    CHECK(test_run_until(loop, &user->ready, &user->failed, 1));
+    return connection;
+}
+
 static upstream_pool_t *test_pool_for_predicate;
 static bool test_pool_empty(void) { return test_pool_for_predicate->connections_open == 0; }
 
@@ -333,16 +359,9 @@ static bool test_run_until_pool_empty(loop_t *loop, upstream_pool_t *pool) {
  * server reads the end of the stream. */
 static void test_acquire_send_receive_and_reuse(void) {
     test_line_server_t server;
-    if (!test_server_start(&server)) {
-        CHECK(!"test server did not start");
-        return;
-    }
     loop_t loop;
     upstream_pool_t pool;
-    if (!test_open(&loop, &pool, server.port, 1000, 2, 10000)) {
-        test_server_stop(&server);
-        return;
-    }
+    if (!test_begin(&server, &loop, &pool, 1000, 2, 10000)) return;
     test_user_t user = {0};
     bool reused = true;
     upstream_connection_t *connection = upstream_acquire(&pool, &test_events, &user, &reused);
@@ -387,16 +406,9 @@ done:
  * pooled first. */
 static void test_pool_limit(void) {
     test_line_server_t server;
-    if (!test_server_start(&server)) {
-        CHECK(!"test server did not start");
-        return;
-    }
     loop_t loop;
     upstream_pool_t pool;
-    if (!test_open(&loop, &pool, server.port, 1000, 2, 10000)) {
-        test_server_stop(&server);
-        return;
-    }
+    if (!test_begin(&server, &loop, &pool, 1000, 2, 10000)) return;
     test_user_t users[4];
     memset(users, 0, sizeof users);
     bool reused = false;
@@ -450,22 +462,13 @@ done:
  * gets a new connection that works. */
 static void test_peer_closed_while_idle(void) {
     test_line_server_t server;
-    if (!test_server_start(&server)) {
-        CHECK(!"test server did not start");
-        return;
-    }
     loop_t loop;
     upstream_pool_t pool;
-    if (!test_open(&loop, &pool, server.port, 1000, 2, 10000)) {
-        test_server_stop(&server);
-        return;
-    }
+    if (!test_begin(&server, &loop, &pool, 1000, 2, 10000)) return;
     test_user_t user = {0};
     bool reused = false;
-    upstream_connection_t *connection = upstream_acquire(&pool, &test_events, &user, &reused);
-    CHECK(connection != NULL);
+    upstream_connection_t *connection = test_acquire_ready(&loop, &pool, &user, &reused);
     if (connection == NULL) goto done;
-    CHECK(test_run_until(&loop, &user.ready, &user.failed, 1));
     char reply[TEST_LINE_BYTES];
     CHECK(test_roundtrip(&loop, connection, &user, "BYE 1\n", reply, sizeof reply));
     CHECK(strcmp(reply, "PONG 1 conn=1\n") == 0);
@@ -518,22 +521,13 @@ done:
  * reads the end of the stream), and the next acquire opens a new one. */
 static void test_keepalive_expiry(void) {
     test_line_server_t server;
-    if (!test_server_start(&server)) {
-        CHECK(!"test server did not start");
-        return;
-    }
     loop_t loop;
     upstream_pool_t pool;
-    if (!test_open(&loop, &pool, server.port, 1000, 2, 50)) {
-        test_server_stop(&server);
-        return;
-    }
+    if (!test_begin(&server, &loop, &pool, 1000, 2, 50)) return;
     test_user_t user = {0};
     bool reused = false;
-    upstream_connection_t *connection = upstream_acquire(&pool, &test_events, &user, &reused);
-    CHECK(connection != NULL);
+    upstream_connection_t *connection = test_acquire_ready(&loop, &pool, &user, &reused);
     if (connection == NULL) goto done;
-    CHECK(test_run_until(&loop, &user.ready, &user.failed, 1));
     char reply[TEST_LINE_BYTES];
     CHECK(test_roundtrip(&loop, connection, &user, "PING 1\n", reply, sizeof reply));
     uint64_t released_ms = loop_now_ms(&loop);
@@ -652,16 +646,9 @@ static void test_connect_timeout(void) {
  * slot comes back, and the pool works on. */
 static void test_release_while_connecting(void) {
     test_line_server_t server;
-    if (!test_server_start(&server)) {
-        CHECK(!"test server did not start");
-        return;
-    }
     loop_t loop;
     upstream_pool_t pool;
-    if (!test_open(&loop, &pool, server.port, 1000, 1, 10000)) {
-        test_server_stop(&server);
-        return;
-    }
+    if (!test_begin(&server, &loop, &pool, 1000, 1, 10000)) return;
     test_user_t gone_user = {0};
     bool reused = true;
     upstream_connection_t *connection = upstream_acquire(&pool, &test_events, &gone_user, &reused);
@@ -691,22 +678,13 @@ done:
  * receives, each at most the capacity given, bytes in order. */
 static void test_receive_in_small_pieces(void) {
     test_line_server_t server;
-    if (!test_server_start(&server)) {
-        CHECK(!"test server did not start");
-        return;
-    }
     loop_t loop;
     upstream_pool_t pool;
-    if (!test_open(&loop, &pool, server.port, 1000, 1, 10000)) {
-        test_server_stop(&server);
-        return;
-    }
+    if (!test_begin(&server, &loop, &pool, 1000, 1, 10000)) return;
     test_user_t user = {0};
     bool reused = true;
-    upstream_connection_t *connection = upstream_acquire(&pool, &test_events, &user, &reused);
-    CHECK(connection != NULL);
+    upstream_connection_t *connection = test_acquire_ready(&loop, &pool, &user, &reused);
     if (connection == NULL) goto done;
-    CHECK(test_run_until(&loop, &user.ready, &user.failed, 1));
     /* Two pieces in one send: both reach the server in order. */
     struct iovec pieces[3] = {{.iov_base = "PI", .iov_len = 2}, {.iov_base = "", .iov_len = 0},
                               {.iov_base = "NG 12345\n", .iov_len = 9}};
