@@ -304,6 +304,13 @@ int main(int argc, char **argv) {
     for (uint32_t index = 0; index < config->threads; index++) pthread_join(threads[index].thread, NULL);
     control_stop(control);
     store_thread_stop(&store_thread);
+    store_thread_statistics_t statistics;
+    store_thread_statistics(&store_thread, &statistics);
+    fprintf(stderr,
+            "ringway: store wrote %llu messages in %llu rounds (%llu batch writes, %llu syncs, %llu write errors)\n",
+            (unsigned long long)statistics.messages, (unsigned long long)statistics.rounds,
+            (unsigned long long)statistics.batch_writes, (unsigned long long)statistics.syncs,
+            (unsigned long long)statistics.write_errors);
     store_thread_destroy(&store_thread);
     store_close(&store);
     return 0;

@@ -11,9 +11,10 @@
  * Durability (group commit): the store thread drains its channels in
  * rounds and writes everything it took in one round as ONE WriteBatch, WAL
  * on, sync=false, before it acknowledges any of it, so a kill -9 never
- * loses an acknowledged message and a round is all or nothing. The WAL is
- * synced every sync_interval_ms when anything was written, so a power loss
- * loses at most that much; a round holding a message flagged
+ * loses an acknowledged message and a round is all or nothing. A second
+ * thread of the store, the syncer, syncs the WAL every sync_interval_ms
+ * when anything was written (the rounds go on meanwhile), so a power loss
+ * loses at most about that much; a round holding a message flagged
  * STORE_MESSAGE_FLAG_SYNC is written with sync=true and its acks follow the
  * fsync. */
 #ifndef RINGWAY_STORE_H
@@ -138,7 +139,7 @@ uint32_t store_thread_channel_capacity_for(uint32_t streams_per_thread);
 /* Prepares the store thread for producer_count producers (relay workers and
  * the control thread; indexes 0..producer_count-1): two channels of
  * channel_capacity messages each per producer (a power of two), its io_uring.
- * sync_interval_ms is the WAL sync period (>= 1; default 10). Producers
+ * sync_interval_ms is the syncer's WAL sync period (>= 1; default 10). Producers
  * are unbound (ring_fd -1) until store_thread_bind_producer. Returns 0, or a
  * negative errno with `error` filled. */
 int store_thread_create(store_thread_t *thread, store_t *store, uint32_t producer_count,
@@ -152,12 +153,13 @@ int store_thread_create(store_thread_t *thread, store_t *store, uint32_t produce
 void store_thread_bind_producer(store_thread_t *thread, uint32_t producer, int ring_fd,
                                 loop_operation_t *mailbox);
 
-/* Starts the thread. Returns 0 or a negative errno. */
+/* Starts the thread and its syncer. Returns 0 or a negative errno. */
 int store_thread_start(store_thread_t *thread);
 
 /* Asks the thread to stop, waits for it: it first applies and acknowledges
  * every message already pushed (except from a producer whose reply channel
- * stays full), then syncs the WAL. Takes about 10 ms plus the drain.
+ * stays full); then the syncer syncs the WAL and stops. Takes at most
+ * STORE_THREAD_POLL_MS (10 ms) plus the drain and the sync.
  *
  * Test-only fault hook (a "store stall"): when the environment variable
  * RINGWAY_TEST_STORE_DELAY_MS is set (read once, at store_thread_start), the

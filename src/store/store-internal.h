@@ -98,7 +98,16 @@ typedef struct store_thread_state {
     pthread_t thread;
     bool started;
     _Atomic bool stop_requested;
-    int64_t started_wall_ms;                            /* usage records at or after this are this run's */
+    int64_t started_wall_ms;
+    /* The syncer (thread.c): syncer_stop under syncer_lock; synced_writes
+     * is the syncer's own. */
+    pthread_t syncer;
+    bool syncer_ready;                                  /* lock and condition initialised */
+    bool syncer_started;
+    pthread_mutex_t syncer_lock;
+    pthread_cond_t syncer_wake;
+    bool syncer_stop;
+    uint64_t syncer_synced_writes;                      /* batch_writes when its last sync began */                            /* usage records at or after this are this run's */
 
     uint32_t round_messages_max;
     store_round_ack_t *round_acks;                      /* one per message taken, acked or not */
@@ -123,7 +132,7 @@ typedef struct store_thread_state {
     /* Statistics (store thread writes, store_thread_statistics reads). */
     _Atomic uint64_t messages;
     _Atomic uint64_t rounds;
-    _Atomic uint64_t batch_writes;
+    _Atomic uint64_t batch_writes;                      /* also what the syncer syncs after */
     _Atomic uint64_t write_errors;
     _Atomic uint64_t syncs;
 } store_thread_state_t;
