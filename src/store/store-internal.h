@@ -98,7 +98,7 @@ typedef struct store_thread_state {
     pthread_t thread;
     bool started;
     _Atomic bool stop_requested;
-    int64_t started_wall_ms;
+    int64_t started_wall_ms;                            /* usage records at or after this are this run's */
     /* The syncer (thread.c): syncer_stop under syncer_lock; synced_writes
      * is the syncer's own. */
     pthread_t syncer;
@@ -107,7 +107,7 @@ typedef struct store_thread_state {
     pthread_mutex_t syncer_lock;
     pthread_cond_t syncer_wake;
     bool syncer_stop;
-    uint64_t syncer_synced_writes;                      /* batch_writes when its last sync began */                            /* usage records at or after this are this run's */
+    uint64_t syncer_synced_writes;                      /* batch_writes when its last sync began */
 
     uint32_t round_messages_max;
     store_round_ack_t *round_acks;                      /* one per message taken, acked or not */

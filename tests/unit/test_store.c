@@ -157,9 +157,9 @@ typedef struct test_env {
     bool running;
 } test_env_t;
 
-static bool test_env_start(test_env_t *env, const store_options_t *options, uint32_t producers,
-                           uint32_t sync_interval_ms) {
-    test_dir_make(&env->dir);
+/* Opens and loads the store in env->dir, then starts its thread. */
+static bool test_env_open_and_start(test_env_t *env, const store_options_t *options, uint32_t producers,
+                                    uint32_t sync_interval_ms) {
     if (!test_open(&env->store, env->dir.store_path, options)) return false;
     store_load_result_t result;
     if (!test_load(&env->store, &result)) return false;
@@ -171,6 +171,12 @@ static bool test_env_start(test_env_t *env, const store_options_t *options, uint
     if (store_thread_start(&env->thread) != 0) return false;
     env->running = true;
     return true;
+}
+
+static bool test_env_start(test_env_t *env, const store_options_t *options, uint32_t producers,
+                           uint32_t sync_interval_ms) {
+    test_dir_make(&env->dir);
+    return test_env_open_and_start(env, options, producers, sync_interval_ms);
 }
 
 static void test_env_stop(test_env_t *env) {
@@ -1173,13 +1179,7 @@ static void test_write_faults(void) {
     store_close(&env.store);
     options.fault_write_fail_at = 1;
     options.fault_write_fail_count = 4; /* writes 1..4 after the reopening fail, whatever they are */
-    CHECK(test_open(&env.store, env.dir.store_path, &options));
-    store_load_result_t loaded;
-    CHECK(test_load(&env.store, &loaded));
-    char error[256];
-    CHECK(store_thread_create(&env.thread, &env.store, 1, 256, 10, error, sizeof error) == 0);
-    CHECK(store_thread_start(&env.thread) == 0);
-    env.running = true;
+    CHECK(test_env_open_and_start(&env, &options, 1, 10));
     int failures = 0;
     int successes = 0;
     for (int index = 0; index < 8; index++) {
