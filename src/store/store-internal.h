@@ -123,12 +123,12 @@ typedef struct store_thread_state {
     uint32_t round_usage_count;
     store_round_undo_t *round_undo;
     uint32_t round_undo_count;
+    bool round_sync;                                    /* a message of the round asked for sync */
     /* The user and key records as last read or written by this thread (their
      * only writer while it runs), so a round need not read them from RocksDB
      * again: direct-mapped by id; a slot whose record id is 0 is empty. */
     store_user_record_t *cached_users;
     store_key_record_t *cached_keys;
-    bool round_sync;                                    /* a message of the round asked for sync */
 
     /* Test-only stall (see store_thread_stop in store.h). */
     uint32_t test_delay_ms;

@@ -45,10 +45,11 @@ enum {
      * a stop request are noticed within this, whatever the sync interval. */
     STORE_THREAD_POLL_MS = 10,
     STORE_THREAD_TEST_DELAY_MS_MAX = 60000,
-    /* Slots of each record cache: a settlement's user and key are found
-     * there unless more than this many accounts settle in turn (a lookup
-     * in the memtable cost about 1.4% of the relay's CPU at 64 busy
-     * connections of one key). */
+    /* Slots of each record cache (direct-mapped by id modulo this): a
+     * settlement's user and key are found there unless another account
+     * whose id shares the slot settled in between (a lookup in the memtable
+     * cost about 1.4% of the relay's CPU at 64 busy connections of one
+     * key). */
     STORE_THREAD_RECORD_CACHE_SLOTS = 256,
 };
 
@@ -103,6 +104,11 @@ static void store_round_set_present(store_thread_state_t *thread, uint8_t *slot)
 /* Reads a record into a round entry's record; the void pointer lets one
  * find-or-load serve both lists. */
 typedef int (*store_round_load_t)(store_thread_state_t *thread, uint64_t id, void *record);
+
+/* Both entry types start with their record, and a record with its id, so an
+ * entry's id is read at offset 0 whatever the list. */
+_Static_assert(offsetof(store_round_user_t, record.id) == 0, "a round user starts with its id");
+_Static_assert(offsetof(store_round_key_t, record.id) == 0, "a round key starts with its id");
 
 /* The round's entry for record `id` (known to the arrays) in a list of
  * *count entries of entry_bytes each: found, or read from RocksDB into the

@@ -1163,23 +1163,32 @@ static void test_balance_adjust_sync(void) {
 
 /* Faults in batch writes and in the syncer's syncs are logged and
  * retried; the threads live. */
+/* Starts a store with user 1 (balance 1000) and its key 1, written without
+ * faults (the syncer's syncs come at times of their own, so counted writes
+ * would not say which fails), then reopens it so that writes 1..fail_count
+ * after the reopening fail, whatever they are. */
+static void test_env_start_then_fail_writes(test_env_t *env, store_options_t *options, uint32_t fail_count,
+                                            uint32_t sync_interval_ms) {
+    CHECK(test_env_start(env, options, 1, 60000));
+    store_ack_t ack;
+    store_message_t message = test_user_create(1, "a@example.com", 1000);
+    CHECK_EQ_INT(test_call(env, &message, &ack), 0);
+    message = test_key_create(1, 1);
+    CHECK_EQ_INT(test_call(env, &message, &ack), 0);
+    test_env_stop(env);
+    store_close(&env->store);
+    options->fault_write_fail_at = 1;
+    options->fault_write_fail_count = fail_count;
+    CHECK(test_env_open_and_start(env, options, 1, sync_interval_ms));
+}
+
 static void test_write_faults(void) {
     test_env_t env;
     memset(&env, 0, sizeof env);
     store_options_t options = test_options();
-    /* The user and the key first, without faults: the syncer's syncs come
-     * at times of their own, so counted writes would not say which fails. */
-    CHECK(test_env_start(&env, &options, 1, 60000));
+    test_env_start_then_fail_writes(&env, &options, 4, 10);
     store_ack_t ack;
-    store_message_t message = test_user_create(1, "a@example.com", 1000);
-    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
-    message = test_key_create(1, 1);
-    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
-    test_env_stop(&env);
-    store_close(&env.store);
-    options.fault_write_fail_at = 1;
-    options.fault_write_fail_count = 4; /* writes 1..4 after the reopening fail, whatever they are */
-    CHECK(test_env_open_and_start(&env, &options, 1, 10));
+    store_message_t message;
     int failures = 0;
     int successes = 0;
     for (int index = 0; index < 8; index++) {
@@ -1223,17 +1232,9 @@ static void test_record_cache_after_failed_write(void) {
     test_env_t env;
     memset(&env, 0, sizeof env);
     store_options_t options = test_options();
-    CHECK(test_env_start(&env, &options, 1, 60000));
+    test_env_start_then_fail_writes(&env, &options, 1, 60000); /* the first write after the reopening fails */
     store_ack_t ack;
-    store_message_t message = test_user_create(1, "a@example.com", 1000);
-    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
-    message = test_key_create(1, 1);
-    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
-    test_env_stop(&env);
-    store_close(&env.store);
-    options.fault_write_fail_at = 1;
-    options.fault_write_fail_count = 1; /* the first write after the reopening fails */
-    CHECK(test_env_open_and_start(&env, &options, 1, 60000));
+    store_message_t message;
     memset(&message, 0, sizeof message);
     message.kind = STORE_MESSAGE_USER_UPDATE;
     message.body.user_update.user_id = 1;
