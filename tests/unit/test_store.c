@@ -1161,8 +1161,6 @@ static void test_balance_adjust_sync(void) {
     test_env_finish(&env);
 }
 
-/* Faults in batch writes and in the syncer's syncs are logged and
- * retried; the threads live. */
 /* Starts a store with user 1 (balance 1000) and its key 1, written without
  * faults (the syncer's syncs come at times of their own, so counted writes
  * would not say which fails), then reopens it so that writes 1..fail_count
@@ -1182,6 +1180,8 @@ static void test_env_start_then_fail_writes(test_env_t *env, store_options_t *op
     CHECK(test_env_open_and_start(env, options, 1, sync_interval_ms));
 }
 
+/* Faults in batch writes and in the syncer's syncs are logged and
+ * retried; the threads live. */
 static void test_write_faults(void) {
     test_env_t env;
     memset(&env, 0, sizeof env);
