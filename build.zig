@@ -43,6 +43,7 @@ const channel_sources = [_][]const u8{"src/channel/channel.c"};
 const account_sources = [_][]const u8{"src/account/account.c"};
 const auth_sources = [_][]const u8{ "src/auth/auth.c", "src/auth/jwt.c", "src/auth/password.c" };
 const ledger_sources = [_][]const u8{"src/ledger/ledger.c"};
+const limit_sources = [_][]const u8{"src/limit/limit.c"};
 const store_sources = [_][]const u8{ "src/store/store.c", "src/store/codec.c", "src/store/thread.c" };
 /// src/admin/text.c is the part of the admin module ringctl shares.
 const admin_text_sources = [_][]const u8{"src/admin/text.c"};
@@ -63,7 +64,7 @@ const base_sources = util_sources ++ text_sources;
 /// The relay and everything it runs: every module but the mock.
 const core_sources = base_sources ++ json_sources ++ http_sources ++ sse_sources ++ tls_sources ++ config_sources ++
     loop_sources ++ router_sources ++ upstream_sources ++ server_sources ++ relay_sources ++ channel_sources ++
-    account_sources ++ auth_sources ++ ledger_sources ++ store_sources ++ admin_sources ++ portal_sources ++
+    account_sources ++ auth_sources ++ ledger_sources ++ limit_sources ++ store_sources ++ admin_sources ++ portal_sources ++
     control_sources;
 const core_libraries = [_][]const u8{ "uring", "wolfssl", "rocksdb", "argon2", "pthread" };
 /// The mock upstream: an HTTP(S) server on the same loop, nothing of the
@@ -91,6 +92,7 @@ const unit_tests = [_][]const u8{
     "account",
     "auth",
     "ledger",
+    "limit",
     "store",
     "admin",
     "loop",
