@@ -35,6 +35,7 @@ const relay_sources = [_][]const u8{
     "src/relay/worker.c",
     "src/relay/dispatch.c",
     "src/relay/admit.c",
+    "src/relay/limits.c",
     "src/relay/plan.c",
     "src/relay/stream.c",
     "src/relay/settle.c",

@@ -7,6 +7,8 @@
 #ifndef RINGWAY_ACCOUNT_T_H
 #define RINGWAY_ACCOUNT_T_H
 
+#include "ringway/limit.h"
+
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -34,6 +36,9 @@ enum {
     ACCOUNT_KEY_LAST4_BYTES = 8,
     ACCOUNT_KEY_HASH_BYTES = 32,   /* SHA-256 */
     ACCOUNT_MODEL_WORDS = 4,       /* 256 bits: one per configured model */
+    /* Rate-limit pools per user and per key: one per limit of a tier
+     * (config_limit_kind_t). */
+    ACCOUNT_LIMITS = 5,
 };
 
 typedef struct account_user {
@@ -42,6 +47,7 @@ typedef struct account_user {
     _Atomic int64_t available_micros; /* settled balance minus open holds; admission CASes on it */
     _Atomic uint32_t status;          /* account_user_status_t */
     char email[ACCOUNT_EMAIL_BYTES];  /* lower-case, immutable once READY */
+    limit_pool_t limit_pools[ACCOUNT_LIMITS]; /* the account's rate limits over all its keys (src/relay/limits.c) */
 } account_user_t;
 
 typedef struct account_key {
@@ -58,7 +64,8 @@ typedef struct account_key {
     _Atomic uint64_t model_bits[ACCOUNT_MODEL_WORDS]; /* allowlist over config model indexes */
     _Atomic int64_t spend_cap_micros; /* -1: no cap */
     _Atomic int64_t spend_available_micros; /* cap - spent - open holds; used only with a cap */
-    _Atomic uint32_t tier;            /* rate-limit tier: stored, not enforced yet */
+    _Atomic uint32_t tier;            /* stored; the limits are [rate_limits] key_tier's for now */
+    limit_pool_t limit_pools[ACCOUNT_LIMITS]; /* the key's rate limits (src/relay/limits.c) */
 } account_key_t;
 
 /* Returned by the publish functions when they refuse (see account.h). */

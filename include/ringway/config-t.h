@@ -15,6 +15,7 @@
 
 #define CONFIG_UPSTREAMS_MAX 64
 #define CONFIG_MODELS_MAX 256
+#define CONFIG_TIERS_MAX 32
 
 /* Capacities include the terminating NUL: a name[64] holds 63 bytes. */
 #define CONFIG_SOURCE_PATH_BYTES 4096
@@ -28,6 +29,7 @@
 #define CONFIG_UPSTREAM_MODEL_BYTES 256
 #define CONFIG_OWNED_BY_BYTES 64
 #define CONFIG_SECRET_BYTES 512 /* admin_token, jwt_secret */
+#define CONFIG_TIER_NAME_BYTES 32
 
 /* Shortest secrets accepted: an admin token is a password for the whole
  * service; an HS256 key should carry at least 256 bits. */
@@ -93,6 +95,26 @@ typedef struct config_model {
     uint32_t max_output_tokens;        /* sent upstream when a request names no max_tokens */
 } config_model_t;
 
+/* The limits of a [tier NAME] section, in this order in config_tier_t;
+ * 0 means unlimited. Minutes and days are fixed windows of the UTC clock. */
+typedef enum config_limit_kind {
+    CONFIG_LIMIT_REQUESTS_PER_MINUTE = 0,
+    CONFIG_LIMIT_TOKENS_PER_MINUTE,
+    CONFIG_LIMIT_REQUESTS_PER_DAY,
+    CONFIG_LIMIT_TOKENS_PER_DAY,
+    CONFIG_LIMIT_CONCURRENT_REQUESTS,
+    CONFIG_LIMIT_COUNT,
+} config_limit_kind_t;
+
+/* One [tier NAME] section: a named set of limits. */
+typedef struct config_tier {
+    char name[CONFIG_TIER_NAME_BYTES];
+    uint32_t limits[CONFIG_LIMIT_COUNT]; /* by config_limit_kind_t; 0 = unlimited */
+} config_tier_t;
+
+/* No tier: CONFIG_TIER_NONE in config_t's tier indexes. */
+#define CONFIG_TIER_NONE UINT32_MAX
+
 typedef struct config {
     char source_path[CONFIG_SOURCE_PATH_BYTES]; /* the name errors were reported against */
 
@@ -145,10 +167,18 @@ typedef struct config {
     bool has_jwt_secret;        /* false: generated at first start and kept in the store */
     uint32_t jwt_ttl_s;         /* lifetime of a login token */
 
+    /* [rate_limits]: the tier every API key has, and the tier whose limits
+     * every account has over all of its keys together (indexes into
+     * tiers[], CONFIG_TIER_NONE = no limits). */
+    uint32_t key_tier;
+    uint32_t account_tier;
+
     config_upstream_t upstreams[CONFIG_UPSTREAMS_MAX];
     uint32_t upstream_count;
     config_model_t models[CONFIG_MODELS_MAX];
     uint32_t model_count;
+    config_tier_t tiers[CONFIG_TIERS_MAX];
+    uint32_t tier_count;
 
     /* Indexes into models[], sorted by name (bytewise, shorter first on a
      * common prefix), built at the end of a successful parse so
@@ -165,13 +195,15 @@ typedef enum config_section_kind {
     CONFIG_SECTION_RELAY,
     CONFIG_SECTION_BILLING,
     CONFIG_SECTION_AUTH,
+    CONFIG_SECTION_RATE_LIMITS,
     CONFIG_SECTION_UPSTREAM,
     CONFIG_SECTION_MODEL,
+    CONFIG_SECTION_TIER,
 } config_section_kind_t;
 
-/* Sections the parser tracks lines for: the six singletons, then one slot
- * per upstream, then one per model. */
-#define CONFIG_SECTION_SLOTS (6 + CONFIG_UPSTREAMS_MAX + CONFIG_MODELS_MAX)
+/* Sections the parser tracks lines for: the seven singletons, then one slot
+ * per upstream, one per model, one per tier. */
+#define CONFIG_SECTION_SLOTS (7 + CONFIG_UPSTREAMS_MAX + CONFIG_MODELS_MAX + CONFIG_TIERS_MAX)
 
 /* An incremental parser: bytes in (any split), a filled config_t out. It
  * allocates nothing; it is about 40 KiB, so config_parse and config_load keep
@@ -196,6 +228,9 @@ typedef struct config_parser {
 
     /* The upstream each model names, resolved to an index at the end. */
     char model_upstream_names[CONFIG_MODELS_MAX][CONFIG_UPSTREAM_NAME_BYTES];
+    /* [rate_limits]' tier names, resolved to indexes at the end. */
+    char key_tier_name[CONFIG_TIER_NAME_BYTES];
+    char account_tier_name[CONFIG_TIER_NAME_BYTES];
 
     char line[CONFIG_LINE_BYTES_MAX];
 } config_parser_t;

@@ -31,12 +31,15 @@ typedef struct limit_pool {
 /* One thread's side of one pool, touched by that thread alone. */
 typedef struct limit_shard {
     uint32_t window;   /* the window `lease` belongs to */
-    uint32_t used;     /* taken from since the last limit_shard_idle */
+    uint16_t used;     /* takes since the last limit_shard_idle (saturating) */
+    uint16_t listed;   /* the owner's: on its list of shards to visit on ticks */
     uint64_t lease;    /* granted to this thread and not used yet */
 } limit_shard_t;
 
 /* The window number of `now` (ms) for windows of `window_ms`, as a pool
- * keeps it. Pools that never roll over (concurrency, a total quota) use 0. */
+ * keeps it: 1 to LIMIT_WINDOW_MASK, wrapping. Pools that never roll over
+ * (concurrency, a total quota) use 0, which is also what a fresh pool or
+ * shard holds. */
 uint32_t limit_window_of(uint64_t now_ms, uint64_t window_ms);
 
 /* Takes `cost` (>= 1) from the budget of `limit` in `window`: from the
@@ -59,6 +62,10 @@ void limit_put_back(limit_shard_t *shard, uint32_t window, uint64_t amount);
  * the pool even past the limit (saturating), so later requests of the
  * window are refused. Nothing when the pool's window has ended. */
 void limit_charge(limit_pool_t *pool, limit_shard_t *shard, uint32_t window, uint64_t amount);
+
+/* Gives the shard's lease beyond `keep` back to the pool now (when the
+ * pool is still in the shard's window; else the lease is void anyway). */
+void limit_trim(limit_pool_t *pool, limit_shard_t *shard, uint64_t keep);
 
 /* Called on a periodic tick: when the shard was not used since the
  * previous call, its lease goes back to the pool (when the pool is still in

@@ -30,8 +30,10 @@ enum {
     CONFIG_SLOT_RELAY = 3,
     CONFIG_SLOT_BILLING = 4,
     CONFIG_SLOT_AUTH = 5,
-    CONFIG_SLOT_UPSTREAM_FIRST = 6,
-    CONFIG_SLOT_MODEL_FIRST = 6 + CONFIG_UPSTREAMS_MAX,
+    CONFIG_SLOT_RATE_LIMITS = 6,
+    CONFIG_SLOT_UPSTREAM_FIRST = 7,
+    CONFIG_SLOT_MODEL_FIRST = 7 + CONFIG_UPSTREAMS_MAX,
+    CONFIG_SLOT_TIER_FIRST = 7 + CONFIG_UPSTREAMS_MAX + CONFIG_MODELS_MAX,
 };
 
 /* How many bytes of an offending value an error message repeats. */
@@ -55,6 +57,7 @@ typedef enum config_value_kind {
     CONFIG_VALUE_SECRET_ENV,    /* the same secret read from a named environment variable */
     CONFIG_VALUE_MONEY,         /* int64_t micros from an exact decimal (ledger_parse_money) */
     CONFIG_VALUE_UPSTREAM_NAME, /* model only: resolved to an index at finish */
+    CONFIG_VALUE_TIER_NAME,     /* [rate_limits]: a [tier NAME], resolved to an index at finish */
 } config_value_kind_t;
 
 /* One key of one section: where its value goes and what it accepts. */
@@ -232,6 +235,29 @@ enum {
     CONFIG_MODEL_KEY_CACHED_INPUT_PRICE = 4,
 };
 
+/* [rate_limits]: the tier names go to the parser, resolved at the end. */
+static const config_key_t config_rate_limits_keys[] = {
+    {.name = "key_tier", .kind = CONFIG_VALUE_TIER_NAME, .offset = offsetof(config_parser_t, key_tier_name),
+     .size = CONFIG_FIELD_SIZE(config_parser_t, key_tier_name)},
+    {.name = "account_tier", .kind = CONFIG_VALUE_TIER_NAME,
+     .offset = offsetof(config_parser_t, account_tier_name),
+     .size = CONFIG_FIELD_SIZE(config_parser_t, account_tier_name)},
+};
+
+/* [tier NAME]: each limit up to 2^32 - 1 (0 = unlimited). */
+#define CONFIG_KEY_LIMIT(key_name, limit_kind)                                           \
+    {.name = (key_name), .kind = CONFIG_VALUE_INTEGER,                                    \
+     .offset = offsetof(config_tier_t, limits) + (limit_kind) * sizeof(uint32_t), .size = sizeof(uint32_t), \
+     .minimum = 0, .maximum = UINT32_MAX}
+static const config_key_t config_tier_keys[] = {
+    CONFIG_KEY_LIMIT("requests_per_minute", CONFIG_LIMIT_REQUESTS_PER_MINUTE),
+    CONFIG_KEY_LIMIT("tokens_per_minute", CONFIG_LIMIT_TOKENS_PER_MINUTE),
+    CONFIG_KEY_LIMIT("requests_per_day", CONFIG_LIMIT_REQUESTS_PER_DAY),
+    CONFIG_KEY_LIMIT("tokens_per_day", CONFIG_LIMIT_TOKENS_PER_DAY),
+    CONFIG_KEY_LIMIT("concurrent_requests", CONFIG_LIMIT_CONCURRENT_REQUESTS),
+};
+_Static_assert(RW_ARRAY_LENGTH(config_tier_keys) == CONFIG_LIMIT_COUNT, "a key per limit");
+
 #define CONFIG_SECTION(section_name, is_named, key_table)                                \
     {.name = (section_name), .named = (is_named), .keys = (key_table),                   \
      .key_count = (uint32_t)RW_ARRAY_LENGTH(key_table)}
@@ -243,8 +269,10 @@ static const config_section_spec_t config_sections[] = {
     [CONFIG_SECTION_RELAY] = CONFIG_SECTION("relay", false, config_relay_keys),
     [CONFIG_SECTION_BILLING] = CONFIG_SECTION("billing", false, config_billing_keys),
     [CONFIG_SECTION_AUTH] = CONFIG_SECTION("auth", false, config_auth_keys),
+    [CONFIG_SECTION_RATE_LIMITS] = CONFIG_SECTION("rate_limits", false, config_rate_limits_keys),
     [CONFIG_SECTION_UPSTREAM] = CONFIG_SECTION("upstream", true, config_upstream_keys),
     [CONFIG_SECTION_MODEL] = CONFIG_SECTION("model", true, config_model_keys),
+    [CONFIG_SECTION_TIER] = CONFIG_SECTION("tier", true, config_tier_keys),
 };
 
 _Static_assert(RW_ARRAY_LENGTH(config_server_keys) <= CONFIG_SECTION_KEYS_MAX, "server keys");
@@ -330,14 +358,16 @@ __attribute__((format(printf, 3, 4))) static int config_fail(config_parser_t *pa
 static void config_section_label(const config_parser_t *parser, uint32_t slot, char *label,
                                  size_t label_size) {
     const config_t *config = parser->config;
-    if (slot >= CONFIG_SLOT_MODEL_FIRST) {
+    if (slot >= CONFIG_SLOT_TIER_FIRST) {
+        snprintf(label, label_size, "[tier %s]", config->tiers[slot - CONFIG_SLOT_TIER_FIRST].name);
+    } else if (slot >= CONFIG_SLOT_MODEL_FIRST) {
         snprintf(label, label_size, "[model %s]", config->models[slot - CONFIG_SLOT_MODEL_FIRST].name);
     } else if (slot >= CONFIG_SLOT_UPSTREAM_FIRST) {
         snprintf(label, label_size, "[upstream %s]",
                  config->upstreams[slot - CONFIG_SLOT_UPSTREAM_FIRST].name);
     } else {
         static const char *const singletons[] = {"[server]", "[limits]", "[timeouts]", "[relay]",
-                                                 "[billing]", "[auth]"};
+                                                 "[billing]", "[auth]", "[rate_limits]"};
         RW_ASSERT(slot < RW_ARRAY_LENGTH(singletons));
         snprintf(label, label_size, "%s", singletons[slot]);
     }
@@ -358,6 +388,10 @@ static bool config_upstream_name_is_valid(const char *name, size_t length) {
         }
     }
     return true;
+}
+
+static bool config_tier_name_is_valid(const char *name, size_t length) {
+    return length < CONFIG_TIER_NAME_BYTES && config_upstream_name_is_valid(name, length);
 }
 
 /* Tokens (model names, upstream_model, owned_by): printable ASCII without
@@ -821,6 +855,15 @@ static int config_apply_value(config_parser_t *parser, const config_key_t *key, 
                     value_length);
         return 0;
     }
+    case CONFIG_VALUE_TIER_NAME: {
+        if (!config_tier_name_is_valid(value, value_length)) {
+            return config_fail(parser, line,
+                               "bad value '%.*s' for '%s': expected a tier name (1..31 of A-Z a-z 0-9 _ . -)",
+                               echo_length, value, key->name);
+        }
+        config_copy(target + key->offset, key->size, value, value_length);
+        return 0;
+    }
     }
     RW_ASSERT(!"unknown value kind");
     return -1;
@@ -881,6 +924,24 @@ static const config_named_sections_t config_model_sections = {
     .name_at = config_model_name_at,
 };
 
+static uint32_t config_tier_count(const config_t *config) {
+    return config->tier_count;
+}
+
+static const char *config_tier_name_at(const config_t *config, uint32_t index) {
+    return config->tiers[index].name;
+}
+
+static const config_named_sections_t config_tier_sections = {
+    .kind = "tier",
+    .name_is_valid = config_tier_name_is_valid,
+    .name_rule = "use 1..31 of A-Z a-z 0-9 _ . -",
+    .count_max = CONFIG_TIERS_MAX,
+    .slot_first = CONFIG_SLOT_TIER_FIRST,
+    .count = config_tier_count,
+    .name_at = config_tier_name_at,
+};
+
 /* Whether one more section of `sections` named `name` may be opened: refuses
  * (through config_fail, so -1) a name that breaks the rule, a name an
  * earlier section of the kind took (saying on which line) and a section past
@@ -935,7 +996,7 @@ static int config_open_section(config_parser_t *parser, const char *content, siz
     int echo_length = (int)RW_MIN(length - start, (size_t)CONFIG_ECHO_BYTES_MAX);
 
     config_section_kind_t kind = CONFIG_SECTION_NONE;
-    for (uint32_t k = CONFIG_SECTION_SERVER; k <= CONFIG_SECTION_MODEL; k++) {
+    for (uint32_t k = CONFIG_SECTION_SERVER; k <= CONFIG_SECTION_TIER; k++) {
         if (config_bytes_equal(kind_text, kind_length, config_sections[k].name)) {
             kind = (config_section_kind_t)k;
         }
@@ -970,6 +1031,11 @@ static int config_open_section(config_parser_t *parser, const char *content, siz
         config_copy(upstream->name, sizeof upstream->name, name, name_length);
         upstream->verify = true;
         parser->section_slot = CONFIG_SLOT_UPSTREAM_FIRST + index;
+    } else if (kind == CONFIG_SECTION_TIER) {
+        if (config_named_section_check(parser, line, &config_tier_sections, name, name_length) != 0) return -1;
+        uint32_t index = config->tier_count++;
+        config_copy(config->tiers[index].name, sizeof config->tiers[index].name, name, name_length);
+        parser->section_slot = CONFIG_SLOT_TIER_FIRST + index;
     } else {
         RW_ASSERT(kind == CONFIG_SECTION_MODEL);
         if (config_named_section_check(parser, line, &config_model_sections, name, name_length) != 0) return -1;
@@ -1077,6 +1143,10 @@ static int config_set_key(config_parser_t *parser, const char *text, size_t leng
         target = (char *)&parser->config->upstreams[parser->section_slot - CONFIG_SLOT_UPSTREAM_FIRST];
     } else if (parser->section_kind == CONFIG_SECTION_MODEL) {
         target = (char *)&parser->config->models[parser->section_slot - CONFIG_SLOT_MODEL_FIRST];
+    } else if (parser->section_kind == CONFIG_SECTION_TIER) {
+        target = (char *)&parser->config->tiers[parser->section_slot - CONFIG_SLOT_TIER_FIRST];
+    } else if (parser->section_kind == CONFIG_SECTION_RATE_LIMITS) {
+        target = (char *)parser;
     } else {
         target = (char *)parser->config;
     }
@@ -1253,6 +1323,21 @@ static int config_validate(config_parser_t *parser) {
                            "admin_listen (%s port %u) overlaps listen (%s port %u)",
                            config->admin_listen_host, (unsigned)config->admin_listen_port,
                            config->listen_host, (unsigned)config->listen_port);
+    }
+
+    const uint32_t *rate_lines = parser->key_lines[CONFIG_SLOT_RATE_LIMITS];
+    const char *tier_names[2] = {parser->key_tier_name, parser->account_tier_name};
+    uint32_t *tier_indexes[2] = {&config->key_tier, &config->account_tier};
+    for (uint32_t k = 0; k < 2; k++) {
+        *tier_indexes[k] = CONFIG_TIER_NONE;
+        if (rate_lines[k] == 0) continue;
+        for (uint32_t t = 0; t < config->tier_count; t++) {
+            if (strcmp(config->tiers[t].name, tier_names[k]) == 0) *tier_indexes[k] = t;
+        }
+        if (*tier_indexes[k] == CONFIG_TIER_NONE) {
+            return config_fail(parser, rate_lines[k], "unknown tier '%s' for '%s' in [rate_limits]", tier_names[k],
+                               config_rate_limits_keys[k].name);
+        }
     }
 
     config_build_model_index(config);

@@ -71,16 +71,19 @@ static uint32_t limit_word_window(uint64_t word) { return (uint32_t)(word >> LIM
 
 static uint64_t limit_word_granted(uint64_t word) { return word & LIMIT_GRANTED_MASK; }
 
-/* Whether window `a` is after window `b` (numbers wrap: the nearer half
- * ahead counts as later). */
+/* Whether window `a` is after window `b`. Windows of a windowed limit are
+ * numbered 1 to LIMIT_WINDOW_MASK and wrap (the nearer half ahead counts
+ * as later); 0 is a pool or shard never used, or a limit without windows,
+ * and is never later than anything. */
 static bool limit_window_later(uint32_t a, uint32_t b) {
-    uint32_t delta = (a - b) & LIMIT_WINDOW_MASK;
-    return delta != 0 && delta <= (LIMIT_WINDOW_MASK >> 1);
+    if (a == 0 || b == 0) return false;
+    uint32_t delta = (a + LIMIT_WINDOW_MASK - b) % LIMIT_WINDOW_MASK;
+    return delta != 0 && delta <= LIMIT_WINDOW_MASK / 2;
 }
 
 uint32_t limit_window_of(uint64_t now_ms, uint64_t window_ms) {
     RW_ASSERT(window_ms > 0);
-    return (uint32_t)((now_ms / window_ms) & LIMIT_WINDOW_MASK);
+    return (uint32_t)((now_ms / window_ms) % LIMIT_WINDOW_MASK) + 1;
 }
 
 bool limit_take(limit_pool_t *pool, limit_shard_t *shard, uint64_t limit, uint32_t *window, uint64_t cost,
@@ -94,7 +97,7 @@ bool limit_take(limit_pool_t *pool, limit_shard_t *shard, uint64_t limit, uint32
     }
     if (shard->lease >= cost) {
         shard->lease -= cost;
-        shard->used++;
+        if (shard->used < UINT16_MAX) shard->used++;
         *window = wanted;
         return true;
     }
@@ -120,7 +123,7 @@ bool limit_take(limit_pool_t *pool, limit_shard_t *shard, uint64_t limit, uint32
                                                   memory_order_relaxed, memory_order_relaxed)) {
             shard->window = target;
             shard->lease = lease + grant - cost;
-            shard->used++;
+            if (shard->used < UINT16_MAX) shard->used++;
             *window = target;
             return true;
         }
@@ -152,24 +155,35 @@ void limit_charge(limit_pool_t *pool, limit_shard_t *shard, uint32_t window, uin
     }
 }
 
+/* Returns `amount` of the shard's lease (already taken off it) to the pool,
+ * in the shard's window only. */
+static void limit_return(limit_pool_t *pool, const limit_shard_t *shard, uint64_t amount) {
+    uint64_t old = atomic_load_explicit(&pool->word, memory_order_relaxed);
+    for (;;) {
+        if (limit_word_window(old) != shard->window) return; /* the lease died with its window */
+        uint64_t granted = limit_word_granted(old);
+        RW_ASSERT(granted >= amount && "a lease is part of its window's granted budget");
+        if (atomic_compare_exchange_weak_explicit(&pool->word, &old, limit_word(shard->window, granted - amount),
+                                                  memory_order_relaxed, memory_order_relaxed)) {
+            return;
+        }
+    }
+}
+
+void limit_trim(limit_pool_t *pool, limit_shard_t *shard, uint64_t keep) {
+    if (shard->lease <= keep) return;
+    uint64_t amount = shard->lease - keep;
+    shard->lease = keep;
+    limit_return(pool, shard, amount);
+}
+
 bool limit_shard_idle(limit_pool_t *pool, limit_shard_t *shard) {
     if (shard->used > 0) {
         shard->used = 0;
         return shard->lease > 0;
     }
-    if (shard->lease == 0) return false;
-    uint64_t lease = shard->lease;
-    shard->lease = 0;
-    uint64_t old = atomic_load_explicit(&pool->word, memory_order_relaxed);
-    for (;;) {
-        if (limit_word_window(old) != shard->window) return false; /* the lease died with its window */
-        uint64_t granted = limit_word_granted(old);
-        RW_ASSERT(granted >= lease && "a lease is part of its window's granted budget");
-        if (atomic_compare_exchange_weak_explicit(&pool->word, &old, limit_word(shard->window, granted - lease),
-                                                  memory_order_relaxed, memory_order_relaxed)) {
-            return false;
-        }
-    }
+    limit_trim(pool, shard, 0);
+    return false;
 }
 
 uint64_t limit_remaining(const limit_pool_t *pool, const limit_shard_t *shard, uint64_t limit, uint32_t window) {

@@ -4,18 +4,20 @@
  *   2. the body, read for what routing and billing need (400), and the
  *      model's route (404)
  *   3. the key's model allowlist (403)
- *   4. [limits: the rate-limit stage goes here, between the allowlist and
- *      the hold, so a request over its limit never touches the wallet]
- *   5. the store's backpressure: when the store thread has fallen behind,
+ *   4. the store's backpressure: when the store thread has fallen behind,
  *      the request waits in this worker's bounded FIFO (or is answered 503
  *      server_busy with Retry-After past its bounds)
+ *   5. the rate limits (limits.c, 429): after the wait, so a waiting
+ *      request holds no limit, and before the hold, so a request over its
+ *      limit never touches the wallet
  *   6. the hold (402): ledger_reserve takes the most the request can cost
  *      out of the wallet's available balance in one compare-and-swap, so no
- *      number of concurrent requests can overdraw it
+ *      number of concurrent requests can overdraw it; a refusal gives the
+ *      limits back
  *
- * then plan.c. With [billing] mode = off only 1-3 run. A request that waits
- * in step 5 runs the whole admission again when it resumes: the key may
- * have been disabled meanwhile, and nothing before the hold has effects. */
+ * then plan.c. With [billing] mode = off only 1-3 and 5 run. A request that
+ * waits in step 4 runs the whole admission again when it resumes: the key
+ * may have been disabled meanwhile, and nothing before step 5 has effects. */
 #include "relay-internal.h"
 
 #include "ringway/auth.h"
@@ -292,16 +294,20 @@ static void relay_admit_run(relay_stream_t *stream, bool resuming) {
         relay_reply_error(stream, 403, "permission_error", message, "model", "model_not_allowed");
         return;
     }
-    /* The rate-limit stage goes here. */
-    if (worker->config->billing_mode == CONFIG_BILLING_OFF) {
-        relay_plan(stream);
-        return;
-    }
-    if (!relay_settle_room(worker) || (!resuming && worker->wait_first != NULL)) {
+    bool billing = worker->config->billing_mode != CONFIG_BILLING_OFF;
+    if (billing && (!relay_settle_room(worker) || (!resuming && worker->wait_first != NULL))) {
         relay_admit_wait(stream);
         return;
     }
-    if (!relay_admit_hold(stream, request)) return;
+    relay_limit_refusal_t refusal;
+    if (!relay_limits_admit(stream, request, &refusal)) {
+        relay_reply_rate_limited(stream, &refusal);
+        return;
+    }
+    if (billing && !relay_admit_hold(stream, request)) {
+        relay_limits_cancel(stream);
+        return;
+    }
     relay_plan(stream);
 }
 

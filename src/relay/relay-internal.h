@@ -7,8 +7,10 @@
  *   dispatch.c  the endpoint table: path and method -> endpoint; the
  *               self-service endpoints go to the portal (src/portal), whose
  *               job replies come back through worker.c's mailbox
- *   admit.c     authenticate, read the body, route, allowlist, [limits],
- *               store backpressure, hold
+ *   admit.c     authenticate, read the body, route, allowlist, store
+ *               backpressure, limits (limits.c), hold
+ *   limits.c    the rate limits: take at admission, end at settlement,
+ *               the headers; answers nothing itself
  *   plan.c      the upstream request: head + the client's body in splices
  *   stream.c    upstream I/O, response head, decode, forward, finish
  *   settle.c    the charge, the usage record, the store's queue
@@ -68,6 +70,8 @@ enum {
     RELAY_BUSY_RETRY_AFTER_S = 1,
     /* drain, hold records, store waits */
     RELAY_WORKER_TIMER_LISTS = 3,
+    /* Room for the rate-limit headers of one response (limits.c). */
+    RELAY_LIMIT_HEADERS_BYTES = 512,
 };
 
 typedef struct relay_span {
@@ -135,7 +139,7 @@ typedef struct relay_stream_scratch {
     struct iovec request_pieces[UPSTREAM_IOVECS_MAX];
     uint8_t request_head[RELAY_REQUEST_HEAD_BYTES];
     char content_type[128];
-    char extra_headers[256];
+    char extra_headers[256 + RELAY_LIMIT_HEADERS_BYTES];
     uint8_t error_event[640];
 } relay_stream_scratch_t;
 
@@ -192,6 +196,12 @@ typedef struct relay_stream {
     uint64_t started_ms;
     uint64_t content_events;       /* SSE data events forwarded: the estimate when no usage comes */
     uint64_t forwarded_bytes;
+    /* Rate limits (limits.c): what admission took, bit subject x
+     * ACCOUNT_LIMITS + limit, the window each was taken in, and the token
+     * estimate the token limits were charged. */
+    uint16_t limits_taken;
+    uint32_t limit_windows[2 * ACCOUNT_LIMITS];
+    uint64_t limit_tokens;
     /* Waiting for the store (admit.c): links of the worker's FIFO. */
     struct relay_stream *wait_next;
     struct relay_stream *wait_prev;
@@ -239,7 +249,26 @@ struct relay_worker {
     uint32_t wait_count;
     uint32_t wait_max;
     store_message_t message;       /* scratch: messages are copied into the channel */
+    /* Rate limits (limits.c): this thread's shards, keys_max and users_max
+     * times ACCOUNT_LIMITS, and the shards holding a lease, visited on
+     * ticks until they give it back. */
+    limit_shard_t *limit_key_shards;
+    limit_shard_t *limit_user_shards;
+    uint32_t *limit_list;
+    uint32_t limit_list_count;
+    uint32_t limit_list_max;
+    uint64_t limit_minute_ms;      /* 60,000 (tests may shorten it) */
+    uint64_t limit_reset_minute;   /* the minute limit_reset_text is for */
+    char limit_reset_text[24];     /* its end, ISO 8601 UTC */
 };
+
+/* Why limits.c refused a request: admit.c answers 429 with it. */
+typedef struct relay_limit_refusal {
+    const char *code;              /* rate_limit_exceeded, tokens_rate_limit_exceeded, ... */
+    uint32_t retry_after_s;
+    bool should_retry;             /* x-should-retry: false when waiting a little cannot help */
+    char message[256];
+} relay_limit_refusal_t;
 
 /* reply.c: our own answers. The stream is done afterwards; nothing is
  * billed here (a stage that holds money settles it before answering). */
@@ -247,6 +276,8 @@ void relay_reply_error(relay_stream_t *stream, uint16_t status, const char *type
                        const char *param, const char *code);
 void relay_reply_error_retry_after(relay_stream_t *stream, uint16_t status, const char *type, const char *message,
                                    const char *code, uint32_t retry_after_s);
+struct relay_limit_refusal;
+void relay_reply_rate_limited(relay_stream_t *stream, const struct relay_limit_refusal *refusal);
 
 /* dispatch.c */
 void relay_dispatch(relay_stream_t *stream);
@@ -257,6 +288,14 @@ bool relay_admit_key(relay_stream_t *stream);
 void relay_admit_resume(relay_worker_t *worker);
 void relay_admit_forget(relay_stream_t *stream);
 void relay_admit_on_wait_timeout(relay_stream_t *stream);
+
+/* limits.c */
+int relay_limits_init(relay_worker_t *worker, char *error, size_t error_size);
+bool relay_limits_admit(relay_stream_t *stream, const json_chat_request_t *request, relay_limit_refusal_t *refusal);
+void relay_limits_cancel(relay_stream_t *stream);
+void relay_limits_finish(relay_stream_t *stream, uint64_t tokens_used);
+void relay_limits_tick(relay_worker_t *worker);
+size_t relay_limits_headers(relay_stream_t *stream, char *out, size_t capacity);
 
 /* plan.c */
 void relay_plan(relay_stream_t *stream);

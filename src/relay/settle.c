@@ -146,13 +146,22 @@ static int64_t relay_settle_cost(const relay_stream_t *stream, usage_counts_t *u
 
 static uint64_t relay_settle_count(int64_t tokens) { return tokens > 0 ? (uint64_t)tokens : 0; }
 
-/* Settles the stream's hold, once: the charge (never more than the hold)
+/* Settles the stream's hold, once (and ends its rate limits): the charge (never more than the hold)
  * leaves the wallet in memory and the usage record goes to the store. With
  * wait_for_ack the stream enters RELAY_PHASE_SETTLING and stream.c goes on
  * in relay_stream_on_settled once the record is written. Returns true when
  * the caller must wait; false when there is nothing to wait for (no hold,
  * or no wait asked). */
 bool relay_settle(relay_stream_t *stream, const char *status, bool wait_for_ack) {
+    if (!stream->held && stream->limits_taken == 0) return false;
+    usage_counts_t usage;
+    usage_counts_t billed;
+    bool estimated = false;
+    int64_t cost = relay_settle_cost(stream, &usage, &billed, &estimated);
+    RW_ASSERT(cost >= 0);
+    /* The rate limits end here too, on every path a relayed request ends
+     * by: its concurrency slot, and its tokens corrected to what was used. */
+    relay_limits_finish(stream, relay_settle_count(usage.prompt_tokens) + relay_settle_count(usage.completion_tokens));
     if (!stream->held) return false;
     relay_worker_t *worker = stream->worker;
     RW_ASSERT(worker->held_count > 0);
@@ -163,12 +172,6 @@ bool relay_settle(relay_stream_t *stream, const char *status, bool wait_for_ack)
         RW_ASSERT(worker->store_reserved > 0);
         worker->store_reserved--; /* the record it never needed */
     }
-
-    usage_counts_t usage;
-    usage_counts_t billed;
-    bool estimated = false;
-    int64_t cost = relay_settle_cost(stream, &usage, &billed, &estimated);
-    RW_ASSERT(cost >= 0);
     int64_t charged = 0;
     bool capped = false;
     ledger_settle(stream->user, stream->key, stream->hold_micros, cost, &charged, &capped);

@@ -324,11 +324,16 @@ static bool relay_on_response_head(relay_stream_t *stream) {
         }
     }
     size_t extra_length = 0;
-    stream->scratch.extra_headers[0] = '\0';
+    char *extra = stream->scratch.extra_headers;
+    /* The rate-limit headers go last, in the room kept for them. */
+    size_t before_limits = sizeof stream->scratch.extra_headers - RELAY_LIMIT_HEADERS_BYTES;
+    extra[0] = '\0';
     if (stream->mode == RELAY_MODE_SSE) {
-        extra_length = (size_t)snprintf(stream->scratch.extra_headers, sizeof stream->scratch.extra_headers, "Cache-Control: no-cache\r\n");
+        extra_length = (size_t)snprintf(extra, before_limits, "Cache-Control: no-cache\r\n");
     }
-    relay_copy_header(stream, "Retry-After", stream->scratch.extra_headers, sizeof stream->scratch.extra_headers, &extra_length);
+    relay_copy_header(stream, "Retry-After", extra, before_limits, &extra_length);
+    extra_length += relay_limits_headers(stream, extra + extra_length, sizeof stream->scratch.extra_headers - extra_length);
+    extra[extra_length] = '\0';
     int64_t content_length = -1;
     if (stream->mode == RELAY_MODE_PASS && !response->chunked && response->content_length >= 0) {
         content_length = response->content_length;

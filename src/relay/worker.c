@@ -21,6 +21,7 @@ _Static_assert(UPSTREAM_POOL_TIMER_LISTS * CONFIG_UPSTREAMS_MAX + SERVER_TIMER_L
  * is zeroed at once (see relay_stream_t), the fixed ones are kept. */
 static void relay_stream_reset(relay_stream_t *stream, server_exchange_t *exchange) {
     RW_ASSERT(!stream->held && !loop_timer_active(&stream->hold_timer));
+    RW_ASSERT(stream->limits_taken == 0 && "a request's rate limits end with it");
     loop_timer_stop(&stream->timer);
     uint8_t *begin = (uint8_t *)&stream->exchange;
     uint8_t *end = (uint8_t *)&stream->scratch;
@@ -102,6 +103,7 @@ static void relay_worker_tick(loop_t *loop) {
     relay_worker_read_replies(worker);
     relay_settle_retry(worker);
     relay_admit_resume(worker);
+    relay_limits_tick(worker);
     if (atomic_load_explicit(&worker->stop_requested, memory_order_relaxed)) loop->stopping = true;
 }
 
@@ -165,6 +167,7 @@ relay_worker_t *relay_worker_create(const relay_shared_t *shared, uint32_t index
     loop_timer_list_init(&worker->loop, &worker->hold_record_timers, config->hold_record_after_ms);
     loop_timer_list_init(&worker->loop, &worker->store_wait_timers, config->store_wait_ms);
     if (relay_worker_budgets(worker, error, error_size) != 0) return NULL;
+    if (relay_limits_init(worker, error, error_size) != 0) return NULL;
     server_config_t server_config = {
         .host = config->listen_host,
         .port = config->listen_port,

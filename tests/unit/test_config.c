@@ -89,6 +89,19 @@ static void test_demo_configuration(void) {
         CHECK_EQ_INT(model->max_output_tokens, 4096);
     }
 
+    /* The three tiers resellers publish; keys get pro, accounts no tier. */
+    CHECK_EQ_INT(config_a->tier_count, 3);
+    CHECK(strcmp(config_a->tiers[0].name, "free") == 0);
+    CHECK_EQ_INT(config_a->tiers[0].limits[CONFIG_LIMIT_REQUESTS_PER_MINUTE], 20);
+    CHECK_EQ_INT(config_a->tiers[0].limits[CONFIG_LIMIT_TOKENS_PER_MINUTE], 40000);
+    CHECK_EQ_INT(config_a->tiers[1].limits[CONFIG_LIMIT_REQUESTS_PER_MINUTE], 60);
+    CHECK_EQ_INT(config_a->tiers[1].limits[CONFIG_LIMIT_TOKENS_PER_MINUTE], 150000);
+    CHECK_EQ_INT(config_a->tiers[2].limits[CONFIG_LIMIT_REQUESTS_PER_MINUTE], 300);
+    CHECK_EQ_INT(config_a->tiers[2].limits[CONFIG_LIMIT_TOKENS_PER_MINUTE], 1000000);
+    CHECK_EQ_INT(config_a->tiers[2].limits[CONFIG_LIMIT_CONCURRENT_REQUESTS], 0);
+    CHECK_EQ_INT(config_a->key_tier, 2);
+    CHECK(config_a->account_tier == CONFIG_TIER_NONE);
+
     CHECK_EQ_INT(config_a->sync_interval_ms, 10);
     CHECK_EQ_INT(config_a->free_grant_micros, 1000000);
     CHECK_EQ_INT(config_a->users_max, 100000);
@@ -684,6 +697,16 @@ static const bad_case_t bad_cases[] = {
      "t.conf:2: streams_per_thread (1024) must not exceed connections_per_thread (10)"},
     {"[limits]\nrequest_buffer_bytes = 8k\n" MINIMAL_TAIL,
      "t.conf:2: header_bytes_max (16384) must not exceed request_buffer_bytes (8192)"},
+    {"[rate_limits]\nkey_tier = gold\n[tier free]\n" MINIMAL_TAIL,
+     "t.conf:2: unknown tier 'gold' for 'key_tier' in [rate_limits]"},
+    {"[rate_limits]\naccount_tier = bad name\n",
+     "t.conf:2: bad value 'bad name' for 'account_tier': expected a tier name (1..31 of A-Z a-z 0-9 _ . -)"},
+    {"[tier free]\nrequests_per_minute = 1\n[tier free]\n",
+     "t.conf:3: duplicate section [tier free] (first on line 1)"},
+    {"[tier free]\nrequests_per_minute = 4294967296\n",
+     "t.conf:2: value '4294967296' for 'requests_per_minute' is out of range (0..4294967295)"},
+    {"[tier free]\nrequests_per_hour = 1\n", "t.conf:2: unknown key 'requests_per_hour' in [tier free]"},
+    {"[tier]\n", "t.conf:1: section [tier] needs a name: [tier NAME]"},
     {"[server]\nadmin_listen = 0.0.0.0:8080\n" MINIMAL_TAIL,
      "t.conf:2: admin_listen (0.0.0.0 port 8080) overlaps listen (127.0.0.1 port 8080)"},
 };

@@ -140,23 +140,71 @@ static void test_idle_lease_returns(void) {
 }
 
 static void test_window_numbers(void) {
-    CHECK_EQ_INT(limit_window_of(0, 60000), 0);
-    CHECK_EQ_INT(limit_window_of(59999, 60000), 0);
-    CHECK_EQ_INT(limit_window_of(60000, 60000), 1);
-    /* Wrapped numbers still order: the pool in window 0 is later than a
+    CHECK_EQ_INT(limit_window_of(0, 60000), 1);
+    CHECK_EQ_INT(limit_window_of(59999, 60000), 1);
+    CHECK_EQ_INT(limit_window_of(60000, 60000), 2);
+    CHECK_EQ_INT(limit_window_of((uint64_t)(LIMIT_WINDOW_MASK - 1) * 60000, 60000), LIMIT_WINDOW_MASK);
+    CHECK_EQ_INT(limit_window_of((uint64_t)LIMIT_WINDOW_MASK * 60000, 60000), 1);
+    /* Wrapped numbers still order: the pool in window 1 is later than a
      * shard in the last window before the wrap. */
     limit_pool_t pool = {0};
     limit_shard_t shard = {0};
     uint32_t window = LIMIT_WINDOW_MASK;
     CHECK(limit_take(&pool, &shard, 10, &window, 1, 1));
     limit_shard_t other = {0};
-    uint32_t wrapped = 0;
+    uint32_t wrapped = 1;
     CHECK(limit_take(&pool, &other, 10, &wrapped, 1, 1));
-    CHECK_EQ_INT(wrapped, 0);
+    CHECK_EQ_INT(wrapped, 1);
     shard.lease = 0;
     window = LIMIT_WINDOW_MASK;
     CHECK(limit_take(&pool, &shard, 10, &window, 1, 1));
-    CHECK_EQ_INT(window, 0);
+    CHECK_EQ_INT(window, 1);
+}
+
+/* Today's window numbers on a fresh pool and shard (both 0, which is no
+ * window): the limit holds in this minute and starts again in the next. */
+static void test_real_clock_windows_from_fresh_state(void) {
+    limit_pool_t pool = {0};
+    limit_shard_t shard = {0};
+    uint64_t now_ms = 1796301843000ull; /* 2026-12-03 */
+    uint32_t minute = limit_window_of(now_ms, 60000);
+    int admitted = 0;
+    for (int index = 0; index < 8; index++) {
+        uint32_t window = minute;
+        if (limit_take(&pool, &shard, 5, &window, 1, 1)) {
+            CHECK_EQ_INT(window, minute);
+            admitted++;
+        }
+    }
+    CHECK_EQ_INT(admitted, 5);
+    CHECK_EQ_INT(limit_remaining(&pool, &shard, 5, minute), 0);
+    uint32_t next = limit_window_of(now_ms + 60000, 60000);
+    CHECK_EQ_INT(limit_remaining(&pool, &shard, 5, next), 5);
+    admitted = 0;
+    for (int index = 0; index < 8; index++) {
+        uint32_t window = next;
+        if (limit_take(&pool, &shard, 5, &window, 1, 1)) admitted++;
+    }
+    CHECK_EQ_INT(admitted, 5);
+    /* The remaining count includes this thread's own lease. */
+    limit_pool_t fresh = {0};
+    limit_shard_t own = {0};
+    uint32_t window = minute;
+    CHECK(limit_take(&fresh, &own, 5, &window, 1, 1));
+    CHECK_EQ_INT(limit_remaining(&fresh, &own, 5, minute), 4);
+}
+
+static void test_trim_returns_what_is_kept_beyond(void) {
+    limit_pool_t pool = {0};
+    limit_shard_t shard = {0};
+    uint32_t window = 0;
+    CHECK(limit_take(&pool, &shard, 10, &window, 1, 1)); /* leases 1 + 9 / 2 = 5 */
+    CHECK_EQ_INT(shard.lease, 4);
+    limit_trim(&pool, &shard, 1);
+    CHECK_EQ_INT(shard.lease, 1);
+    CHECK_EQ_INT(atomic_load(&pool.word) & LIMIT_VALUE_MAX, 2);
+    limit_trim(&pool, &shard, 5); /* keeps what it has */
+    CHECK_EQ_INT(shard.lease, 1);
 }
 
 static void test_pool_set(void) {
@@ -180,7 +228,7 @@ enum {
 
 typedef struct storm {
     limit_pool_t pool;
-    _Atomic uint32_t window;                 /* the driver's clock */
+    _Atomic uint32_t window;                 /* the driver's clock: 1, 2, ... */
     _Atomic uint32_t refused_in[STORM_WINDOWS + 2];  /* threads that met a refusal in window w */
     _Atomic int64_t used_in[STORM_WINDOWS + 2];      /* admitted minus put back, per window */
     _Atomic bool stop;
@@ -212,7 +260,7 @@ static void storm_windowed(storm_thread_t *thread) {
     while (!atomic_load(&storm->stop)) {
         uint32_t window = atomic_load(&storm->window);
         /* Now and then this thread's clock lags a window behind. */
-        if (window > 0 && unit_random_below(&thread->random, 16) == 0) window--;
+        if (window > 1 && unit_random_below(&thread->random, 16) == 0) window--;
         uint64_t cost = 1 + unit_random_below(&thread->random, 3);
         uint32_t counted = window;
         if (limit_take(&storm->pool, &thread->shard, STORM_LIMIT, &counted, cost, STORM_THREADS)) {
@@ -247,6 +295,9 @@ static void storm_concurrent(storm_thread_t *thread) {
             if (unit_random_below(&thread->random, 2) == 0) sched_yield();
             atomic_fetch_sub(&storm->in_flight, 1);
             limit_put_back(&thread->shard, 0, 1);
+            /* The relay keeps a thread's share of free slots and returns
+             * the rest at once. */
+            limit_trim(&storm->pool, &thread->shard, unit_random_below(&thread->random, 3));
         }
         size_t tick = unit_random_below(&thread->random, 32);
         if (tick <= 1) limit_shard_idle(&storm->pool, &thread->shard);
@@ -277,7 +328,7 @@ static void storm_run(storm_t *storm, void (*drive)(storm_t *)) {
 /* The clock moves to the next window once every thread was refused in the
  * current one: the client always sends faster than its limit. */
 static void storm_drive_windows(storm_t *storm) {
-    for (uint32_t window = 0; window < STORM_WINDOWS; window++) {
+    for (uint32_t window = 1; window <= STORM_WINDOWS; window++) {
         while (atomic_load(&storm->refused_in[window]) < STORM_THREADS) sched_yield();
         atomic_store(&storm->window, window + 1);
     }
@@ -288,9 +339,10 @@ static void test_storm_never_more_than_the_limit_and_nearly_all_of_it(void) {
         static storm_t storm;
         memset(&storm, 0, sizeof storm);
         storm.seed = unit_random_next(&test_random) | 1;
+        atomic_store(&storm.window, 1); /* windowed limits number windows from 1 */
         storm_run(&storm, storm_drive_windows);
         int64_t lowest = STORM_LIMIT;
-        for (uint32_t window = 0; window < STORM_WINDOWS; window++) {
+        for (uint32_t window = 1; window <= STORM_WINDOWS; window++) {
             int64_t used = atomic_load(&storm.used_in[window]);
             CHECK(used <= STORM_LIMIT);
             if (used < lowest) lowest = used;
@@ -329,6 +381,8 @@ int main(void) {
     RUN_TEST(test_put_back_and_charge);
     RUN_TEST(test_idle_lease_returns);
     RUN_TEST(test_window_numbers);
+    RUN_TEST(test_real_clock_windows_from_fresh_state);
+    RUN_TEST(test_trim_returns_what_is_kept_beyond);
     RUN_TEST(test_pool_set);
     RUN_TEST(test_storm_never_more_than_the_limit_and_nearly_all_of_it);
     RUN_TEST(test_storm_concurrency_never_above_the_limit);

@@ -1,0 +1,365 @@
+/* The rate-limit stage, between authentication and the hold (admit.c calls
+ * it; settle.c ends what it took). Every limit of the key's tier and of the
+ * account's tier ([rate_limits] key_tier and account_tier) is a lease pool
+ * of src/limit (the algorithm and why it is exact are there); this worker's
+ * shards of those pools live here, one per key or account slot and limit.
+ *
+ *   requests per minute / per day   1 per request, fixed UTC windows
+ *   tokens per minute / per day     the estimate at admission: the prompt
+ *                                   (body bytes / LEDGER_ESTIMATE_BYTES_PER_TOKEN)
+ *                                   plus the output the client asked for
+ *                                   (max_tokens or max_completion_tokens,
+ *                                   times n), at least 1; corrected at the
+ *                                   end to prompt + completion tokens the
+ *                                   upstream reported (or the billing
+ *                                   estimate when it reported none)
+ *   concurrent requests             a slot from admission until the
+ *                                   stream's end (settle.c), drain included
+ *
+ * A request is admitted only when every limit admits it; what the earlier
+ * ones took is given back when a later one refuses, or when a later stage
+ * of admission refuses (the wallet's 402). Nothing here answers the client
+ * or calls another stage: admit.c answers the 429 this file describes. */
+#include "relay-internal.h"
+
+#include "ringway/ledger.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#define RELAY_LIMIT_MINUTE_MS 60000u
+#define RELAY_LIMIT_DAY_MS 86400000u
+
+_Static_assert(ACCOUNT_LIMITS == CONFIG_LIMIT_COUNT, "a pool per tier limit");
+_Static_assert(2 * ACCOUNT_LIMITS <= 16, "limits_taken has a bit per subject and limit");
+
+enum { RELAY_LIMIT_KEY = 0, RELAY_LIMIT_ACCOUNT = 1 };
+
+static uint64_t relay_limit_window_ms(const relay_worker_t *worker, config_limit_kind_t kind) {
+    switch (kind) {
+    case CONFIG_LIMIT_REQUESTS_PER_MINUTE:
+    case CONFIG_LIMIT_TOKENS_PER_MINUTE: return worker->limit_minute_ms;
+    case CONFIG_LIMIT_REQUESTS_PER_DAY:
+    case CONFIG_LIMIT_TOKENS_PER_DAY: return RELAY_LIMIT_DAY_MS;
+    default: return 0; /* concurrency: no window */
+    }
+}
+
+static bool relay_limit_counts_tokens(config_limit_kind_t kind) {
+    return kind == CONFIG_LIMIT_TOKENS_PER_MINUTE || kind == CONFIG_LIMIT_TOKENS_PER_DAY;
+}
+
+/* The limit values of a subject's tier, or NULL when it has none. */
+static const uint32_t *relay_limit_values(const relay_worker_t *worker, uint32_t subject) {
+    const config_t *config = worker->config;
+    uint32_t tier = subject == RELAY_LIMIT_KEY ? config->key_tier : config->account_tier;
+    return tier == CONFIG_TIER_NONE ? NULL : config->tiers[tier].limits;
+}
+
+static limit_pool_t *relay_limit_pool(const relay_stream_t *stream, uint32_t subject, uint32_t kind) {
+    return subject == RELAY_LIMIT_KEY ? &stream->key->limit_pools[kind] : &stream->user->limit_pools[kind];
+}
+
+/* Shard number (subject, slot, kind): the worker's list entries. */
+static uint32_t relay_limit_shard_number(const relay_stream_t *stream, uint32_t subject, uint32_t kind) {
+    const account_tables_t *tables = stream->worker->shared->tables;
+    uint32_t slot = subject == RELAY_LIMIT_KEY ? (uint32_t)(stream->key - tables->keys)
+                                               : (uint32_t)(stream->user - tables->users);
+    return (subject << 31) | (slot * ACCOUNT_LIMITS + kind);
+}
+
+static limit_shard_t *relay_limit_shard_at(relay_worker_t *worker, uint32_t number) {
+    uint32_t index = number & 0x7fffffffu;
+    return (number >> 31) == RELAY_LIMIT_KEY ? &worker->limit_key_shards[index] : &worker->limit_user_shards[index];
+}
+
+static limit_pool_t *relay_limit_pool_at(relay_worker_t *worker, uint32_t number) {
+    account_tables_t *tables = worker->shared->tables;
+    uint32_t index = number & 0x7fffffffu;
+    uint32_t slot = index / ACCOUNT_LIMITS;
+    uint32_t kind = index % ACCOUNT_LIMITS;
+    return (number >> 31) == RELAY_LIMIT_KEY ? &tables->keys[slot].limit_pools[kind]
+                                             : &tables->users[slot].limit_pools[kind];
+}
+
+/* A shard that holds a lease is visited on ticks until it gives it back;
+ * when the list is full the lease goes back at once instead. */
+static void relay_limit_list(relay_worker_t *worker, uint32_t number) {
+    limit_shard_t *shard = relay_limit_shard_at(worker, number);
+    if (shard->listed || shard->lease == 0) return;
+    if (worker->limit_list_count == worker->limit_list_max) {
+        limit_pool_t *pool = relay_limit_pool_at(worker, number);
+        shard->used = 0;
+        limit_shard_idle(pool, shard);
+        return;
+    }
+    shard->listed = 1;
+    worker->limit_list[worker->limit_list_count++] = number;
+}
+
+int relay_limits_init(relay_worker_t *worker, char *error, size_t error_size) {
+    const config_t *config = worker->config;
+    size_t key_bytes = (size_t)config->keys_max * ACCOUNT_LIMITS * sizeof(limit_shard_t);
+    size_t user_bytes = (size_t)config->users_max * ACCOUNT_LIMITS * sizeof(limit_shard_t);
+    /* Pages are committed as keys and accounts are first limited here. */
+    worker->limit_key_shards = mmap(NULL, key_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE | MAP_NORESERVE,
+                                    -1, 0);
+    worker->limit_user_shards = mmap(NULL, user_bytes, PROT_READ | PROT_WRITE,
+                                     MAP_ANONYMOUS | MAP_PRIVATE | MAP_NORESERVE, -1, 0);
+    worker->limit_list_max = 2 * ACCOUNT_LIMITS * config->streams_per_thread;
+    worker->limit_list = calloc(worker->limit_list_max, sizeof(uint32_t));
+    if (worker->limit_key_shards == MAP_FAILED || worker->limit_user_shards == MAP_FAILED ||
+        worker->limit_list == NULL) {
+        snprintf(error, error_size, "cannot allocate the rate-limit shards (%zu bytes)", key_bytes + user_bytes);
+        return -1;
+    }
+    worker->limit_reset_minute = UINT64_MAX;
+    /* Test-only: a shorter "minute", so tests can watch several windows. */
+    worker->limit_minute_ms = RELAY_LIMIT_MINUTE_MS;
+    const char *minute = getenv("RINGWAY_TEST_MINUTE_MS");
+    if (minute != NULL && atoi(minute) > 0) worker->limit_minute_ms = (uint64_t)atoi(minute);
+    return 0;
+}
+
+/* A concurrency slot that ended: it stays on this thread only while the
+ * thread keeps fewer free slots than its share, the rest goes back to the
+ * pool at once, so a small limit's slot is free for every thread without
+ * waiting for a tick. */
+static void relay_limit_free_slot(relay_stream_t *stream, uint32_t subject, limit_shard_t *shard) {
+    relay_worker_t *worker = stream->worker;
+    uint32_t kind = CONFIG_LIMIT_CONCURRENT_REQUESTS;
+    limit_put_back(shard, 0, 1);
+    const uint32_t *values = relay_limit_values(worker, subject);
+    limit_trim(relay_limit_pool(stream, subject, kind), shard, values[kind] / (2u * worker->config->threads));
+}
+
+/* Gives back what the stream took for the limits in `taken` (bits), as if
+ * the request never ran. */
+static void relay_limits_give_back(relay_stream_t *stream, uint16_t taken) {
+    relay_worker_t *worker = stream->worker;
+    for (uint32_t bit = 0; bit < 2 * ACCOUNT_LIMITS; bit++) {
+        if (!(taken & (1u << bit))) continue;
+        uint32_t subject = bit / ACCOUNT_LIMITS;
+        uint32_t kind = bit % ACCOUNT_LIMITS;
+        uint32_t number = relay_limit_shard_number(stream, subject, kind);
+        limit_shard_t *shard = relay_limit_shard_at(worker, number);
+        if (kind == CONFIG_LIMIT_CONCURRENT_REQUESTS) {
+            relay_limit_free_slot(stream, subject, shard);
+        } else {
+            uint64_t amount = relay_limit_counts_tokens(kind) ? stream->limit_tokens : 1;
+            limit_put_back(shard, stream->limit_windows[bit], amount);
+        }
+        relay_limit_list(worker, number);
+    }
+    stream->limits_taken &= (uint16_t)~taken;
+}
+
+/* Seconds until `window` of `window_ms` ends, at least 1. */
+static uint32_t relay_limit_seconds_left(uint64_t now_ms, uint64_t window_ms) {
+    uint64_t end = (now_ms / window_ms + 1) * window_ms;
+    return (uint32_t)RW_MAX(1u, (end - now_ms + 999) / 1000);
+}
+
+static void relay_limit_describe(const relay_worker_t *worker, relay_limit_refusal_t *refusal, uint32_t subject,
+                                 config_limit_kind_t kind, uint32_t limit, uint64_t cost, uint64_t now_ms) {
+    const char *who = subject == RELAY_LIMIT_KEY ? "this API key" : "your account";
+    refusal->retry_after_s = 1;
+    refusal->should_retry = true;
+    switch (kind) {
+    case CONFIG_LIMIT_REQUESTS_PER_MINUTE:
+        refusal->code = "rate_limit_exceeded";
+        refusal->retry_after_s = relay_limit_seconds_left(now_ms, worker->limit_minute_ms);
+        snprintf(refusal->message, sizeof refusal->message,
+                 "Rate limit exceeded: %s is limited to %u requests per minute. Please retry after %u seconds.", who,
+                 limit, refusal->retry_after_s);
+        break;
+    case CONFIG_LIMIT_TOKENS_PER_MINUTE:
+        refusal->code = "tokens_rate_limit_exceeded";
+        if (cost > limit) {
+            refusal->should_retry = false;
+            snprintf(refusal->message, sizeof refusal->message,
+                     "Request too large: %s is limited to %u tokens per minute and this request needs about %llu. "
+                     "Send fewer tokens or ask for less output.", who, limit, (unsigned long long)cost);
+            break;
+        }
+        refusal->retry_after_s = relay_limit_seconds_left(now_ms, worker->limit_minute_ms);
+        snprintf(refusal->message, sizeof refusal->message,
+                 "Rate limit exceeded: %s is limited to %u tokens per minute. Please retry after %u seconds.", who,
+                 limit, refusal->retry_after_s);
+        break;
+    case CONFIG_LIMIT_REQUESTS_PER_DAY:
+    case CONFIG_LIMIT_TOKENS_PER_DAY:
+        refusal->code = "daily_limit_reached";
+        refusal->should_retry = false;
+        refusal->retry_after_s = relay_limit_seconds_left(now_ms, RELAY_LIMIT_DAY_MS);
+        snprintf(refusal->message, sizeof refusal->message,
+                 "Daily limit reached: %s is limited to %u %s per day (UTC). It resets at midnight UTC.", who, limit,
+                 kind == CONFIG_LIMIT_REQUESTS_PER_DAY ? "requests" : "tokens");
+        break;
+    default:
+        refusal->code = "concurrency_limit_exceeded";
+        snprintf(refusal->message, sizeof refusal->message,
+                 "Too many concurrent requests: %s is limited to %u requests at a time. Please retry when one of "
+                 "them has finished.", who, limit);
+        break;
+    }
+}
+
+/* The tokens admission charges to the token limits (see the top). */
+static uint64_t relay_limit_estimate(const relay_stream_t *stream, const json_chat_request_t *request) {
+    uint64_t tokens = stream->exchange->body_length / LEDGER_ESTIMATE_BYTES_PER_TOKEN;
+    if (request != NULL) {
+        uint64_t output = 0;
+        if (request->max_tokens.present && request->max_tokens.type == JSON_TYPE_NUMBER) {
+            output = request->max_tokens_value;
+        } else if (request->max_completion_tokens.present && request->max_completion_tokens.type == JSON_TYPE_NUMBER) {
+            output = request->max_completion_tokens_value;
+        }
+        tokens += RW_MIN(output, LIMIT_VALUE_MAX) * stream->facts.completions;
+    }
+    return RW_MAX(1u, RW_MIN(tokens, LIMIT_VALUE_MAX));
+}
+
+bool relay_limits_admit(relay_stream_t *stream, const json_chat_request_t *request, relay_limit_refusal_t *refusal) {
+    relay_worker_t *worker = stream->worker;
+    RW_ASSERT(stream->limits_taken == 0);
+    uint64_t now_ms = (uint64_t)text_wall_ms();
+    stream->limit_tokens = relay_limit_estimate(stream, request);
+    for (uint32_t subject = RELAY_LIMIT_KEY; subject <= RELAY_LIMIT_ACCOUNT; subject++) {
+        const uint32_t *values = relay_limit_values(worker, subject);
+        if (values == NULL) continue;
+        for (uint32_t kind = 0; kind < ACCOUNT_LIMITS; kind++) {
+            uint32_t limit = values[kind];
+            if (limit == 0) continue;
+            uint64_t window_ms = relay_limit_window_ms(worker, kind);
+            uint32_t window = window_ms == 0 ? 0 : limit_window_of(now_ms, window_ms);
+            uint64_t cost = relay_limit_counts_tokens(kind) ? stream->limit_tokens : 1;
+            uint32_t number = relay_limit_shard_number(stream, subject, kind);
+            limit_shard_t *shard = relay_limit_shard_at(worker, number);
+            if (!limit_take(relay_limit_pool(stream, subject, kind), shard, limit, &window, cost,
+                            worker->config->threads)) {
+                relay_limits_give_back(stream, stream->limits_taken);
+                relay_limit_describe(worker, refusal, subject, kind, limit, cost, now_ms);
+                return false;
+            }
+            uint32_t bit = subject * ACCOUNT_LIMITS + kind;
+            stream->limit_windows[bit] = window;
+            stream->limits_taken |= (uint16_t)(1u << bit);
+            relay_limit_list(worker, number);
+        }
+    }
+    return true;
+}
+
+void relay_limits_cancel(relay_stream_t *stream) { relay_limits_give_back(stream, stream->limits_taken); }
+
+void relay_limits_finish(relay_stream_t *stream, uint64_t tokens_used) {
+    if (stream->limits_taken == 0) return;
+    relay_worker_t *worker = stream->worker;
+    for (uint32_t bit = 0; bit < 2 * ACCOUNT_LIMITS; bit++) {
+        if (!(stream->limits_taken & (1u << bit))) continue;
+        uint32_t subject = bit / ACCOUNT_LIMITS;
+        uint32_t kind = bit % ACCOUNT_LIMITS;
+        uint32_t number = relay_limit_shard_number(stream, subject, kind);
+        limit_shard_t *shard = relay_limit_shard_at(worker, number);
+        uint32_t window = stream->limit_windows[bit];
+        if (kind == CONFIG_LIMIT_CONCURRENT_REQUESTS) {
+            relay_limit_free_slot(stream, subject, shard);
+        } else if (relay_limit_counts_tokens(kind)) {
+            if (tokens_used < stream->limit_tokens) {
+                limit_put_back(shard, window, stream->limit_tokens - tokens_used);
+            } else if (tokens_used > stream->limit_tokens) {
+                limit_charge(relay_limit_pool(stream, subject, kind), shard, window,
+                             tokens_used - stream->limit_tokens);
+            }
+        }
+        relay_limit_list(worker, number);
+    }
+    stream->limits_taken = 0;
+}
+
+void relay_limits_tick(relay_worker_t *worker) {
+    uint32_t index = 0;
+    while (index < worker->limit_list_count) {
+        uint32_t number = worker->limit_list[index];
+        limit_shard_t *shard = relay_limit_shard_at(worker, number);
+        if (limit_shard_idle(relay_limit_pool_at(worker, number), shard)) {
+            index++;
+            continue;
+        }
+        shard->listed = 0;
+        worker->limit_list[index] = worker->limit_list[--worker->limit_list_count];
+    }
+}
+
+/* "6m0s", "59s": a duration as OpenAI's reset headers write it. */
+static int relay_limit_duration(char *out, size_t capacity, uint32_t seconds) {
+    if (seconds < 60) return snprintf(out, capacity, "%us", seconds);
+    if (seconds < 3600) return snprintf(out, capacity, "%um%us", seconds / 60, seconds % 60);
+    return snprintf(out, capacity, "%uh%um%us", seconds / 3600, seconds / 60 % 60, seconds % 60);
+}
+
+/* The subject whose limit of `kind` the headers show: the key's when its
+ * tier has one, else the account's; false when neither has. */
+static bool relay_limit_shown(const relay_stream_t *stream, config_limit_kind_t kind, uint32_t *subject,
+                              uint32_t *limit) {
+    for (uint32_t candidate = RELAY_LIMIT_KEY; candidate <= RELAY_LIMIT_ACCOUNT; candidate++) {
+        const uint32_t *values = relay_limit_values(stream->worker, candidate);
+        if (values != NULL && values[kind] != 0) {
+            *subject = candidate;
+            *limit = values[kind];
+            return true;
+        }
+    }
+    return false;
+}
+
+size_t relay_limits_headers(relay_stream_t *stream, char *out, size_t capacity) {
+    RW_ASSERT(capacity >= RELAY_LIMIT_HEADERS_BYTES);
+    if (stream->key == NULL) return 0;
+    relay_worker_t *worker = stream->worker;
+    uint64_t now_ms = (uint64_t)text_wall_ms();
+    uint32_t minute = limit_window_of(now_ms, worker->limit_minute_ms);
+    uint32_t seconds_left = relay_limit_seconds_left(now_ms, worker->limit_minute_ms);
+    char duration[24];
+    relay_limit_duration(duration, sizeof duration, seconds_left);
+    size_t length = 0;
+    static const struct {
+        config_limit_kind_t kind;
+        const char *noun;
+    } shown[] = {{CONFIG_LIMIT_REQUESTS_PER_MINUTE, "requests"}, {CONFIG_LIMIT_TOKENS_PER_MINUTE, "tokens"}};
+    for (uint32_t index = 0; index < RW_ARRAY_LENGTH(shown); index++) {
+        uint32_t subject = 0;
+        uint32_t limit = 0;
+        if (!relay_limit_shown(stream, shown[index].kind, &subject, &limit)) continue;
+        uint32_t number = relay_limit_shard_number(stream, subject, shown[index].kind);
+        uint64_t remaining = limit_remaining(relay_limit_pool(stream, subject, shown[index].kind),
+                                             relay_limit_shard_at(worker, number), limit, minute);
+        if (shown[index].kind == CONFIG_LIMIT_REQUESTS_PER_MINUTE) {
+            uint64_t minute_start = now_ms / worker->limit_minute_ms;
+            if (worker->limit_reset_minute != minute_start) {
+                /* Once a minute: "YYYY-MM-DDTHH:MM:00Z", the window's end. */
+                char stamp[TEXT_TIME_BYTES];
+                size_t stamp_length =
+                    text_time_format((int64_t)((minute_start + 1) * worker->limit_minute_ms), stamp);
+                RW_ASSERT(stamp_length == 24);
+                memcpy(worker->limit_reset_text, stamp, 19);
+                memcpy(worker->limit_reset_text + 19, "Z", 2);
+                worker->limit_reset_minute = minute_start;
+            }
+            length += (size_t)snprintf(out + length, capacity - length,
+                                       "X-RateLimit-Limit: %u\r\nX-RateLimit-Remaining: %llu\r\n"
+                                       "X-RateLimit-Reset: %s\r\n",
+                                       limit, (unsigned long long)remaining, worker->limit_reset_text);
+        }
+        length += (size_t)snprintf(out + length, capacity - length,
+                                   "x-ratelimit-limit-%s: %u\r\nx-ratelimit-remaining-%s: %llu\r\n"
+                                   "x-ratelimit-reset-%s: %s\r\n",
+                                   shown[index].noun, limit, shown[index].noun, (unsigned long long)remaining,
+                                   shown[index].noun, duration);
+        RW_ASSERT(length < capacity);
+    }
+    return length;
+}
