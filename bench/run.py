@@ -45,8 +45,18 @@ ADMIN_TOKEN = "bench-admin-token-0123456789abcdef"
 CUSTOMER_BALANCE = "100000000.00"
 # "ringway-nobill" is a second ringway whose config says `[billing] mode = off`
 # (keys checked; no holds, usage records or wallet): scenarios 1 and 6 only.
-TARGETS = ("direct", "ringway", "ringway-nobill", "nginx")
+# "ringway-limits" is a third, billing on like "ringway", whose config adds
+# LIMITS_TIER as both key_tier and account_tier (every request takes and
+# ends every limit of its key and of its account): scenario 1 only. It runs
+# just before "ringway" and ringway-nobill just after, so both ratios are
+# taken between neighbouring runs.
+TARGETS = ("direct", "ringway-limits", "ringway", "ringway-nobill", "nginx")
 BILLING_OFF_SCENARIOS = (1, 6)
+LIMITS_ON_SCENARIOS = (1,)
+# ringway-limits' tier: every limit set, each far above what a run can reach,
+# so nothing is refused (a 429 shows as a non-2xx response in the report).
+LIMITS_TIER = {"requests_per_minute": 4000000000, "tokens_per_minute": 4000000000,
+               "requests_per_day": 4000000000, "tokens_per_day": 4000000000, "concurrent_requests": 100000}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PACE_MS = 20
 CEILING_FRACTION = 0.9  # within 10% of a ceiling
@@ -434,17 +444,23 @@ def write_body(workdir, name, model="mock-small", stream=False, mock=None):
 
 
 def ringway_config(workdir, name, port, threads, mock_port, plain_port, ca, capacity, with_auth=True,
-                   billing_off=False):
+                   billing_off=False, limits_on=False):
     """The relay's configuration: budgets large enough for `capacity`
     concurrent streams per thread (connections count both idle and busy),
     and an admin token to make the benchmark's customer and API key with.
     billing_off adds `[billing] mode = off` (a relay from before that key
-    refuses to start with it). Returns (path, admin port)."""
+    refuses to start with it). limits_on adds `[tier bench]` with
+    LIMITS_TIER and `[rate_limits]` naming it as key_tier and account_tier
+    (a relay from before rate limits refuses those sections). Returns
+    (path, admin port)."""
     streams = capacity + 256
     admin_port = free_port()
     auth = f"\n[auth]\nadmin_token = {ADMIN_TOKEN}\n" if with_auth else ""
     if billing_off:
         auth += "\n[billing]\nmode = off\n"
+    if limits_on:
+        auth += "\n[rate_limits]\nkey_tier = bench\naccount_tier = bench\n\n[tier bench]\n" + "".join(
+            f"{key} = {value}\n" for key, value in LIMITS_TIER.items())
     # Prices like the demo configuration's, so every request is held and settled.
     prices = "input_price = 0.25\noutput_price = 1.00\n" if with_auth else ""
     text = f"""# Written by bench/run.py.
@@ -572,6 +588,7 @@ class Bench:
         self.processes = {}
         self.ports = {}
         self.billing_off_missing = None
+        self.limits_on_missing = None
         self.run_counter = 0
         self.relay_has_auth = True
 
@@ -590,6 +607,8 @@ class Bench:
         self.processes["ringway"] = self.start_ringway("ringway", self.ports["ringway"])
         if any(number in self.args.scenarios for number in BILLING_OFF_SCENARIOS):
             self.start_billing_off()
+        if any(number in self.args.scenarios for number in LIMITS_ON_SCENARIOS):
+            self.start_limits_on()
         if shutil.which("nginx"):
             self.ports["nginx"] = free_port()
             self.processes["nginx"] = self.start_nginx("nginx", self.ports["nginx"])
@@ -620,6 +639,21 @@ class Bench:
             self.notes.append(f"ringway-nobill not run: {self.billing_off_missing}")
             log(f"ringway-nobill not run: {error}")
 
+    def start_limits_on(self):
+        """Starts ringway-limits, the same relay as ringway (billing on) with
+        LIMITS_TIER as key_tier and account_tier, for scenario 1. A relay
+        from before rate limits refuses the config: the target is then left
+        out and the report says so."""
+        port = free_port()
+        try:
+            self.processes["ringway-limits"] = self.start_ringway("ringway-limits", port, limits_on=True)
+            self.ports["ringway-limits"] = port
+        except RuntimeError as error:
+            last = [line for line in str(error).splitlines() if line.strip()][-1:] or [""]
+            self.limits_on_missing = f"this ringway did not start with `[rate_limits]` and `[tier]` ({last[0][:200]})"
+            self.notes.append(f"ringway-limits not run: {self.limits_on_missing}")
+            log(f"ringway-limits not run: {error}")
+
     def start_mock(self, name, port, tls, threads):
         argv = [self.args.mock, "--listen", f"127.0.0.1:{port}", "--threads", str(threads), "--api-key", UPSTREAM_KEY]
         if tls:
@@ -628,17 +662,19 @@ class Bench:
         process.wait_log("listening on", 10)
         return process
 
-    def start_ringway(self, name, port, binary=None, valgrind=None, threads=None, env=None, billing_off=False):
+    def start_ringway(self, name, port, binary=None, valgrind=None, threads=None, env=None, billing_off=False,
+                      limits_on=False):
         """Starts a relay and gives it a customer key (process.api_key); a
         relay from before API keys (no [auth] section) runs without one.
         Under valgrind the key is made by a normal start on the same data
         directory first: the admin API's thread would wait minutes for
         valgrind's thread lock (see wait_ringway). billing_off: the config
-        says `[billing] mode = off`."""
+        says `[billing] mode = off`; limits_on: the config gives every key
+        and account LIMITS_TIER."""
         threads = threads or self.args.relay_threads
         config, admin_port = ringway_config(self.workdir, name, port, threads, self.mock_port, self.plain_port,
                                             self.certs["ca.pem"], self.capacity, with_auth=self.relay_has_auth,
-                                            billing_off=billing_off)
+                                            billing_off=billing_off, limits_on=limits_on)
         api_key = None
         if valgrind and self.relay_has_auth:
             plain = Process(f"{name}-keys", pinned([binary or self.args.ringway, "--config", config],
@@ -654,10 +690,10 @@ class Bench:
         try:
             self.wait_ringway(process, port, valgrind)
         except RuntimeError:
-            if billing_off or not self.relay_has_auth or "auth" not in process.tail():
+            if billing_off or limits_on or not self.relay_has_auth or "auth" not in process.tail():
                 raise
             self.relay_has_auth = False
-            return self.start_ringway(name, port, binary, valgrind, threads, env, billing_off)
+            return self.start_ringway(name, port, binary, valgrind, threads, env, billing_off, limits_on)
         if self.relay_has_auth:
             process.api_key = api_key or provision_api_key(admin_port, name)
             if process.api_key is None:
@@ -691,11 +727,12 @@ class Bench:
             return f"https://127.0.0.1:{self.mock_port}{path}"
         return f"http://127.0.0.1:{self.ports[target]}{path}"
 
-    def available_targets(self, billing_off=False):
+    def available_targets(self, billing_off=False, limits_on=False):
         """The targets running; ringway-nobill only when billing_off (the
-        scenarios that compare billing on and off)."""
+        scenarios that compare billing on and off), ringway-limits only when
+        limits_on (the scenario that compares limits on and off)."""
         return [target for target in TARGETS if (target == "direct" or target in self.processes)
-                and (billing_off or target != "ringway-nobill")]
+                and (billing_off or target != "ringway-nobill") and (limits_on or target != "ringway-limits")]
 
     # -- one measured run ------------------------------------------------------
 
@@ -836,16 +873,20 @@ class Bench:
 
     def warm_up(self):
         """Opens the relays' upstream pools (64 connections) before the rounds."""
-        for target in self.available_targets(billing_off=True):
+        for target in self.available_targets(billing_off=True, limits_on=True):
             if target != "direct":
                 self.wrk(target, self.bodies["plain"], 64, 1, f"warmup-{target}")
 
     def scenario_1(self):
         """Requests/s and requests per relay CPU-second, ringway (billing on),
-        ringway-nobill (`[billing] mode = off`) and nginx, interleaved round
-        by round; then, outside the timed rounds, the store's file writes per
-        request of each ringway (store_writes)."""
-        runs = {target: [] for target in self.available_targets(billing_off=True)}
+        ringway-limits (billing on, every limit of LIMITS_TIER on the key and
+        the account), ringway-nobill (`[billing] mode = off`) and nginx,
+        interleaved round by round; then, outside the timed rounds, the
+        store's file writes per request of ringway and ringway-nobill
+        (store_writes). Each target's non-2xx responses are counted
+        (non_2xx): for ringway-limits any would be a refusal (429), and
+        its figures would no longer measure limits that admit."""
+        runs = {target: [] for target in self.available_targets(billing_off=True, limits_on=True)}
         for round_index in range(self.rounds):
             for target in runs:
                 runs[target].append(self.wrk(target, self.bodies["plain"], 64, self.mode["wrk_s"],
@@ -856,6 +897,8 @@ class Bench:
             rps = summarize([run["requests_per_s"] for run in target_runs])
             result["targets"][target] = {
                 "requests_per_s": rps, "error_ratio": max(run["error_ratio"] for run in target_runs),
+                "non_2xx": sum(run["errors"]["status"] for run in target_runs),
+                "requests": sum(run["requests"] for run in target_runs),
                 "requests_per_relay_cpu_s": summarize([run.get("requests_per_relay_cpu_s") for run in target_runs]),
                 "cpu": self.cpu_summary(target_runs), "runs": target_runs,
                 "bounded_by": self.flags(target_runs, target, direct["median"] if direct else None,
@@ -883,13 +926,27 @@ class Bench:
             "billing on/off requests/s": ratio(median_of("ringway", rps), median_of("ringway-nobill", rps)),
             "billing on/off per relay CPU-second": ratio(median_of("ringway", per_cpu),
                                                          median_of("ringway-nobill", per_cpu)),
+            "limits on/off requests/s": ratio(median_of("ringway-limits", rps), median_of("ringway", rps)),
+            "limits on/off per relay CPU-second": ratio(median_of("ringway-limits", per_cpu),
+                                                        median_of("ringway", per_cpu)),
         }
         result["ratios_per_round"] = {
             "billing on/off requests/s": per_round("ringway", "ringway-nobill", rps),
             "billing on/off per relay CPU-second": per_round("ringway", "ringway-nobill", per_cpu),
+            "limits on/off requests/s": per_round("ringway-limits", "ringway", rps),
+            "limits on/off per relay CPU-second": per_round("ringway-limits", "ringway", per_cpu),
         }
         if self.billing_off_missing:
             result["billing_off_missing"] = self.billing_off_missing
+        if self.limits_on_missing:
+            result["limits_on_missing"] = self.limits_on_missing
+        limited = result["targets"].get("ringway-limits")
+        if limited:
+            result["notes"] = [f"ringway-limits: {limited['non_2xx']:,} non-2xx responses of {limited['requests']:,} "
+                               + ("(no limit refused a request)" if limited["non_2xx"] == 0 else
+                                  "(limits refused requests: its figures are not those of limits that admit)")]
+            if limited["non_2xx"]:
+                log(f"ringway-limits answered {limited['non_2xx']} requests with a non-2xx status")
         result["store_writes"] = {}
         for target in ("ringway", "ringway-nobill"):
             if target in self.processes:
@@ -1761,13 +1818,13 @@ def render_markdown(report):
         lines.append(f"- Note: {note}")
     if report["notes"]:
         lines.append("")
-    lines += ["## Summary", "", "| # | figure | direct | ringway | ringway, billing off | nginx | ratio | bounded by |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["## Summary", "", "| # | figure | direct | ringway | ringway, billing off | ringway, limits on | nginx | "
+              "ratio | bounded by |", "|---|---|---|---|---|---|---|---|---|"]
     lines_notes = []
 
-    def row(number_text, figure, direct, ringway, nginx, ratio_text, bound="", nobill=""):
-        lines.append(f"| {number_text} | {figure} | {direct} | {ringway} | {nobill} | {nginx} | {ratio_text} | "
-                     f"{bound} |")
+    def row(number_text, figure, direct, ringway, nginx, ratio_text, bound="", nobill="", limits=""):
+        lines.append(f"| {number_text} | {figure} | {direct} | {ringway} | {nobill} | {limits} | {nginx} | "
+                     f"{ratio_text} | {bound} |")
 
     def flags_of(scenario, target):
         entry = scenario["targets"].get(target)
@@ -1788,19 +1845,28 @@ def render_markdown(report):
     if s and "targets" in s:
         ratios = s["ratios"]
         nobill = "ringway-nobill" in s["targets"]
+        limited = "ringway-limits" in s["targets"]
         off_text = (f", billing on/off {times(ratios.get('billing on/off requests/s'))}" if nobill else "")
+        limits_text = (f", limits on/off {times(ratios.get('limits on/off requests/s'))}" if limited else "")
         row(1, "requests/s (64 connections)", *three(s, "requests_per_s"),
             f"ringway/nginx {times(ratios['ringway/nginx'])}, ringway/direct "
-            f"{times(ratios['ringway/direct'])}{off_text}", joined_flags(s),
-            nobill=target_value(s, "ringway-nobill", "requests_per_s") if nobill else "not run")
+            f"{times(ratios['ringway/direct'])}{off_text}{limits_text}", joined_flags(s),
+            nobill=target_value(s, "ringway-nobill", "requests_per_s") if nobill else "not run",
+            limits=target_value(s, "ringway-limits", "requests_per_s") if limited else "not run")
         if "ringway" in s["targets"] and s["targets"]["ringway"].get("requests_per_relay_cpu_s"):
             off_text = (f", **billing on/off {times(ratios.get('billing on/off per relay CPU-second'))}** "
                         f"(per round {with_spread(s['ratios_per_round']['billing on/off per relay CPU-second'], 2)})"
                         if nobill else "")
+            limits_text = (f", **limits on/off {times(ratios.get('limits on/off per relay CPU-second'))}** "
+                           f"(per round {with_spread(s['ratios_per_round']['limits on/off per relay CPU-second'], 2)})"
+                           if limited else "")
             row(1, "requests per relay CPU-second", "", target_value(s, "ringway", "requests_per_relay_cpu_s"),
                 target_value(s, "nginx", "requests_per_relay_cpu_s"),
-                f"ringway/nginx {times(ratios.get('ringway/nginx per relay CPU-second'))}{off_text}",
-                nobill=target_value(s, "ringway-nobill", "requests_per_relay_cpu_s") if nobill else "not run")
+                f"ringway/nginx {times(ratios.get('ringway/nginx per relay CPU-second'))}{off_text}{limits_text}",
+                nobill=target_value(s, "ringway-nobill", "requests_per_relay_cpu_s") if nobill else "not run",
+                limits=target_value(s, "ringway-limits", "requests_per_relay_cpu_s") if limited else "not run")
+        for note in s.get("notes", []):
+            lines_notes.append(f"Scenario 1: {note}")
         writes = s.get("store_writes", {})
 
         def store_cell(target, key, digits=1):
