@@ -64,9 +64,19 @@ typedef struct account_key {
     _Atomic uint64_t model_bits[ACCOUNT_MODEL_WORDS]; /* allowlist over config model indexes */
     _Atomic int64_t spend_cap_micros; /* -1: no cap */
     _Atomic int64_t spend_available_micros; /* cap - spent - open holds; used only with a cap */
-    _Atomic uint32_t tier;            /* stored; the limits are [rate_limits] key_tier's for now */
-    limit_pool_t limit_pools[ACCOUNT_LIMITS]; /* the key's rate limits (src/relay/limits.c) */
+    /* Rate limits (src/relay/limits.c): the tier (an index into the
+     * config's tiers, ACCOUNT_TIER_DEFAULT = [rate_limits] key_tier), the
+     * key's own value of each limit (ACCOUNT_LIMIT_INHERIT = the tier's),
+     * and its total token quota (0 = none). */
+    _Atomic uint32_t tier;
+    _Atomic uint32_t limit_overrides[ACCOUNT_LIMITS];
+    _Atomic uint64_t token_quota;
+    limit_pool_t limit_pools[ACCOUNT_LIMITS];
+    limit_pool_t quota_pool;          /* tokens used in all (window 0), loaded from the store */
 } account_key_t;
+
+#define ACCOUNT_TIER_DEFAULT UINT32_MAX
+#define ACCOUNT_LIMIT_INHERIT UINT32_MAX
 
 /* Returned by the publish functions when they refuse (see account.h). */
 #define ACCOUNT_INDEX_NONE UINT32_MAX

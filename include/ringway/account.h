@@ -86,7 +86,8 @@ account_user_status_t account_user_status(const account_user_t *user);
 /* Publishes a key into the next free slot. Copies from *fields: hash, id
  * (>= 1), user_index (< users_max), name, prefix, last4 (each must hold a
  * NUL within its array) and the current values of status, expires_at_ms,
- * all_models, model_bits, spend_cap_micros, spend_available_micros and tier;
+ * all_models, model_bits, spend_cap_micros, spend_available_micros, tier,
+ * limit_overrides, token_quota and quota_pool;
  * fields->state is ignored. *fields is the caller's private copy (a local
  * variable), never a published slot. Writer thread only (contract 1).
  * Returns the published slot, or NULL when the table is full, or a key with
@@ -132,6 +133,12 @@ account_key_status_t account_key_status(const account_key_t *key);
 void account_key_set_expiry(account_key_t *key, int64_t expires_at_ms);
 void account_key_set_tier(account_key_t *key, uint32_t tier);
 uint32_t account_key_tier(const account_key_t *key);
+/* One limit override (kind < ACCOUNT_LIMITS; ACCOUNT_LIMIT_INHERIT = the
+ * tier's value), and the total token quota (0 = none). */
+void account_key_set_limit(account_key_t *key, uint32_t kind, uint32_t value);
+uint32_t account_key_limit(const account_key_t *key, uint32_t kind);
+void account_key_set_token_quota(account_key_t *key, uint64_t tokens);
+uint64_t account_key_token_quota(const account_key_t *key);
 
 /* Compares two 32-byte hashes in time independent of where they differ. */
 bool account_hash_equal(const uint8_t a[ACCOUNT_KEY_HASH_BYTES],

@@ -72,7 +72,9 @@ typedef struct admin_key_request {
     bool all_models;
     char models[STORE_MODELS_BYTES];  /* comma-separated, validated config names */
     uint64_t model_bits[ACCOUNT_MODEL_WORDS];
-    uint32_t tier;
+    char tier[STORE_TIER_NAME_BYTES]; /* a configured tier, "" = [rate_limits] key_tier */
+    uint32_t limits[STORE_KEY_LIMITS]; /* overrides, STORE_LIMIT_INHERIT = the tier's */
+    uint64_t token_quota;             /* 0 = none */
     int64_t expires_at_ms;            /* 0 = never */
     int64_t spend_cap_micros;         /* -1 = none */
     const char *audit_admin;

@@ -47,7 +47,8 @@ void admin_fail_store(admin_failure_t *failure, int status, const char *what);
 bool admin_user_create(admin_context_t *context, const admin_user_request_t *request, uint64_t *user_id,
                        admin_failure_t *failure);
 
-/* Sets all_models and no cap, tier 0, no expiry. */
+/* Sets all_models and no cap, the default tier without overrides, no
+ * token quota, no expiry. */
 void admin_key_request_defaults(admin_key_request_t *request);
 
 /* Generates a key, stores it (synced) and publishes it; the full key text
@@ -90,7 +91,9 @@ uint32_t admin_user_keys(admin_context_t *context, uint64_t user_id,
 
 /* Fills *fields (zeroed first) for account_key_publish from a stored key
  * record: hash, id, user_index = user_id - 1, name, prefix, last4, status,
- * expiry, tier, spend cap and spend_available_micros =
+ * expiry, the tier (by name: a name the config no longer has is the
+ * default tier, and logged), the limit overrides, the token quota and its
+ * pool (the tokens used), spend cap and spend_available_micros =
  * ledger_key_spend_available_initial(cap, spent), and the allowlist: the
  * record's model names mapped to config model indexes (a name the config no
  * longer has is dropped, so the key loses that model; all_models stays

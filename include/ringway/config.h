@@ -69,6 +69,13 @@ int config_load(config_t *config, const char *path, char *error, size_t error_si
 const config_model_t *config_find_model(const config_t *config, const uint8_t *name,
                                         size_t name_length);
 
+/* The index in config->tiers of the tier named `name`, or CONFIG_TIER_NONE. */
+uint32_t config_find_tier(const config_t *config, const char *name);
+
+/* The name of a limit as a [tier NAME] key writes it ("requests_per_minute",
+ * ...); the admin API and ringctl use the same names. kind < CONFIG_LIMIT_COUNT. */
+const char *config_limit_name(config_limit_kind_t kind);
+
 /* The incremental interface under config_parse and config_load, for callers
  * that receive the text in pieces. begin: like config_parse's preamble
  * (defaults, source name). feed: any number of bytes, any split; returns 0,

@@ -38,6 +38,8 @@ enum {
     STORE_USAGE_STATUS_BYTES = 32,
     STORE_PASSWORD_HASH_BYTES = 192,    /* an Argon2 encoded hash ("$argon2id$v=19$...") */
     STORE_MODELS_BYTES = 1024,          /* key allowlist: model names separated by ',' */
+    STORE_TIER_NAME_BYTES = 32,         /* a [tier NAME] of the config */
+    STORE_KEY_LIMITS = ACCOUNT_LIMITS,  /* a key's limit overrides, by config_limit_kind_t */
     STORE_AUDIT_ADMIN_BYTES = 64,
     STORE_AUDIT_ACTION_BYTES = 64,
     STORE_AUDIT_TARGET_BYTES = 128,
@@ -62,7 +64,10 @@ typedef struct store_key_record {
     uint64_t user_id;
     uint8_t hash[ACCOUNT_KEY_HASH_BYTES];          /* SHA-256 of the full key */
     uint32_t status;                               /* account_key_status_t */
-    uint32_t tier;
+    char tier[STORE_TIER_NAME_BYTES];              /* "" = [rate_limits] key_tier */
+    uint32_t limits[STORE_KEY_LIMITS];             /* overrides of the tier's; STORE_LIMIT_INHERIT = the tier's */
+    uint64_t token_quota;                          /* tokens the key may use in all; 0 = no quota */
+    uint64_t tokens_used;                          /* prompt + completion settled (maintained by the store thread) */
     int64_t expires_at_ms;                         /* 0 = never */
     int64_t spend_cap_micros;                      /* -1 = no cap */
     int64_t spent_micros;                          /* settled spending (maintained by the store thread) */
@@ -161,7 +166,12 @@ enum {
     STORE_KEY_FIELD_SPEND_CAP = 1u << 3,
     STORE_KEY_FIELD_TIER = 1u << 4,
     STORE_KEY_FIELD_NAME = 1u << 5,
+    STORE_KEY_FIELD_LIMITS = 1u << 6,     /* every override, as given */
+    STORE_KEY_FIELD_TOKEN_QUOTA = 1u << 7,
 };
+
+/* A key's limit override that is not set: the tier's value applies. */
+#define STORE_LIMIT_INHERIT UINT32_MAX
 
 typedef struct store_hold_release {
     char request_id[STORE_REQUEST_ID_BYTES];
@@ -191,7 +201,9 @@ typedef struct store_key_update {
     uint64_t key_id;
     uint32_t fields;                               /* STORE_KEY_FIELD_* */
     uint32_t status;
-    uint32_t tier;
+    char tier[STORE_TIER_NAME_BYTES];
+    uint32_t limits[STORE_KEY_LIMITS];
+    uint64_t token_quota;
     bool all_models;
     int64_t expires_at_ms;
     int64_t spend_cap_micros;

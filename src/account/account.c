@@ -275,6 +275,16 @@ account_key_t *account_key_publish(account_tables_t *tables, const account_key_t
                           memory_order_relaxed);
     atomic_store_explicit(&key->tier, atomic_load_explicit(&source->tier, memory_order_relaxed),
                           memory_order_relaxed);
+    for (size_t kind = 0; kind < ACCOUNT_LIMITS; kind++) {
+        atomic_store_explicit(&key->limit_overrides[kind],
+                              atomic_load_explicit(&source->limit_overrides[kind], memory_order_relaxed),
+                              memory_order_relaxed);
+    }
+    atomic_store_explicit(&key->token_quota, atomic_load_explicit(&source->token_quota, memory_order_relaxed),
+                          memory_order_relaxed);
+    atomic_store_explicit(&key->quota_pool.word,
+                          atomic_load_explicit(&source->quota_pool.word, memory_order_relaxed),
+                          memory_order_relaxed);
     atomic_store_explicit(&key->state, ACCOUNT_SLOT_READY, memory_order_release);
 
     account_index_insert(tables, tables->key_index, account_hash_position(tables, key->hash), slot);
@@ -348,6 +358,26 @@ void account_key_set_expiry(account_key_t *key, int64_t expires_at_ms) {
 void account_key_set_tier(account_key_t *key, uint32_t tier) {
     RW_ASSERT(key != NULL);
     atomic_store_explicit(&key->tier, tier, memory_order_release);
+}
+
+void account_key_set_limit(account_key_t *key, uint32_t kind, uint32_t value) {
+    RW_ASSERT(key != NULL && kind < ACCOUNT_LIMITS);
+    atomic_store_explicit(&key->limit_overrides[kind], value, memory_order_release);
+}
+
+uint32_t account_key_limit(const account_key_t *key, uint32_t kind) {
+    RW_ASSERT(key != NULL && kind < ACCOUNT_LIMITS);
+    return atomic_load_explicit(&((account_key_t *)key)->limit_overrides[kind], memory_order_acquire);
+}
+
+void account_key_set_token_quota(account_key_t *key, uint64_t tokens) {
+    RW_ASSERT(key != NULL);
+    atomic_store_explicit(&key->token_quota, tokens, memory_order_release);
+}
+
+uint64_t account_key_token_quota(const account_key_t *key) {
+    RW_ASSERT(key != NULL);
+    return atomic_load_explicit(&((account_key_t *)key)->token_quota, memory_order_acquire);
 }
 
 uint32_t account_key_tier(const account_key_t *key) {

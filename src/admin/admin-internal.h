@@ -25,7 +25,6 @@ enum {
     ADMIN_LIST_LIMIT_DEFAULT = 100,
     ADMIN_LIST_LIMIT_MAX = 1000,
     ADMIN_AUDIT_LIMIT_DEFAULT = 100,
-    ADMIN_TIER_MAX = 65535,
 };
 
 /* Export state of an admin exchange that streams usage page by page. */

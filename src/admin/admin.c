@@ -10,11 +10,14 @@
  *   GET   /admin/users/{id}                                                user with its keys
  *   POST  /admin/users/{id}/balance   {op: top_up|deduct, amount: "1.50"}  user
  *   POST  /admin/users/{id}/suspend | /resume                              user
- *   POST  /admin/keys                 {user_id, name?, models?, tier?, expires_at?, spend_cap?}
- *                                                                          201 key, with the full key once
+ *   POST  /admin/keys                 {user_id, name?, models?, tier?, limits?, token_quota?,
+ *                                      expires_at?, spend_cap?}            201 key, with the full key once
  *   GET   /admin/keys?user_id=&limit=&after=                               list of keys (masked)
  *   GET   /admin/keys/{id}                                                 key
- *   PATCH /admin/keys/{id}            {models?, tier?, expires_at?, spend_cap?}  key
+ *   PATCH /admin/keys/{id}            {models?, tier?, limits?, token_quota?, expires_at?, spend_cap?}
+ *                                                                          key; tier: a [tier NAME] or null
+ *                                                                          (the default); limits: {NAME: N or
+ *                                                                          null (the tier's)}, applied at once
  *   POST  /admin/keys/{id}/disable | /enable                               key
  *   GET   /admin/usage?user_id=&key_id=&from=&to=&limit=&format=json|jsonl|csv
  *                                     newest first; streamed page by page (chunked) when long
@@ -588,12 +591,79 @@ static void admin_users_status(admin_request_t *request, account_user_status_t s
 
 /* ---- Keys ---- */
 
-/* Reads models, tier, expires_at and spend_cap from the body into *update
- * (fields set for each present member) and the model bits. */
+/* "tier": a configured tier's name, or null for [rate_limits] key_tier. */
+static bool admin_key_tier(admin_request_t *request, store_key_update_t *update) {
+    json_span_t value;
+    json_type_t type;
+    int found = json_object_find(request->body, request->body_length, "tier", &value, &type);
+    if (found == -2) return admin_member(request, "tier", &value, &type) == 0;
+    if (found != 0) return true;
+    update->fields |= STORE_KEY_FIELD_TIER;
+    if (type == JSON_TYPE_NULL) return true;
+    char name[STORE_TIER_NAME_BYTES];
+    size_t length = 0;
+    if (type != JSON_TYPE_STRING ||
+        json_string_decode(request->body + value.offset, value.length, name, sizeof name, &length) != 0 ||
+        config_find_tier(request->context->config, name) == CONFIG_TIER_NONE) {
+        const config_t *config = request->context->config;
+        char names[CONFIG_TIERS_MAX * (CONFIG_TIER_NAME_BYTES + 2)];
+        text_buffer_t list = text_buffer_over(names, sizeof names - 1);
+        for (uint32_t index = 0; index < config->tier_count; index++) {
+            text_buffer_format(&list, "%s%s", index == 0 ? "" : ", ", config->tiers[index].name);
+        }
+        names[text_buffer_result(&list)] = '\0';
+        admin_fail(&request->failure, 400, "invalid_request_error", "invalid_value", "tier",
+                   "tier must be the name of a [tier NAME] section (%s) or null for the default",
+                   config->tier_count > 0 ? names : "none configured");
+        admin_respond_failure(request);
+        return false;
+    }
+    memcpy(update->tier, name, length + 1);
+    return true;
+}
+
+/* "limits": {"requests_per_minute": N | null, ...}: the key's own value of
+ * each limit named (0 = unlimited; null = the tier's); *given has a bit per
+ * limit named. Other members are ignored. */
+static bool admin_key_limits(admin_request_t *request, store_key_update_t *update, uint32_t *given) {
+    *given = 0;
+    json_span_t object;
+    json_type_t type;
+    int found = admin_member(request, "limits", &object, &type);
+    if (found <= 0) return found == 0;
+    if (type != JSON_TYPE_OBJECT) return admin_wrong_type(request, "limits", "an object of limits");
+    const uint8_t *body = request->body + object.offset;
+    for (uint32_t kind = 0; kind < STORE_KEY_LIMITS; kind++) {
+        const char *name = config_limit_name((config_limit_kind_t)kind);
+        json_span_t value;
+        json_type_t value_type;
+        int member = json_object_find(body, object.length, name, &value, &value_type);
+        if (member == -2) return admin_wrong_type(request, "limits", "an object naming each limit once");
+        if (member != 0) continue;
+        *given |= 1u << kind;
+        update->limits[kind] = STORE_LIMIT_INHERIT;
+        if (value_type == JSON_TYPE_NULL) continue;
+        uint64_t number = 0;
+        if (value_type != JSON_TYPE_NUMBER || !text_parse_u64((const char *)body + value.offset, value.length, &number) ||
+            number >= STORE_LIMIT_INHERIT) {
+            char what[96];
+            snprintf(what, sizeof what, "limits.%s", name);
+            return admin_wrong_type(request, what, "an integer from 0 (unlimited) to 4294967294, or null");
+        }
+        update->limits[kind] = (uint32_t)number;
+    }
+    if (*given != 0) update->fields |= STORE_KEY_FIELD_LIMITS;
+    return true;
+}
+
+/* Reads models, tier, limits, token_quota, expires_at and spend_cap from
+ * the body into *update (fields set for each present member; for limits,
+ * *limits_given says which were named) and the model bits. */
 static bool admin_key_settings(admin_request_t *request, store_key_update_t *update,
-                               uint64_t bits[ACCOUNT_MODEL_WORDS]) {
+                               uint64_t bits[ACCOUNT_MODEL_WORDS], uint32_t *limits_given) {
     memset(update, 0, sizeof *update);
     memset(bits, 0, ACCOUNT_MODEL_WORDS * sizeof(uint64_t));
+    for (uint32_t kind = 0; kind < STORE_KEY_LIMITS; kind++) update->limits[kind] = STORE_LIMIT_INHERIT;
     json_span_t value;
     json_type_t type;
     int found = json_object_find(request->body, request->body_length, "models", &value, &type);
@@ -606,12 +676,20 @@ static bool admin_key_settings(admin_request_t *request, store_key_update_t *upd
         }
         update->fields |= STORE_KEY_FIELD_MODELS;
     }
-    uint64_t tier = 0;
+    if (!admin_key_tier(request, update) || !admin_key_limits(request, update, limits_given)) return false;
     bool present = false;
-    if (!admin_member_u64(request, "tier", ADMIN_TIER_MAX, &tier, &present)) return false;
+    json_span_t quota_value;
+    json_type_t quota_type;
+    if (json_object_find(request->body, request->body_length, "token_quota", &quota_value, &quota_type) == 0 &&
+        quota_type == JSON_TYPE_NULL) {
+        update->token_quota = 0;
+        update->fields |= STORE_KEY_FIELD_TOKEN_QUOTA;
+    }
+    uint64_t quota = 0;
+    if (!admin_member_u64(request, "token_quota", LIMIT_VALUE_MAX, &quota, &present)) return false;
     if (present) {
-        update->tier = (uint32_t)tier;
-        update->fields |= STORE_KEY_FIELD_TIER;
+        update->token_quota = quota;
+        update->fields |= STORE_KEY_FIELD_TOKEN_QUOTA;
     }
     int64_t expires_at_ms = 0;
     if (!admin_member_time(request, "expires_at", &expires_at_ms, &present)) return false;
@@ -654,7 +732,8 @@ static void admin_keys_create(admin_request_t *request) {
     }
     store_key_update_t settings;
     uint64_t bits[ACCOUNT_MODEL_WORDS];
-    if (!admin_key_settings(request, &settings, bits)) return;
+    uint32_t limits_given = 0;
+    if (!admin_key_settings(request, &settings, bits, &limits_given)) return;
     admin_key_request_t key_request;
     admin_key_request_defaults(&key_request);
     key_request.user_id = user_id;
@@ -665,7 +744,9 @@ static void admin_keys_create(admin_request_t *request) {
         memcpy(key_request.models, settings.models, sizeof key_request.models);
         memcpy(key_request.model_bits, bits, sizeof key_request.model_bits);
     }
-    if (settings.fields & STORE_KEY_FIELD_TIER) key_request.tier = settings.tier;
+    if (settings.fields & STORE_KEY_FIELD_TIER) memcpy(key_request.tier, settings.tier, sizeof key_request.tier);
+    memcpy(key_request.limits, settings.limits, sizeof key_request.limits);
+    if (settings.fields & STORE_KEY_FIELD_TOKEN_QUOTA) key_request.token_quota = settings.token_quota;
     if (settings.fields & STORE_KEY_FIELD_EXPIRES) key_request.expires_at_ms = settings.expires_at_ms;
     if (settings.fields & STORE_KEY_FIELD_SPEND_CAP) key_request.spend_cap_micros = settings.spend_cap_micros;
     char key_text[AUTH_KEY_TEXT_BYTES];
@@ -720,9 +801,10 @@ static void admin_key_change_details(const admin_request_t *request, uint32_t fi
         out[request->body_length] = '\0';
         return;
     }
-    snprintf(out, capacity, "{\"fields\":\"%s%s%s%s\"}", (fields & STORE_KEY_FIELD_MODELS) ? "models " : "",
-             (fields & STORE_KEY_FIELD_TIER) ? "tier " : "", (fields & STORE_KEY_FIELD_EXPIRES) ? "expires_at " : "",
-             (fields & STORE_KEY_FIELD_SPEND_CAP) ? "spend_cap" : "");
+    snprintf(out, capacity, "{\"fields\":\"%s%s%s%s%s%s\"}", (fields & STORE_KEY_FIELD_MODELS) ? "models " : "",
+             (fields & STORE_KEY_FIELD_TIER) ? "tier " : "", (fields & STORE_KEY_FIELD_LIMITS) ? "limits " : "",
+             (fields & STORE_KEY_FIELD_TOKEN_QUOTA) ? "token_quota " : "",
+             (fields & STORE_KEY_FIELD_EXPIRES) ? "expires_at " : "", (fields & STORE_KEY_FIELD_SPEND_CAP) ? "spend_cap" : "");
 }
 
 static void admin_keys_update(admin_request_t *request) {
@@ -731,11 +813,16 @@ static void admin_keys_update(admin_request_t *request) {
     if (key == NULL || !admin_body_object(request, false)) return;
     store_key_update_t update;
     uint64_t bits[ACCOUNT_MODEL_WORDS];
-    if (!admin_key_settings(request, &update, bits)) return;
+    uint32_t limits_given = 0;
+    if (!admin_key_settings(request, &update, bits, &limits_given)) return;
     if (update.fields == 0) {
         admin_refuse(request, 400, "invalid_request_error", "nothing_to_change", NULL,
-                     "name at least one of models, tier, expires_at, spend_cap");
+                     "name at least one of models, tier, limits, token_quota, expires_at, spend_cap");
         return;
+    }
+    /* The limits not named keep their values. */
+    for (uint32_t kind = 0; kind < STORE_KEY_LIMITS; kind++) {
+        if (!(limits_given & (1u << kind))) update.limits[kind] = account_key_limit(key, kind);
     }
     if (!admin_key_update(context, key, &update, bits, &request->failure)) {
         admin_respond_failure(request);

@@ -210,6 +210,7 @@ void admin_key_request_defaults(admin_key_request_t *request) {
     memset(request, 0, sizeof *request);
     request->all_models = true;
     request->spend_cap_micros = -1;
+    for (uint32_t kind = 0; kind < STORE_KEY_LIMITS; kind++) request->limits[kind] = STORE_LIMIT_INHERIT;
 }
 
 /* Adds one model name to an allowlist being built. */
@@ -311,8 +312,11 @@ static void admin_key_audit_details(text_buffer_t *details, const admin_key_requ
     } else {
         text_buffer_json_string(details, request->models, strlen(request->models));
     }
-    text_buffer_format(details, ",\"tier\":%u,\"expires_at_ms\":%lld,\"spend_cap\":", request->tier,
-                        (long long)request->expires_at_ms);
+    text_buffer_text(details, ",\"tier\":");
+    if (request->tier[0] == '\0') text_buffer_text(details, "null");
+    else text_buffer_json_string(details, request->tier, strlen(request->tier));
+    text_buffer_format(details, ",\"token_quota\":%llu,\"expires_at_ms\":%lld,\"spend_cap\":",
+                       (unsigned long long)request->token_quota, (long long)request->expires_at_ms);
     if (request->spend_cap_micros < 0) {
         text_buffer_text(details, "null}");
     } else {
@@ -350,7 +354,9 @@ account_key_t *admin_key_create(admin_context_t *context, const admin_key_reques
     auth_key_hash(key_text, AUTH_KEY_TEXT_LENGTH, record->hash);
     auth_key_mask(key_text, AUTH_KEY_TEXT_LENGTH, record->prefix, record->last4);
     record->status = ACCOUNT_KEY_ACTIVE;
-    record->tier = request->tier;
+    memcpy(record->tier, request->tier, sizeof record->tier);
+    memcpy(record->limits, request->limits, sizeof record->limits);
+    record->token_quota = request->token_quota;
     record->expires_at_ms = request->expires_at_ms;
     record->spend_cap_micros = request->spend_cap_micros;
     record->spent_micros = 0;
@@ -410,7 +416,18 @@ bool admin_key_update(admin_context_t *context, account_key_t *key, const store_
     }
     if (update->fields & STORE_KEY_FIELD_STATUS) account_key_set_status(key, (account_key_status_t)update->status);
     if (update->fields & STORE_KEY_FIELD_EXPIRES) account_key_set_expiry(key, update->expires_at_ms);
-    if (update->fields & STORE_KEY_FIELD_TIER) account_key_set_tier(key, update->tier);
+    if (update->fields & STORE_KEY_FIELD_TIER) {
+        uint32_t tier = ACCOUNT_TIER_DEFAULT;
+        if (update->tier[0] != '\0') {
+            tier = config_find_tier(context->config, update->tier);
+            RW_ASSERT(tier != CONFIG_TIER_NONE && "the caller checked the tier's name");
+        }
+        account_key_set_tier(key, tier);
+    }
+    if (update->fields & STORE_KEY_FIELD_LIMITS) {
+        for (uint32_t kind = 0; kind < STORE_KEY_LIMITS; kind++) account_key_set_limit(key, kind, update->limits[kind]);
+    }
+    if (update->fields & STORE_KEY_FIELD_TOKEN_QUOTA) account_key_set_token_quota(key, update->token_quota);
     if (update->fields & STORE_KEY_FIELD_SPEND_CAP) ledger_key_set_cap(key, update->spend_cap_micros);
     if (update->fields & STORE_KEY_FIELD_MODELS) account_key_set_models(key, update->all_models, model_bits);
     return true;
@@ -463,7 +480,22 @@ bool admin_write_key(admin_context_t *context, text_buffer_t *out, const account
         }
         text_buffer_text(out, "]");
     }
-    text_buffer_format(out, ",\"tier\":%u", account_key_tier(key));
+    uint32_t tier = account_key_tier(key);
+    text_buffer_text(out, ",\"tier\":");
+    if (tier == ACCOUNT_TIER_DEFAULT) text_buffer_text(out, "null");
+    else text_buffer_json_string(out, context->config->tiers[tier].name, strlen(context->config->tiers[tier].name));
+    text_buffer_text(out, ",\"limits\":{");
+    for (uint32_t kind = 0; kind < STORE_KEY_LIMITS; kind++) {
+        uint32_t value = account_key_limit(key, kind);
+        text_buffer_format(out, "%s\"%s\":", kind == 0 ? "" : ",", config_limit_name((config_limit_kind_t)kind));
+        if (value == ACCOUNT_LIMIT_INHERIT) text_buffer_text(out, "null");
+        else text_buffer_format(out, "%u", value);
+    }
+    uint64_t quota = account_key_token_quota(key);
+    text_buffer_text(out, "},\"token_quota\":");
+    if (quota == 0) text_buffer_text(out, "null");
+    else text_buffer_format(out, "%llu", (unsigned long long)quota);
+    text_buffer_format(out, ",\"tokens_used\":%llu", (unsigned long long)record.tokens_used);
     if (cap >= 0) {
         text_buffer_format(out, ",\"spend_cap_micros\":%lld,\"spend_cap\":\"", (long long)cap);
         text_buffer_money(out, cap);
@@ -492,7 +524,19 @@ int admin_key_fields_from_record(const config_t *config, const store_key_record_
     snprintf(fields->last4, sizeof fields->last4, "%s", record->last4);
     atomic_init(&fields->status, record->status == ACCOUNT_KEY_DISABLED ? ACCOUNT_KEY_DISABLED : ACCOUNT_KEY_ACTIVE);
     atomic_init(&fields->expires_at_ms, record->expires_at_ms);
-    atomic_init(&fields->tier, record->tier);
+    uint32_t tier = ACCOUNT_TIER_DEFAULT;
+    if (record->tier[0] != '\0') {
+        tier = config_find_tier(config, record->tier);
+        if (tier == CONFIG_TIER_NONE) {
+            fprintf(stderr, "ringway: key %llu has the tier '%s', which the config no longer has: it gets the "
+                            "default tier\n", (unsigned long long)record->id, record->tier);
+            tier = ACCOUNT_TIER_DEFAULT;
+        }
+    }
+    atomic_init(&fields->tier, tier);
+    for (uint32_t kind = 0; kind < STORE_KEY_LIMITS; kind++) atomic_init(&fields->limit_overrides[kind], record->limits[kind]);
+    atomic_init(&fields->token_quota, record->token_quota);
+    limit_pool_set(&fields->quota_pool, record->tokens_used);
     atomic_init(&fields->spend_cap_micros, record->spend_cap_micros);
     atomic_init(&fields->spend_available_micros,
                 ledger_key_spend_available_initial(record->spend_cap_micros, record->spent_micros));

@@ -1331,9 +1331,7 @@ static int config_validate(config_parser_t *parser) {
     for (uint32_t k = 0; k < 2; k++) {
         *tier_indexes[k] = CONFIG_TIER_NONE;
         if (rate_lines[k] == 0) continue;
-        for (uint32_t t = 0; t < config->tier_count; t++) {
-            if (strcmp(config->tiers[t].name, tier_names[k]) == 0) *tier_indexes[k] = t;
-        }
+        *tier_indexes[k] = config_find_tier(config, tier_names[k]);
         if (*tier_indexes[k] == CONFIG_TIER_NONE) {
             return config_fail(parser, rate_lines[k], "unknown tier '%s' for '%s' in [rate_limits]", tier_names[k],
                                config_rate_limits_keys[k].name);
@@ -1346,6 +1344,18 @@ static int config_validate(config_parser_t *parser) {
 
 /* ---------------------------------------------------------------------- */
 /* Public interface                                                        */
+
+uint32_t config_find_tier(const config_t *config, const char *name) {
+    for (uint32_t index = 0; index < config->tier_count; index++) {
+        if (strcmp(config->tiers[index].name, name) == 0) return index;
+    }
+    return CONFIG_TIER_NONE;
+}
+
+const char *config_limit_name(config_limit_kind_t kind) {
+    RW_ASSERT((uint32_t)kind < CONFIG_LIMIT_COUNT);
+    return config_tier_keys[kind].name;
+}
 
 void config_set_defaults(config_t *config) {
     RW_ASSERT(config != NULL);

@@ -1,8 +1,12 @@
 /* The rate-limit stage, between authentication and the hold (admit.c calls
- * it; settle.c ends what it took). Every limit of the key's tier and of the
- * account's tier ([rate_limits] key_tier and account_tier) is a lease pool
- * of src/limit (the algorithm and why it is exact are there); this worker's
- * shards of those pools live here, one per key or account slot and limit.
+ * it; settle.c ends what it took). A key's limits are its tier's (its own,
+ * else [rate_limits] key_tier) with the key's overrides over them, plus its
+ * total token quota; an account's are [rate_limits] account_tier's, over
+ * all of its keys together. Each is a lease pool of src/limit (the
+ * algorithm and why it is exact are there); this worker's shards of those
+ * pools live here, one per key or account slot and limit. A change of a
+ * key's tier or limits (admin API) is read by the next request on every
+ * thread.
  *
  *   requests per minute / per day   1 per request, fixed UTC windows
  *   tokens per minute / per day     the estimate at admission: the prompt
@@ -15,6 +19,10 @@
  *                                   estimate when it reported none)
  *   concurrent requests             a slot from admission until the
  *                                   stream's end (settle.c), drain included
+ *   token quota (keys only)         tokens in all, charged and corrected
+ *                                   like the token limits; the store keeps
+ *                                   the tokens used (k/ records), so it
+ *                                   survives restarts
  *
  * A request is admitted only when every limit admits it; what the earlier
  * ones took is given back when a later one refuses, or when a later stage
@@ -33,33 +41,54 @@
 #define RELAY_LIMIT_DAY_MS 86400000u
 
 _Static_assert(ACCOUNT_LIMITS == CONFIG_LIMIT_COUNT, "a pool per tier limit");
-_Static_assert(2 * ACCOUNT_LIMITS <= 16, "limits_taken has a bit per subject and limit");
 
-enum { RELAY_LIMIT_KEY = 0, RELAY_LIMIT_ACCOUNT = 1 };
+enum {
+    RELAY_LIMIT_KEY = 0,
+    RELAY_LIMIT_ACCOUNT = 1,
+    /* A key's sixth limit, after the tier's: its token quota. */
+    RELAY_LIMIT_QUOTA = ACCOUNT_LIMITS,
+    RELAY_LIMIT_KINDS = ACCOUNT_LIMITS + 1,
+};
+_Static_assert(2 * RELAY_LIMIT_KINDS <= 16, "limits_taken has a bit per subject and limit");
+_Static_assert(2 * RELAY_LIMIT_KINDS == RELAY_LIMIT_BITS, "a window per bit");
 
-static uint64_t relay_limit_window_ms(const relay_worker_t *worker, config_limit_kind_t kind) {
+static uint64_t relay_limit_window_ms(const relay_worker_t *worker, uint32_t kind) {
     switch (kind) {
     case CONFIG_LIMIT_REQUESTS_PER_MINUTE:
     case CONFIG_LIMIT_TOKENS_PER_MINUTE: return worker->limit_minute_ms;
     case CONFIG_LIMIT_REQUESTS_PER_DAY:
     case CONFIG_LIMIT_TOKENS_PER_DAY: return RELAY_LIMIT_DAY_MS;
-    default: return 0; /* concurrency: no window */
+    default: return 0; /* concurrency, the quota: no window */
     }
 }
 
-static bool relay_limit_counts_tokens(config_limit_kind_t kind) {
-    return kind == CONFIG_LIMIT_TOKENS_PER_MINUTE || kind == CONFIG_LIMIT_TOKENS_PER_DAY;
+static bool relay_limit_counts_tokens(uint32_t kind) {
+    return kind == CONFIG_LIMIT_TOKENS_PER_MINUTE || kind == CONFIG_LIMIT_TOKENS_PER_DAY || kind == RELAY_LIMIT_QUOTA;
 }
 
-/* The limit values of a subject's tier, or NULL when it has none. */
-static const uint32_t *relay_limit_values(const relay_worker_t *worker, uint32_t subject) {
-    const config_t *config = worker->config;
-    uint32_t tier = subject == RELAY_LIMIT_KEY ? config->key_tier : config->account_tier;
-    return tier == CONFIG_TIER_NONE ? NULL : config->tiers[tier].limits;
+/* A subject's limits now, by kind (0 = unlimited): the tier's values with a
+ * key's overrides over them, and a key's quota as RELAY_LIMIT_QUOTA. */
+static void relay_limit_values(const relay_stream_t *stream, uint32_t subject, uint64_t values[RELAY_LIMIT_KINDS]) {
+    const config_t *config = stream->worker->config;
+    uint32_t tier = config->account_tier;
+    if (subject == RELAY_LIMIT_KEY) {
+        tier = account_key_tier(stream->key);
+        if (tier == ACCOUNT_TIER_DEFAULT) tier = config->key_tier;
+    }
+    for (uint32_t kind = 0; kind < ACCOUNT_LIMITS; kind++) {
+        values[kind] = tier < config->tier_count ? config->tiers[tier].limits[kind] : 0;
+        if (subject == RELAY_LIMIT_KEY) {
+            uint32_t own = account_key_limit(stream->key, kind);
+            if (own != ACCOUNT_LIMIT_INHERIT) values[kind] = own;
+        }
+    }
+    values[RELAY_LIMIT_QUOTA] = subject == RELAY_LIMIT_KEY ? RW_MIN(account_key_token_quota(stream->key), LIMIT_VALUE_MAX)
+                                                           : 0;
 }
 
 static limit_pool_t *relay_limit_pool(const relay_stream_t *stream, uint32_t subject, uint32_t kind) {
-    return subject == RELAY_LIMIT_KEY ? &stream->key->limit_pools[kind] : &stream->user->limit_pools[kind];
+    if (subject == RELAY_LIMIT_ACCOUNT) return &stream->user->limit_pools[kind];
+    return kind == RELAY_LIMIT_QUOTA ? &stream->key->quota_pool : &stream->key->limit_pools[kind];
 }
 
 /* Shard number (subject, slot, kind): the worker's list entries. */
@@ -67,7 +96,7 @@ static uint32_t relay_limit_shard_number(const relay_stream_t *stream, uint32_t 
     const account_tables_t *tables = stream->worker->shared->tables;
     uint32_t slot = subject == RELAY_LIMIT_KEY ? (uint32_t)(stream->key - tables->keys)
                                                : (uint32_t)(stream->user - tables->users);
-    return (subject << 31) | (slot * ACCOUNT_LIMITS + kind);
+    return (subject << 31) | (slot * RELAY_LIMIT_KINDS + kind);
 }
 
 static limit_shard_t *relay_limit_shard_at(relay_worker_t *worker, uint32_t number) {
@@ -78,10 +107,10 @@ static limit_shard_t *relay_limit_shard_at(relay_worker_t *worker, uint32_t numb
 static limit_pool_t *relay_limit_pool_at(relay_worker_t *worker, uint32_t number) {
     account_tables_t *tables = worker->shared->tables;
     uint32_t index = number & 0x7fffffffu;
-    uint32_t slot = index / ACCOUNT_LIMITS;
-    uint32_t kind = index % ACCOUNT_LIMITS;
-    return (number >> 31) == RELAY_LIMIT_KEY ? &tables->keys[slot].limit_pools[kind]
-                                             : &tables->users[slot].limit_pools[kind];
+    uint32_t slot = index / RELAY_LIMIT_KINDS;
+    uint32_t kind = index % RELAY_LIMIT_KINDS;
+    if ((number >> 31) == RELAY_LIMIT_ACCOUNT) return &tables->users[slot].limit_pools[kind];
+    return kind == RELAY_LIMIT_QUOTA ? &tables->keys[slot].quota_pool : &tables->keys[slot].limit_pools[kind];
 }
 
 /* A shard that holds a lease is visited on ticks until it gives it back;
@@ -101,14 +130,14 @@ static void relay_limit_list(relay_worker_t *worker, uint32_t number) {
 
 int relay_limits_init(relay_worker_t *worker, char *error, size_t error_size) {
     const config_t *config = worker->config;
-    size_t key_bytes = (size_t)config->keys_max * ACCOUNT_LIMITS * sizeof(limit_shard_t);
-    size_t user_bytes = (size_t)config->users_max * ACCOUNT_LIMITS * sizeof(limit_shard_t);
+    size_t key_bytes = (size_t)config->keys_max * RELAY_LIMIT_KINDS * sizeof(limit_shard_t);
+    size_t user_bytes = (size_t)config->users_max * RELAY_LIMIT_KINDS * sizeof(limit_shard_t);
     /* Pages are committed as keys and accounts are first limited here. */
     worker->limit_key_shards = mmap(NULL, key_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE | MAP_NORESERVE,
                                     -1, 0);
     worker->limit_user_shards = mmap(NULL, user_bytes, PROT_READ | PROT_WRITE,
                                      MAP_ANONYMOUS | MAP_PRIVATE | MAP_NORESERVE, -1, 0);
-    worker->limit_list_max = 2 * ACCOUNT_LIMITS * config->streams_per_thread;
+    worker->limit_list_max = 2 * RELAY_LIMIT_KINDS * config->streams_per_thread;
     worker->limit_list = calloc(worker->limit_list_max, sizeof(uint32_t));
     if (worker->limit_key_shards == MAP_FAILED || worker->limit_user_shards == MAP_FAILED ||
         worker->limit_list == NULL) {
@@ -131,7 +160,8 @@ static void relay_limit_free_slot(relay_stream_t *stream, uint32_t subject, limi
     relay_worker_t *worker = stream->worker;
     uint32_t kind = CONFIG_LIMIT_CONCURRENT_REQUESTS;
     limit_put_back(shard, 0, 1);
-    const uint32_t *values = relay_limit_values(worker, subject);
+    uint64_t values[RELAY_LIMIT_KINDS];
+    relay_limit_values(stream, subject, values);
     limit_trim(relay_limit_pool(stream, subject, kind), shard, values[kind] / (2u * worker->config->threads));
 }
 
@@ -139,10 +169,10 @@ static void relay_limit_free_slot(relay_stream_t *stream, uint32_t subject, limi
  * the request never ran. */
 static void relay_limits_give_back(relay_stream_t *stream, uint16_t taken) {
     relay_worker_t *worker = stream->worker;
-    for (uint32_t bit = 0; bit < 2 * ACCOUNT_LIMITS; bit++) {
+    for (uint32_t bit = 0; bit < 2 * RELAY_LIMIT_KINDS; bit++) {
         if (!(taken & (1u << bit))) continue;
-        uint32_t subject = bit / ACCOUNT_LIMITS;
-        uint32_t kind = bit % ACCOUNT_LIMITS;
+        uint32_t subject = bit / RELAY_LIMIT_KINDS;
+        uint32_t kind = bit % RELAY_LIMIT_KINDS;
         uint32_t number = relay_limit_shard_number(stream, subject, kind);
         limit_shard_t *shard = relay_limit_shard_at(worker, number);
         if (kind == CONFIG_LIMIT_CONCURRENT_REQUESTS) {
@@ -163,7 +193,7 @@ static uint32_t relay_limit_seconds_left(uint64_t now_ms, uint64_t window_ms) {
 }
 
 static void relay_limit_describe(const relay_worker_t *worker, relay_limit_refusal_t *refusal, uint32_t subject,
-                                 config_limit_kind_t kind, uint32_t limit, uint64_t cost, uint64_t now_ms) {
+                                 uint32_t kind, uint64_t limit, uint64_t cost, uint64_t now_ms) {
     const char *who = subject == RELAY_LIMIT_KEY ? "this API key" : "your account";
     refusal->retry_after_s = 1;
     refusal->should_retry = true;
@@ -172,22 +202,23 @@ static void relay_limit_describe(const relay_worker_t *worker, relay_limit_refus
         refusal->code = "rate_limit_exceeded";
         refusal->retry_after_s = relay_limit_seconds_left(now_ms, worker->limit_minute_ms);
         snprintf(refusal->message, sizeof refusal->message,
-                 "Rate limit exceeded: %s is limited to %u requests per minute. Please retry after %u seconds.", who,
-                 limit, refusal->retry_after_s);
+                 "Rate limit exceeded: %s is limited to %llu requests per minute. Please retry after %u seconds.", who,
+                 (unsigned long long)limit, refusal->retry_after_s);
         break;
     case CONFIG_LIMIT_TOKENS_PER_MINUTE:
         refusal->code = "tokens_rate_limit_exceeded";
         if (cost > limit) {
             refusal->should_retry = false;
             snprintf(refusal->message, sizeof refusal->message,
-                     "Request too large: %s is limited to %u tokens per minute and this request needs about %llu. "
-                     "Send fewer tokens or ask for less output.", who, limit, (unsigned long long)cost);
+                     "Request too large: %s is limited to %llu tokens per minute and this request needs about %llu. "
+                     "Send fewer tokens or ask for less output.", who, (unsigned long long)limit,
+                     (unsigned long long)cost);
             break;
         }
         refusal->retry_after_s = relay_limit_seconds_left(now_ms, worker->limit_minute_ms);
         snprintf(refusal->message, sizeof refusal->message,
-                 "Rate limit exceeded: %s is limited to %u tokens per minute. Please retry after %u seconds.", who,
-                 limit, refusal->retry_after_s);
+                 "Rate limit exceeded: %s is limited to %llu tokens per minute. Please retry after %u seconds.", who,
+                 (unsigned long long)limit, refusal->retry_after_s);
         break;
     case CONFIG_LIMIT_REQUESTS_PER_DAY:
     case CONFIG_LIMIT_TOKENS_PER_DAY:
@@ -195,14 +226,23 @@ static void relay_limit_describe(const relay_worker_t *worker, relay_limit_refus
         refusal->should_retry = false;
         refusal->retry_after_s = relay_limit_seconds_left(now_ms, RELAY_LIMIT_DAY_MS);
         snprintf(refusal->message, sizeof refusal->message,
-                 "Daily limit reached: %s is limited to %u %s per day (UTC). It resets at midnight UTC.", who, limit,
-                 kind == CONFIG_LIMIT_REQUESTS_PER_DAY ? "requests" : "tokens");
+                 "Daily limit reached: %s is limited to %llu %s per day (UTC). It resets at midnight UTC.", who,
+                 (unsigned long long)limit, kind == CONFIG_LIMIT_REQUESTS_PER_DAY ? "requests" : "tokens");
+        break;
+    case RELAY_LIMIT_QUOTA:
+        refusal->code = "token_quota_exhausted";
+        refusal->should_retry = false;
+        refusal->retry_after_s = 0; /* waiting never helps: no Retry-After */
+        snprintf(refusal->message, sizeof refusal->message,
+                 "Token quota exhausted: this API key may use %llu tokens in all and has too few left for this "
+                 "request (about %llu). Ask your provider for a larger quota.",
+                 (unsigned long long)limit, (unsigned long long)cost);
         break;
     default:
         refusal->code = "concurrency_limit_exceeded";
         snprintf(refusal->message, sizeof refusal->message,
-                 "Too many concurrent requests: %s is limited to %u requests at a time. Please retry when one of "
-                 "them has finished.", who, limit);
+                 "Too many concurrent requests: %s is limited to %llu requests at a time. Please retry when one of "
+                 "them has finished.", who, (unsigned long long)limit);
         break;
     }
 }
@@ -228,10 +268,10 @@ bool relay_limits_admit(relay_stream_t *stream, const json_chat_request_t *reque
     uint64_t now_ms = (uint64_t)text_wall_ms();
     stream->limit_tokens = relay_limit_estimate(stream, request);
     for (uint32_t subject = RELAY_LIMIT_KEY; subject <= RELAY_LIMIT_ACCOUNT; subject++) {
-        const uint32_t *values = relay_limit_values(worker, subject);
-        if (values == NULL) continue;
-        for (uint32_t kind = 0; kind < ACCOUNT_LIMITS; kind++) {
-            uint32_t limit = values[kind];
+        uint64_t values[RELAY_LIMIT_KINDS];
+        relay_limit_values(stream, subject, values);
+        for (uint32_t kind = 0; kind < RELAY_LIMIT_KINDS; kind++) {
+            uint64_t limit = values[kind];
             if (limit == 0) continue;
             uint64_t window_ms = relay_limit_window_ms(worker, kind);
             uint32_t window = window_ms == 0 ? 0 : limit_window_of(now_ms, window_ms);
@@ -244,7 +284,7 @@ bool relay_limits_admit(relay_stream_t *stream, const json_chat_request_t *reque
                 relay_limit_describe(worker, refusal, subject, kind, limit, cost, now_ms);
                 return false;
             }
-            uint32_t bit = subject * ACCOUNT_LIMITS + kind;
+            uint32_t bit = subject * RELAY_LIMIT_KINDS + kind;
             stream->limit_windows[bit] = window;
             stream->limits_taken |= (uint16_t)(1u << bit);
             relay_limit_list(worker, number);
@@ -258,10 +298,10 @@ void relay_limits_cancel(relay_stream_t *stream) { relay_limits_give_back(stream
 void relay_limits_finish(relay_stream_t *stream, uint64_t tokens_used) {
     if (stream->limits_taken == 0) return;
     relay_worker_t *worker = stream->worker;
-    for (uint32_t bit = 0; bit < 2 * ACCOUNT_LIMITS; bit++) {
+    for (uint32_t bit = 0; bit < 2 * RELAY_LIMIT_KINDS; bit++) {
         if (!(stream->limits_taken & (1u << bit))) continue;
-        uint32_t subject = bit / ACCOUNT_LIMITS;
-        uint32_t kind = bit % ACCOUNT_LIMITS;
+        uint32_t subject = bit / RELAY_LIMIT_KINDS;
+        uint32_t kind = bit % RELAY_LIMIT_KINDS;
         uint32_t number = relay_limit_shard_number(stream, subject, kind);
         limit_shard_t *shard = relay_limit_shard_at(worker, number);
         uint32_t window = stream->limit_windows[bit];
@@ -304,10 +344,11 @@ static int relay_limit_duration(char *out, size_t capacity, uint32_t seconds) {
 /* The subject whose limit of `kind` the headers show: the key's when its
  * tier has one, else the account's; false when neither has. */
 static bool relay_limit_shown(const relay_stream_t *stream, config_limit_kind_t kind, uint32_t *subject,
-                              uint32_t *limit) {
+                              uint64_t *limit) {
     for (uint32_t candidate = RELAY_LIMIT_KEY; candidate <= RELAY_LIMIT_ACCOUNT; candidate++) {
-        const uint32_t *values = relay_limit_values(stream->worker, candidate);
-        if (values != NULL && values[kind] != 0) {
+        uint64_t values[RELAY_LIMIT_KINDS];
+        relay_limit_values(stream, candidate, values);
+        if (values[kind] != 0) {
             *subject = candidate;
             *limit = values[kind];
             return true;
@@ -332,10 +373,10 @@ size_t relay_limits_headers(relay_stream_t *stream, char *out, size_t capacity) 
     } shown[] = {{CONFIG_LIMIT_REQUESTS_PER_MINUTE, "requests"}, {CONFIG_LIMIT_TOKENS_PER_MINUTE, "tokens"}};
     for (uint32_t index = 0; index < RW_ARRAY_LENGTH(shown); index++) {
         uint32_t subject = 0;
-        uint32_t limit = 0;
+        uint64_t limit = 0;
         if (!relay_limit_shown(stream, shown[index].kind, &subject, &limit)) continue;
         uint32_t number = relay_limit_shard_number(stream, subject, shown[index].kind);
-        uint64_t remaining = limit_remaining(relay_limit_pool(stream, subject, shown[index].kind),
+        uint64_t remaining = limit_remaining(relay_limit_pool(stream, subject, (uint32_t)shown[index].kind),
                                              relay_limit_shard_at(worker, number), limit, minute);
         if (shown[index].kind == CONFIG_LIMIT_REQUESTS_PER_MINUTE) {
             uint64_t minute_start = now_ms / worker->limit_minute_ms;
@@ -350,14 +391,16 @@ size_t relay_limits_headers(relay_stream_t *stream, char *out, size_t capacity) 
                 worker->limit_reset_minute = minute_start;
             }
             length += (size_t)snprintf(out + length, capacity - length,
-                                       "X-RateLimit-Limit: %u\r\nX-RateLimit-Remaining: %llu\r\n"
+                                       "X-RateLimit-Limit: %llu\r\nX-RateLimit-Remaining: %llu\r\n"
                                        "X-RateLimit-Reset: %s\r\n",
-                                       limit, (unsigned long long)remaining, worker->limit_reset_text);
+                                       (unsigned long long)limit, (unsigned long long)remaining,
+                                       worker->limit_reset_text);
         }
         length += (size_t)snprintf(out + length, capacity - length,
-                                   "x-ratelimit-limit-%s: %u\r\nx-ratelimit-remaining-%s: %llu\r\n"
+                                   "x-ratelimit-limit-%s: %llu\r\nx-ratelimit-remaining-%s: %llu\r\n"
                                    "x-ratelimit-reset-%s: %s\r\n",
-                                   shown[index].noun, limit, shown[index].noun, (unsigned long long)remaining,
+                                   shown[index].noun, (unsigned long long)limit, shown[index].noun,
+                                   (unsigned long long)remaining,
                                    shown[index].noun, duration);
         RW_ASSERT(length < capacity);
     }

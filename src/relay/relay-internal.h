@@ -72,6 +72,9 @@ enum {
     RELAY_WORKER_TIMER_LISTS = 3,
     /* Room for the rate-limit headers of one response (limits.c). */
     RELAY_LIMIT_HEADERS_BYTES = 512,
+    /* Rate limits a request can take: a key's five and its quota, an
+     * account's five (and an unused sixth). */
+    RELAY_LIMIT_BITS = 2 * (ACCOUNT_LIMITS + 1),
 };
 
 typedef struct relay_span {
@@ -196,11 +199,11 @@ typedef struct relay_stream {
     uint64_t started_ms;
     uint64_t content_events;       /* SSE data events forwarded: the estimate when no usage comes */
     uint64_t forwarded_bytes;
-    /* Rate limits (limits.c): what admission took, bit subject x
-     * ACCOUNT_LIMITS + limit, the window each was taken in, and the token
-     * estimate the token limits were charged. */
+    /* Rate limits (limits.c): what admission took, a bit per subject and
+     * limit, the window each was taken in, and the token estimate the token
+     * limits were charged. */
     uint16_t limits_taken;
-    uint32_t limit_windows[2 * ACCOUNT_LIMITS];
+    uint32_t limit_windows[RELAY_LIMIT_BITS];
     uint64_t limit_tokens;
     /* Waiting for the store (admit.c): links of the worker's FIFO. */
     struct relay_stream *wait_next;
@@ -250,7 +253,7 @@ struct relay_worker {
     uint32_t wait_max;
     store_message_t message;       /* scratch: messages are copied into the channel */
     /* Rate limits (limits.c): this thread's shards, keys_max and users_max
-     * times ACCOUNT_LIMITS, and the shards holding a lease, visited on
+     * times six, and the shards holding a lease, visited on
      * ticks until they give it back. */
     limit_shard_t *limit_key_shards;
     limit_shard_t *limit_user_shards;
@@ -265,7 +268,7 @@ struct relay_worker {
 /* Why limits.c refused a request: admit.c answers 429 with it. */
 typedef struct relay_limit_refusal {
     const char *code;              /* rate_limit_exceeded, tokens_rate_limit_exceeded, ... */
-    uint32_t retry_after_s;
+    uint32_t retry_after_s;        /* 0: no Retry-After (nothing to wait for) */
     bool should_retry;             /* x-should-retry: false when waiting a little cannot help */
     char message[256];
 } relay_limit_refusal_t;

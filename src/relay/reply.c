@@ -37,13 +37,17 @@ void relay_reply_error_retry_after(relay_stream_t *stream, uint16_t status, cons
     relay_reply_with(stream, status, type, message, NULL, code, (size_t)length);
 }
 
-/* 429 for a limit limits.c refused: Retry-After in seconds and
- * x-should-retry, so the official SDKs wait and retry by themselves exactly
- * when waiting can help. */
+/* 429 for a limit limits.c refused: Retry-After in seconds (none when no
+ * wait can help: an exhausted quota) and x-should-retry, so the official
+ * SDKs wait and retry by themselves exactly when waiting can help. */
 void relay_reply_rate_limited(relay_stream_t *stream, const relay_limit_refusal_t *refusal) {
-    int length = snprintf(stream->scratch.extra_headers, sizeof stream->scratch.extra_headers,
-                          "Retry-After: %u\r\nx-should-retry: %s\r\n", (unsigned)refusal->retry_after_s,
-                          refusal->should_retry ? "true" : "false");
+    int length = 0;
+    if (refusal->retry_after_s > 0) {
+        length = snprintf(stream->scratch.extra_headers, sizeof stream->scratch.extra_headers, "Retry-After: %u\r\n",
+                          (unsigned)refusal->retry_after_s);
+    }
+    length += snprintf(stream->scratch.extra_headers + length, sizeof stream->scratch.extra_headers - (size_t)length,
+                       "x-should-retry: %s\r\n", refusal->should_retry ? "true" : "false");
     RW_ASSERT(length > 0);
     relay_reply_with(stream, 429, "rate_limit_error", refusal->message, NULL, refusal->code, (size_t)length);
 }

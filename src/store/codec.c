@@ -17,6 +17,10 @@ enum {
     STORE_TAG_KEY = 'K',
     STORE_TAG_HOLD = 'H',
     STORE_RECORD_VERSION = 1,
+    /* Key records since rate limits: the tier by name, the limit overrides,
+     * the token quota and the tokens used. Version 1 key records still
+     * decode (default tier, no overrides, no quota, nothing used). */
+    STORE_KEY_RECORD_VERSION = 2,
 };
 
 typedef struct store_writer {
@@ -172,12 +176,11 @@ int store_key_encode(const store_key_record_t *record, uint8_t *out, size_t capa
     RW_ASSERT(record != NULL && out != NULL);
     store_writer_t writer = {out, capacity, 0, false};
     store_writer_u8(&writer, STORE_TAG_KEY);
-    store_writer_u8(&writer, STORE_RECORD_VERSION);
+    store_writer_u8(&writer, STORE_KEY_RECORD_VERSION);
     store_writer_u64(&writer, record->id);
     store_writer_u64(&writer, record->user_id);
     store_writer_bytes(&writer, record->hash, sizeof record->hash);
     store_writer_u32(&writer, record->status);
-    store_writer_u32(&writer, record->tier);
     store_writer_u64(&writer, (uint64_t)record->expires_at_ms);
     store_writer_u64(&writer, (uint64_t)record->spend_cap_micros);
     store_writer_u64(&writer, (uint64_t)record->spent_micros);
@@ -187,6 +190,10 @@ int store_key_encode(const store_key_record_t *record, uint8_t *out, size_t capa
     store_writer_text(&writer, record->prefix, sizeof record->prefix);
     store_writer_text(&writer, record->last4, sizeof record->last4);
     store_writer_text(&writer, record->models, sizeof record->models);
+    store_writer_text(&writer, record->tier, sizeof record->tier);
+    for (uint32_t kind = 0; kind < STORE_KEY_LIMITS; kind++) store_writer_u32(&writer, record->limits[kind]);
+    store_writer_u64(&writer, record->token_quota);
+    store_writer_u64(&writer, record->tokens_used);
     return store_writer_finish(&writer);
 }
 
@@ -194,13 +201,15 @@ int store_key_decode(const uint8_t *bytes, size_t length, store_key_record_t *re
     RW_ASSERT(record != NULL && (bytes != NULL || length == 0));
     memset(record, 0, sizeof *record);
     store_reader_t reader = {bytes, length, 0, false};
-    store_reader_header(&reader, STORE_TAG_KEY);
+    if (store_reader_u8(&reader) != STORE_TAG_KEY) reader.failed = true;
+    uint8_t version = store_reader_u8(&reader);
+    if (version != STORE_RECORD_VERSION && version != STORE_KEY_RECORD_VERSION) reader.failed = true;
     record->id = store_reader_u64(&reader);
     record->user_id = store_reader_u64(&reader);
     const uint8_t *hash = store_reader_take(&reader, sizeof record->hash);
     if (hash != NULL) memcpy(record->hash, hash, sizeof record->hash);
     record->status = store_reader_u32(&reader);
-    record->tier = store_reader_u32(&reader);
+    if (version == STORE_RECORD_VERSION) (void)store_reader_u32(&reader); /* a numeric tier, never enforced */
     record->expires_at_ms = store_reader_i64(&reader);
     record->spend_cap_micros = store_reader_i64(&reader);
     record->spent_micros = store_reader_i64(&reader);
@@ -210,6 +219,13 @@ int store_key_decode(const uint8_t *bytes, size_t length, store_key_record_t *re
     store_reader_text(&reader, record->prefix, sizeof record->prefix);
     store_reader_text(&reader, record->last4, sizeof record->last4);
     store_reader_text(&reader, record->models, sizeof record->models);
+    for (uint32_t kind = 0; kind < STORE_KEY_LIMITS; kind++) record->limits[kind] = STORE_LIMIT_INHERIT;
+    if (version == STORE_KEY_RECORD_VERSION) {
+        store_reader_text(&reader, record->tier, sizeof record->tier);
+        for (uint32_t kind = 0; kind < STORE_KEY_LIMITS; kind++) record->limits[kind] = store_reader_u32(&reader);
+        record->token_quota = store_reader_u64(&reader);
+        record->tokens_used = store_reader_u64(&reader);
+    }
     return store_reader_finish(&reader);
 }
 

@@ -408,6 +408,10 @@ static int store_apply_settle(store_thread_state_t *thread, const store_message_
     user->dirty = true;
     if (key != NULL) {
         store_round_set_micros(thread, &state->key_spent_micros[record->key_id - 1], new_spent);
+        /* The token quota's count: the round's copy of the record is what is
+         * put (and cached) only when the round's write succeeds. */
+        uint64_t tokens = record->prompt_tokens + record->completion_tokens;
+        key->record.tokens_used = key->record.tokens_used + RW_MIN(tokens, UINT64_MAX - key->record.tokens_used);
         key->dirty = true;
     }
     state->next_usage_id = record->id + 1;
@@ -533,7 +537,8 @@ static int store_apply_key_update(store_thread_state_t *thread, const store_key_
     store_state_t *state = thread->store->state;
     snprintf(apply->what, sizeof apply->what, "the update of key %llu", (unsigned long long)update->key_id);
     if (!store_text_terminated(update->name, sizeof update->name) ||
-        !store_text_terminated(update->models, sizeof update->models)) {
+        !store_text_terminated(update->models, sizeof update->models) ||
+        !store_text_terminated(update->tier, sizeof update->tier)) {
         return -EINVAL;
     }
     if (!store_key_known(state, update->key_id)) return -ENOENT;
@@ -544,7 +549,9 @@ static int store_apply_key_update(store_thread_state_t *thread, const store_key_
     if (update->fields & STORE_KEY_FIELD_STATUS) record->status = update->status;
     if (update->fields & STORE_KEY_FIELD_EXPIRES) record->expires_at_ms = update->expires_at_ms;
     if (update->fields & STORE_KEY_FIELD_SPEND_CAP) record->spend_cap_micros = update->spend_cap_micros;
-    if (update->fields & STORE_KEY_FIELD_TIER) record->tier = update->tier;
+    if (update->fields & STORE_KEY_FIELD_TIER) memcpy(record->tier, update->tier, sizeof record->tier);
+    if (update->fields & STORE_KEY_FIELD_LIMITS) memcpy(record->limits, update->limits, sizeof record->limits);
+    if (update->fields & STORE_KEY_FIELD_TOKEN_QUOTA) record->token_quota = update->token_quota;
     if (update->fields & STORE_KEY_FIELD_NAME) memcpy(record->name, update->name, sizeof record->name);
     if (update->fields & STORE_KEY_FIELD_MODELS) {
         record->all_models = update->all_models;

@@ -396,7 +396,8 @@ def default_config_sections(port, data_dir, mock, mock_plain, certs, dead_port):
     Upstreams: `mock` (TLS, right key), `plain` (loopback http), `dead`
     (a port nobody listens on), `wrongkey` (TLS, a key the mock refuses).
     Models: ringway-demo, plain-demo, dead-demo, wrongkey-demo, and
-    suffix-demo whose upstream_model carries mock directives."""
+    suffix-demo whose upstream_model carries mock directives. Tiers bronze,
+    silver and gold with limits no test reaches, none of them the default."""
     return [
         ("server", {"listen": f"127.0.0.1:{port}", "threads": 2, "data_dir": data_dir,
                     "admin_listen": f"127.0.0.1:{free_port()}"}),
@@ -413,6 +414,10 @@ def default_config_sections(port, data_dir, mock, mock_plain, certs, dead_port):
         ("model dead-demo", {"upstream": "dead", "upstream_model": "mock-small"}),
         ("model wrongkey-demo", {"upstream": "wrongkey", "upstream_model": "mock-small"}),
         ("model suffix-demo", {"upstream": "mock", "upstream_model": "mock-small:chunks=3"}),
+        # Tiers keys may name; none is the default, so nothing is limited unless a test says so.
+        ("tier bronze", {"requests_per_minute": 100000}),
+        ("tier silver", {"requests_per_minute": 200000}),
+        ("tier gold", {"requests_per_minute": 300000, "concurrent_requests": 10000}),
     ]
 
 

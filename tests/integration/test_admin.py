@@ -202,12 +202,16 @@ def test_unknown_user(relay):
 
 def test_key_create_and_list(relay):
     user = new_user(relay, "keys@example.com", balance="5")
-    key = new_key(relay, user["id"], name="ci runner", models=["plain-demo"], tier=7,
+    key = new_key(relay, user["id"], name="ci runner", models=["plain-demo"], tier="gold",
+                  limits={"requests_per_minute": 50, "concurrent_requests": 0}, token_quota=1000000,
                   expires_at="2099-12-31T23:59:59Z", spend_cap="2.50")
     assert key["key"].startswith("sk-") and len(key["key"]) == 46
     assert key["masked_key"] == key["key"][:11] + "..." + key["key"][-4:]
     assert key["name"] == "ci runner" and key["user_id"] == user["id"] and key["status"] == "active"
-    assert key["models"] == ["plain-demo"] and key["tier"] == 7
+    assert key["models"] == ["plain-demo"] and key["tier"] == "gold"
+    assert key["limits"] == {"requests_per_minute": 50, "tokens_per_minute": None, "requests_per_day": None,
+                             "tokens_per_day": None, "concurrent_requests": 0}
+    assert key["token_quota"] == 1000000 and key["tokens_used"] == 0
     assert key["spend_cap_micros"] == 2500000 and key["spend_cap"] == "2.500000"
     assert key["expires_at"] == "2099-12-31T23:59:59.000Z" and key["expires_at_ms"] == 4102444799000
     assert key["spent_micros"] == 0
@@ -232,9 +236,14 @@ def test_key_create_and_list(relay):
     ({"models": ["plain-demo", "plain-demo"]}, "invalid_value"),
     ({"models": []}, "invalid_value"),
     ({"models": "plain-demo"}, "invalid_type"),
-    ({"tier": -1}, "invalid_type"),
-    ({"tier": 1.5}, "invalid_type"),
-    ({"tier": 65536}, "invalid_type"),
+    ({"tier": -1}, "invalid_value"),
+    ({"tier": 7}, "invalid_value"),
+    ({"tier": "platinum"}, "invalid_value"),
+    ({"limits": 5}, "invalid_type"),
+    ({"limits": {"requests_per_minute": -1}}, "invalid_type"),
+    ({"limits": {"requests_per_minute": 4294967295}}, "invalid_type"),
+    ({"limits": {"tokens_per_day": "many"}}, "invalid_type"),
+    ({"token_quota": -5}, "invalid_type"),
     ({"expires_at": "tomorrow"}, "invalid_type"),
     ({"expires_at": "2026-02-30"}, "invalid_type"),
     ({"spend_cap": "a lot"}, "invalid_amount"),
@@ -268,8 +277,15 @@ def test_key_disable_enable_and_patch_reach_the_data_plane(relay):
     assert status == 200 and enabled["status"] == "active"
     chat(relay, key["key"])
 
-    status, patched = admin(relay, "PATCH", f"/admin/keys/{key['id']}", {"models": ["ringway-demo"], "tier": 2})
-    assert status == 200 and patched["models"] == ["ringway-demo"] and patched["tier"] == 2
+    status, patched = admin(relay, "PATCH", f"/admin/keys/{key['id']}", {"models": ["ringway-demo"], "tier": "silver"})
+    assert status == 200 and patched["models"] == ["ringway-demo"] and patched["tier"] == "silver"
+    # One limit changes, the others keep theirs; null gives a limit back to the tier.
+    status, patched = admin(relay, "PATCH", f"/admin/keys/{key['id']}", {"limits": {"requests_per_day": 7}})
+    assert status == 200 and patched["limits"]["requests_per_day"] == 7
+    status, patched = admin(relay, "PATCH", f"/admin/keys/{key['id']}",
+                            {"limits": {"requests_per_day": None}, "tier": None, "token_quota": None})
+    assert status == 200 and patched["limits"]["requests_per_day"] is None and patched["tier"] is None
+    assert patched["token_quota"] is None
     with pytest.raises(openai.PermissionDeniedError):
         chat(relay, key["key"])
     status, patched = admin(relay, "PATCH", f"/admin/keys/{key['id']}", {"models": None})
@@ -295,8 +311,8 @@ def test_key_disable_enable_and_patch_reach_the_data_plane(relay):
     chat(relay, key["key"])
 
     assert_error(*admin(relay, "PATCH", f"/admin/keys/{key['id']}", {}), 400, "nothing_to_change")
-    assert_error(*admin(relay, "PATCH", f"/admin/keys/{key['id']}", {"tier": "high"}), 400, "invalid_type")
-    assert_error(*admin(relay, "PATCH", "/admin/keys/999999", {"tier": 1}), 404, "key_not_found")
+    assert_error(*admin(relay, "PATCH", f"/admin/keys/{key['id']}", {"tier": "high"}), 400, "invalid_value")
+    assert_error(*admin(relay, "PATCH", "/admin/keys/999999", {"tier": "gold"}), 404, "key_not_found")
     assert_error(*admin(relay, "POST", "/admin/keys/999999/disable"), 404, "key_not_found")
     assert_error(*admin(relay, "POST", "/admin/keys/abc/enable"), 404, "key_not_found")
 
@@ -374,7 +390,7 @@ def test_every_change_is_audited(relay):
     admin(relay, "POST", f"/admin/users/{user['id']}/resume")
     admin(relay, "POST", f"/admin/keys/{key['id']}/disable")
     admin(relay, "POST", f"/admin/keys/{key['id']}/enable")
-    admin(relay, "PATCH", f"/admin/keys/{key['id']}", {"tier": 3})
+    admin(relay, "PATCH", f"/admin/keys/{key['id']}", {"tier": "bronze"})
     # A refused change leaves no entry.
     admin(relay, "POST", f"/admin/users/{user['id']}/balance", {"op": "deduct", "amount": "100"})
 
@@ -626,7 +642,8 @@ def test_register_login_keys_usage(relay):
 def test_changes_survive_a_restart(relay_factory, ringway_bin, workdir):
     first = relay_factory("admin-restart", PRICED)
     user = new_user(first, "persist@example.com", balance="3.00")
-    key = new_key(first, user["id"], models=["plain-demo"], tier=4, spend_cap="1.00")
+    key = new_key(first, user["id"], models=["plain-demo"], tier="silver", spend_cap="1.00",
+                  limits={"tokens_per_day": 123456}, token_quota=999999)
     chat(first, key["key"])
     admin(first, "POST", f"/admin/users/{user['id']}/suspend")
     admin(first, "POST", f"/admin/keys/{key['id']}/disable")
@@ -642,7 +659,9 @@ def test_changes_survive_a_restart(relay_factory, ringway_bin, workdir):
         assert after["balance_micros"] == before["balance_micros"] < 3000000
         assert after["status"] == "suspended"
         status, shown = admin(first, "GET", f"/admin/keys/{key['id']}")
-        assert shown["status"] == "disabled" and shown["models"] == ["plain-demo"] and shown["tier"] == 4
+        assert shown["status"] == "disabled" and shown["models"] == ["plain-demo"] and shown["tier"] == "silver"
+        assert shown["limits"]["tokens_per_day"] == 123456 and shown["token_quota"] == 999999
+        assert shown["tokens_used"] > 0  # the chat above, counted by the store for the quota
         assert shown["spend_cap_micros"] == 1000000 and shown["spent_micros"] == 3000000 - after["balance_micros"]
         assert "first start" not in process.stderr_text()
         # New ids continue after the old ones.

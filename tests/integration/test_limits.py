@@ -349,3 +349,69 @@ def test_accuracy_one_client_many_connections_both_threads(ringway_bin, workdir,
         assert min(counts) >= ACCURACY_LIMIT * 0.98, counts
     finally:
         process.stop()
+
+
+# ---------------------------------------------------------------------------
+# A key's own tier, overrides and token quota
+
+
+def test_key_tier_and_overrides_apply_at_once_on_every_thread(relay_factory):
+    relay = limited_relay(relay_factory, "limits-per-key", "tokens")
+    _, api_key = make_customer(relay, "per-key@limits.test")
+    status, key = relay.admin("GET", "/admin/keys?limit=1000")
+    key_id = next(entry["id"] for entry in key["data"] if entry["user_id"] != 1 and entry["tier"] is None
+                  and entry["masked_key"].endswith(api_key[-4:]))
+
+    def limits_seen(count=6):
+        """X-RateLimit-Limit of `count` requests, each on a new connection (so on both threads)."""
+        return {post_chat(relay, api_key=api_key)[1]["x-ratelimit-limit"] for _ in range(count)}
+
+    assert limits_seen() == {"1000"}
+    status, patched = relay.admin("PATCH", f"/admin/keys/{key_id}", {"tier": "small"})
+    assert status == 200 and patched["tier"] == "small"
+    assert limits_seen(2) == {"5"}
+    status, patched = relay.admin("PATCH", f"/admin/keys/{key_id}", {"limits": {"requests_per_minute": 40}})
+    assert status == 200 and patched["limits"]["requests_per_minute"] == 40
+    assert limits_seen() == {"40"}
+    # Back to the tier's value, then to the default tier.
+    relay.admin("PATCH", f"/admin/keys/{key_id}", {"limits": {"requests_per_minute": None}, "tier": None})
+    assert limits_seen() == {"1000"}
+
+
+def test_token_quota_exhausted_and_kept_across_a_restart(relay_factory, ringway_bin, workdir):
+    relay = limited_relay(relay_factory, "limits-quota", "tokens")
+    user_id, _ = make_customer(relay, "quota-owner@limits.test")
+    status, key = relay.admin("POST", "/admin/keys", {"user_id": user_id, "token_quota": 150})
+    assert status == 201 and key["token_quota"] == 150
+    api_key = key["key"]
+    statuses = []
+    for _ in range(8):
+        status, headers, payload = post_chat(relay, api_key=api_key)
+        statuses.append(status)
+        if status == 429:
+            break
+    assert statuses[0] == 200 and statuses[-1] == 429, statuses
+    error = error_of(payload)
+    assert error["type"] == "rate_limit_error" and error["code"] == "token_quota_exhausted"
+    assert headers["x-should-retry"] == "false" and "retry-after" not in headers
+    status, shown = relay.admin("GET", f"/admin/keys/{key['id']}")
+    used = shown["tokens_used"]
+    # Each request is admitted on its estimate (prompt bytes / 4, about 22: it names no max_tokens)
+    # and uses about 31 (the mock's prompt / 4 + 1 and 8 chunks): the last one admitted may pass the
+    # quota by that difference, never by more.
+    assert 150 - 40 < used <= 150 + 10, used
+
+    relay.process.stop()
+    process = ManagedProcess("limits-quota-2", [ringway_bin, "--config", relay.config_path], workdir)
+    try:
+        process.wait_ready(relay.url + "/healthz")
+        relay.process = process
+        status, shown = relay.admin("GET", f"/admin/keys/{key['id']}")
+        assert shown["tokens_used"] == used and shown["token_quota"] == 150
+        status, _, payload = post_chat(relay, api_key=api_key)
+        assert status == 429 and error_of(payload)["code"] == "token_quota_exhausted"
+        # A larger quota applies at once.
+        assert relay.admin("PATCH", f"/admin/keys/{key['id']}", {"token_quota": 100000})[0] == 200
+        assert post_chat(relay, api_key=api_key)[0] == 200
+    finally:
+        process.stop()

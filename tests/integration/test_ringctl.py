@@ -17,7 +17,7 @@ PRICED = {"model plain-demo": {"input_price": "1.00", "output_price": "2.00"}}
 
 COMMANDS = [("users", "create"), ("users", "list"), ("users", "show"), ("keys", "create"), ("keys", "list"),
             ("keys", "show"), ("keys", "disable"), ("keys", "enable"), ("keys", "set-models"), ("keys", "set-tier"),
-            ("keys", "set-expiry"), ("keys", "set-cap"), ("balance", "top-up"), ("balance", "deduct"),
+            ("keys", "set-limit"), ("keys", "set-quota"), ("keys", "set-expiry"), ("keys", "set-cap"), ("balance", "top-up"), ("balance", "deduct"),
             ("balance", "suspend"), ("balance", "resume"), ("usage", "list"), ("usage", "export"), ("audit", "list")]
 
 
@@ -140,8 +140,13 @@ def test_every_command_has_help(run, group):
     (["users", "create", "--email", "a@b.co", "--balance", "1.2345678"], "more than 6 decimal places"),
     (["users", "create", "--email", "a@b.co", "--balance", "-1"], "is not an amount"),
     (["keys", "create"], "--user is required"),
-    (["keys", "create", "--user", "1", "--tier", "x"], "--tier must be an integer"),
-    (["keys", "create", "--user", "1", "--tier", "70000"], "--tier must be an integer"),
+    (["keys", "create", "--user", "1", "--tier", ""], "--tier: name a [tier NAME]"),
+    (["keys", "create", "--user", "1", "--quota", "x"], "--quota must be"),
+    (["keys", "set-limit", "1", "requests_per_hour=5"], "LIMIT must be NAME=VALUE"),
+    (["keys", "set-limit", "1", "requests_per_minute"], "LIMIT must be NAME=VALUE"),
+    (["keys", "set-limit", "1", "requests_per_minute=-1"], "VALUE must be"),
+    (["keys", "set-limit", "1"], "LIMIT is required"),
+    (["keys", "set-quota", "1"], "TOKENS is required"),
     (["keys", "create", "--user", "1", "--expires", "soon"], "is not a time"),
     (["keys", "create", "--user", "1", "--cap", "lots"], "is not an amount"),
     (["keys", "create", "--user", "1", "--models", "a,,b"], "empty model name"),
@@ -273,12 +278,13 @@ def test_users_create_password_from_stdin(run, relay):
 def test_keys_create_list_show(run, relay):
     user = make_user(run, "keys@example.com")
     text = ok(run("keys", "create", "--user", user["id"], "--name", "build bot", "--models", "plain-demo",
-                  "--tier", "3", "--expires", "2099-01-01", "--cap", "1.50"))
+                  "--tier", "bronze", "--quota", "5000000", "--expires", "2099-01-01", "--cap", "1.50"))
     key = text.strip().splitlines()[-1]
     assert key.startswith("sk-") and len(key) == 46
     assert "shown only this once" in text
     assert '"build bot"' in text and "models     plain-demo" in text and "spend cap  1.50" in text
-    assert "expires    2099-01-01 00:00:00 UTC" in text and "tier       3" in text
+    assert "expires    2099-01-01 00:00:00 UTC" in text and "tier       bronze" in text
+    assert "tokens     0 used of 5000000" in text
     assert chat(relay, key).choices[0].message.content
 
     rows = table(ok(run("keys", "list", "--user", user["id"])))
@@ -286,7 +292,7 @@ def test_keys_create_list_show(run, relay):
     assert len(rows) == 2
     row = rows[1]
     assert row[1] == str(user["id"]) and row[2] == "build bot" and row[3] == key[:11] + "..." + key[-4:]
-    assert row[4] == "active" and row[5] == "3" and row[6] == "plain-demo" and row[8] == "1.50"
+    assert row[4] == "active" and row[5] == "bronze" and row[6] == "plain-demo" and row[8] == "1.50"
     assert key not in ok(run("keys", "list"))
     listing = as_json(run("--json", "keys", "list", "--user", user["id"]))
     key_id = listing["data"][0]["id"]
@@ -326,8 +332,18 @@ def test_keys_disable_enable_and_settings(run, relay):
     assert as_json(run("--json", "keys", "set-models", key_id, "plain-demo,ringway-demo"))["models"] == [
         "ringway-demo", "plain-demo"]
 
-    assert "tier       9" in ok(run("keys", "set-tier", key_id, "9"))
-    assert as_json(run("--json", "keys", "show", key_id))["tier"] == 9
+    assert "tier       gold" in ok(run("keys", "set-tier", key_id, "gold"))
+    assert as_json(run("--json", "keys", "show", key_id))["tier"] == "gold"
+    assert "tier       default" in ok(run("keys", "set-tier", key_id, "default"))
+    fails(run("keys", "set-tier", key_id, "platinum"), 2, "invalid_value")
+    text = ok(run("keys", "set-limit", key_id, "requests_per_minute=120"))
+    assert "limit      requests_per_minute = 120" in text
+    text = ok(run("keys", "set-limit", key_id, "concurrent_requests=0"))
+    assert "limit      requests_per_minute = 120" in text and "limit      concurrent_requests = 0 (unlimited)" in text
+    assert "requests_per_minute" not in ok(run("keys", "set-limit", key_id, "requests_per_minute=default"))
+    assert "tokens     " in ok(run("keys", "set-quota", key_id, "1000000")) and as_json(
+        run("--json", "keys", "show", key_id))["token_quota"] == 1000000
+    assert "no quota" in ok(run("keys", "set-quota", key_id, "none"))
 
     assert "status     expired" in ok(run("keys", "set-expiry", key_id, "2000-01-01T00:00:00Z"))
     with pytest.raises(openai.AuthenticationError):
@@ -346,7 +362,7 @@ def test_keys_disable_enable_and_settings(run, relay):
     chat(relay, key)
 
     fails(run("keys", "disable", "999999"), 2, "404 key_not_found")
-    fails(run("keys", "set-tier", "999999", "1"), 2, "404 key_not_found")
+    fails(run("keys", "set-tier", "999999", "gold"), 2, "404 key_not_found")
     fails(run("keys", "set-models", key_id, "nope"), 2, "model_not_found")
 
 

@@ -247,7 +247,9 @@ static bool fixture_start(bool with_admin_token) {
              "[auth]\n%s\njwt_ttl_s = 3600\n"
              "[upstream u]\nbase_url = http://127.0.0.1:9/v1\n"
              "[model m1]\nupstream = u\nupstream_model = x\n"
-             "[model m2]\nupstream = u\nupstream_model = y\n",
+             "[model m2]\nupstream = u\nupstream_model = y\n"
+             "[tier basic]\nrequests_per_minute = 10\n[tier plus]\nrequests_per_minute = 100\n"
+             "[tier max]\nrequests_per_minute = 1000\n",
              fixture.directory, (unsigned)port,
              with_admin_token ? "admin_token = test-admin-token-0123456789" : "");
     char error[512];
@@ -539,7 +541,7 @@ static char alice_key[AUTH_KEY_TEXT_BYTES];
 static void test_admin_keys(void) {
     char body[512];
     snprintf(body, sizeof body,
-             "{\"user_id\":%llu,\"name\":\"ci \\u00e9\",\"models\":[\"m1\"],\"tier\":3,"
+             "{\"user_id\":%llu,\"name\":\"ci \\u00e9\",\"models\":[\"m1\"],\"tier\":\"plus\","
              "\"expires_at\":\"2099-01-01\",\"spend_cap\":\"0.50\"}",
              (unsigned long long)alice_id);
     CHECK_EQ_INT(admin_call("POST", "/admin/keys", body), 201);
@@ -547,7 +549,7 @@ static void test_admin_keys(void) {
     snprintf(alice_key, sizeof alice_key, "%s", body_text("key"));
     CHECK(auth_key_text_valid(alice_key, strlen(alice_key)));
     CHECK(strcmp(body_text("name"), "ci \xc3\xa9") == 0);
-    CHECK_EQ_INT(body_int("tier"), 3);
+    CHECK(strcmp(body_text("tier"), "plus") == 0);
     CHECK_EQ_INT(body_int("spend_cap_micros"), 500000);
     CHECK_EQ_INT(body_int("expires_at_ms"), 4070908800000LL);
     CHECK(strcmp(body_text("expires_at"), "2099-01-01T00:00:00.000Z") == 0);
@@ -563,7 +565,7 @@ static void test_admin_keys(void) {
     CHECK_EQ_INT(key->id, alice_key_id);
     CHECK_EQ_INT(key->user_index + 1, alice_id);
     CHECK(account_key_allows_model(key, 0) && !account_key_allows_model(key, 1));
-    CHECK_EQ_INT(account_key_tier(key), 3);
+    CHECK_EQ_INT(account_key_tier(key), 1); /* plus, the config's second tier */
     CHECK_EQ_INT(atomic_load(&key->spend_cap_micros), 500000);
     CHECK_EQ_INT(atomic_load(&key->spend_available_micros), 500000);
     CHECK_EQ_INT(atomic_load(&key->expires_at_ms), 4070908800000LL);
@@ -582,7 +584,8 @@ static void test_admin_keys(void) {
                  400);
     CHECK_EQ_INT(admin_call("POST", "/admin/keys", "{\"user_id\":2,\"name\":\"tab\\there\"}"), 400);
     CHECK_EQ_INT(admin_call("POST", "/admin/keys", "{\"user_id\":2,\"tier\":-1}"), 400);
-    CHECK_EQ_INT(admin_call("POST", "/admin/keys", "{\"user_id\":2,\"tier\":70000}"), 400);
+    CHECK_EQ_INT(admin_call("POST", "/admin/keys", "{\"user_id\":2,\"tier\":\"gold\"}"), 400);
+    CHECK(strstr(response.body, "basic, plus, max") != NULL); /* the message names the tiers */
     CHECK_EQ_INT(admin_call("POST", "/admin/keys", "{\"user_id\":2,\"expires_at\":\"next week\"}"), 400);
     CHECK_EQ_INT(admin_call("POST", "/admin/keys", "{\"user_id\":2,\"spend_cap\":\"lots\"}"), 400);
 
@@ -605,10 +608,15 @@ static void test_admin_keys(void) {
     /* PATCH: everything back to open, in memory and in the answer. */
     char target[64];
     snprintf(target, sizeof target, "/admin/keys/%llu", (unsigned long long)alice_key_id);
-    CHECK_EQ_INT(admin_call("PATCH", target, "{\"models\":null,\"tier\":5,\"spend_cap\":null,\"expires_at\":null}"),
+    CHECK_EQ_INT(admin_call("PATCH", target, "{\"models\":null,\"tier\":\"max\",\"spend_cap\":null,\"expires_at\":null,"
+                                             "\"limits\":{\"tokens_per_day\":77},\"token_quota\":4000}"),
                  200);
     CHECK(strcmp(body_text("models"), "<null>") == 0);
-    CHECK_EQ_INT(body_int("tier"), 5);
+    CHECK(strcmp(body_text("tier"), "max") == 0);
+    CHECK_EQ_INT(account_key_tier(key), 2);
+    CHECK_EQ_INT(account_key_limit(key, CONFIG_LIMIT_TOKENS_PER_DAY), 77);
+    CHECK(account_key_limit(key, CONFIG_LIMIT_REQUESTS_PER_MINUTE) == ACCOUNT_LIMIT_INHERIT);
+    CHECK_EQ_INT(account_key_token_quota(key), 4000);
     CHECK(account_key_allows_model(key, 1));
     CHECK_EQ_INT(atomic_load(&key->spend_cap_micros), -1);
     CHECK_EQ_INT(atomic_load(&key->expires_at_ms), 0);
@@ -620,7 +628,7 @@ static void test_admin_keys(void) {
     CHECK(strcmp(body_text("expired"), "false") == 0);
     CHECK_EQ_INT(admin_call("PATCH", target, "{}"), 400);
     CHECK(strcmp(error_code(), "nothing_to_change") == 0);
-    CHECK_EQ_INT(admin_call("PATCH", "/admin/keys/999", "{\"tier\":1}"), 404);
+    CHECK_EQ_INT(admin_call("PATCH", "/admin/keys/999", "{\"tier\":\"max\"}"), 404);
     CHECK_EQ_INT(admin_call("GET", target, NULL), 200);
     CHECK_EQ_INT(body_int("id"), alice_key_id);
 
@@ -955,7 +963,9 @@ static void test_restart(void) {
     CHECK(key != NULL);
     if (key == NULL) return;
     CHECK(!account_key_allows_model(key, 0) && account_key_allows_model(key, 1));
-    CHECK_EQ_INT(account_key_tier(key), 5);
+    CHECK_EQ_INT(account_key_tier(key), 2);
+    CHECK_EQ_INT(account_key_limit(key, CONFIG_LIMIT_TOKENS_PER_DAY), 77);
+    CHECK_EQ_INT(account_key_token_quota(key), 4000);
     CHECK_EQ_INT(atomic_load(&key->spend_cap_micros), 250000);
     CHECK_EQ_INT(atomic_load(&key->spend_available_micros), 250000 - USAGE_RECORDS * 7);
     /* New ids continue after the old ones; the bootstrap did not run again. */

@@ -225,7 +225,11 @@ static void test_sample_key(store_key_record_t *key) {
     key->user_id = 42;
     for (int index = 0; index < 32; index++) key->hash[index] = (uint8_t)(255 - index);
     key->status = ACCOUNT_KEY_DISABLED;
-    key->tier = 3;
+    snprintf(key->tier, sizeof key->tier, "pro");
+    uint32_t limits[STORE_KEY_LIMITS] = {100, STORE_LIMIT_INHERIT, 0, 5, STORE_LIMIT_INHERIT};
+    memcpy(key->limits, limits, sizeof limits);
+    key->token_quota = 1000000;
+    key->tokens_used = UINT64_MAX;
     key->expires_at_ms = 1800000000000;
     key->spend_cap_micros = -1;
     key->spent_micros = INT64_MAX;
@@ -273,7 +277,7 @@ static void test_binary_codec(const void *record, size_t record_size, test_encod
     bytes[length] = 0;
     CHECK_EQ_INT(decode(bytes, (size_t)length + 1, decoded), -1);
     uint8_t saved = bytes[1];
-    bytes[1] = 2;
+    bytes[1] = 0x7f; /* a version no decoder knows */
     CHECK_EQ_INT(decode(bytes, (size_t)length, decoded), -1);
     bytes[1] = saved;
     saved = bytes[0];
@@ -354,6 +358,41 @@ static void test_codec_user(void) {
     CHECK_EQ_INT(store_user_decode(bytes, (size_t)length, &decoded), -1);
 }
 
+/* A key record of version 1 (a numeric tier after the status, nothing after
+ * the models) still decodes: the default tier, no overrides, no quota,
+ * nothing used. */
+static void test_codec_key_version_1(void) {
+    store_key_record_t sample;
+    test_sample_key(&sample);
+    uint8_t current[STORE_RECORD_BYTES_MAX];
+    int length = store_key_encode(&sample, current, sizeof current);
+    RW_ASSERT(length > 0);
+    size_t tail = 2 + strlen(sample.tier) + 4 * STORE_KEY_LIMITS + 8 + 8;
+    size_t status_end = 2 + 8 + 8 + 32 + 4;
+    uint8_t old[STORE_RECORD_BYTES_MAX];
+    memcpy(old, current, status_end);
+    old[1] = 1;
+    memset(old + status_end, 0, 4); /* the numeric tier */
+    old[status_end] = 9;
+    memcpy(old + status_end + 4, current + status_end, (size_t)length - tail - status_end);
+    size_t old_length = (size_t)length - tail + 4;
+    store_key_record_t decoded;
+    CHECK_EQ_INT(store_key_decode(old, old_length, &decoded), 0);
+    CHECK_EQ_INT(decoded.id, sample.id);
+    CHECK(strcmp(decoded.models, sample.models) == 0);
+    CHECK(strcmp(decoded.tier, "") == 0);
+    for (uint32_t kind = 0; kind < STORE_KEY_LIMITS; kind++) CHECK(decoded.limits[kind] == STORE_LIMIT_INHERIT);
+    CHECK_EQ_INT(decoded.token_quota, 0);
+    CHECK_EQ_INT(decoded.tokens_used, 0);
+    /* A version 1 header with version 2's tail is malformed, and so is an
+     * unknown version. */
+    CHECK(store_key_decode(current, (size_t)length, &decoded) == 0);
+    current[1] = 1;
+    CHECK(store_key_decode(current, (size_t)length, &decoded) != 0);
+    current[1] = 3;
+    CHECK(store_key_decode(current, (size_t)length, &decoded) != 0);
+}
+
 static void test_codec_key(void) {
     store_key_record_t key;
     test_sample_key(&key);
@@ -369,7 +408,7 @@ static void test_codec_key(void) {
     test_sample_key(&sample);
     int length = store_key_encode(&sample, bytes, sizeof bytes);
     RW_ASSERT(length > 0);
-    size_t flag_at = 2 + 8 + 8 + 32 + 4 + 4 + 8 * 4;
+    size_t flag_at = 2 + 8 + 8 + 32 + 4 + 8 * 4;
     CHECK_EQ_INT(bytes[flag_at], 0);
     bytes[flag_at] = 2;
     store_key_record_t decoded;
@@ -753,11 +792,14 @@ static void test_user_email_and_updates(void) {
     message.kind = STORE_MESSAGE_KEY_UPDATE;
     store_key_update_t *update = &message.body.key_update;
     update->key_id = 1;
-    update->fields = STORE_KEY_FIELD_STATUS | STORE_KEY_FIELD_MODELS | STORE_KEY_FIELD_TIER;
+    update->fields = STORE_KEY_FIELD_STATUS | STORE_KEY_FIELD_MODELS | STORE_KEY_FIELD_TIER |
+                     STORE_KEY_FIELD_LIMITS | STORE_KEY_FIELD_TOKEN_QUOTA;
     update->status = ACCOUNT_KEY_DISABLED;
     update->all_models = false;
     snprintf(update->models, sizeof update->models, "gpt-4o-mini");
-    update->tier = 2;
+    snprintf(update->tier, sizeof update->tier, "starter");
+    for (uint32_t kind = 0; kind < STORE_KEY_LIMITS; kind++) update->limits[kind] = kind * 10;
+    update->token_quota = 5000;
     update->expires_at_ms = 77; /* not in fields: ignored */
     CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
     store_key_record_t key;
@@ -765,7 +807,9 @@ static void test_user_email_and_updates(void) {
     CHECK_EQ_INT(key.status, ACCOUNT_KEY_DISABLED);
     CHECK(!key.all_models);
     CHECK(strcmp(key.models, "gpt-4o-mini") == 0);
-    CHECK_EQ_INT(key.tier, 2);
+    CHECK(strcmp(key.tier, "starter") == 0);
+    for (uint32_t kind = 0; kind < STORE_KEY_LIMITS; kind++) CHECK_EQ_INT(key.limits[kind], kind * 10);
+    CHECK_EQ_INT(key.token_quota, 5000);
     CHECK_EQ_INT(key.expires_at_ms, 0);
     CHECK(strcmp(key.name, "key 1") == 0);
 
@@ -821,6 +865,9 @@ static void test_settlement_atomic(void) {
     store_key_record_t key;
     CHECK_EQ_INT(store_key_get(&env.store, 1, &key), 0);
     CHECK_EQ_INT(key.spent_micros, 1234);
+    /* The key's token count for its quota: prompt + completion. */
+    CHECK_EQ_INT(key.tokens_used, message.body.settle.usage.prompt_tokens + message.body.settle.usage.completion_tokens);
+    CHECK(key.tokens_used > 0);
     CHECK_EQ_INT(store_hold_get(&env.store, "req_a", &hold), -ENOENT);
 
     /* The failing write: nothing of the batch is visible, nothing changed
@@ -2061,6 +2108,7 @@ static void test_kill9(void) {
 int main(void) {
     RUN_TEST(test_codec_user);
     RUN_TEST(test_codec_key);
+    RUN_TEST(test_codec_key_version_1);
     RUN_TEST(test_codec_hold);
     RUN_TEST(test_codec_usage_exact);
     RUN_TEST(test_codec_usage_strings_and_extremes);

@@ -13,6 +13,7 @@
 #include "ringway/config.h"
 #include "ringway/json.h"
 #include "ringway/ledger.h"
+#include "ringway/limit.h"
 #include "ringway/text.h"
 
 #include <errno.h>
@@ -57,6 +58,8 @@ typedef struct ringctl_arguments {
     const char *to;
     const char *format;
     const char *output;
+    const char *setting;   /* keys set-limit: NAME=VALUE */
+    const char *quota;     /* keys set-quota, keys create --quota */
     bool password_stdin;
 } ringctl_arguments_t;
 
@@ -72,7 +75,8 @@ static const ringctl_flag_t ringctl_flags[] = {
     RINGCTL_FLAG("models", models),   RINGCTL_FLAG("tier", tier),       RINGCTL_FLAG("expires", expires),
     RINGCTL_FLAG("cap", cap),         RINGCTL_FLAG("amount", amount),   RINGCTL_FLAG("limit", limit),
     RINGCTL_FLAG("after", after),     RINGCTL_FLAG("from", from),       RINGCTL_FLAG("to", to),
-    RINGCTL_FLAG("format", format),   RINGCTL_FLAG("output", output),
+    RINGCTL_FLAG("format", format),   RINGCTL_FLAG("output", output),   RINGCTL_FLAG("quota", quota),
+    RINGCTL_FLAG("setting", setting),
 };
 
 typedef struct ringctl ringctl_t;
@@ -540,7 +544,19 @@ static void ringctl_print_key(ringctl_object_t key) {
     printf("  user       %s\n", ringctl_text(key, "user_id", a, sizeof a));
     printf("  status     %s\n", ringctl_cell_key_status(key, a, sizeof a));
     printf("  models     %s\n", ringctl_cell_models(key, a, sizeof a));
-    printf("  tier       %s\n", ringctl_text(key, "tier", a, sizeof a));
+    const char *tier = ringctl_text(key, "tier", a, sizeof a);
+    printf("  tier       %s\n", strcmp(tier, "-") == 0 ? "default" : tier);
+    ringctl_object_t limits;
+    if (ringctl_child(key, "limits", JSON_TYPE_OBJECT, &limits)) {
+        for (uint32_t kind = 0; kind < CONFIG_LIMIT_COUNT; kind++) {
+            const char *name = config_limit_name((config_limit_kind_t)kind);
+            const char *value = ringctl_text(limits, name, b, sizeof b);
+            if (strcmp(value, "-") != 0) printf("  limit      %s = %s%s\n", name, value, strcmp(value, "0") == 0 ? " (unlimited)" : "");
+        }
+    }
+    const char *quota = ringctl_text(key, "token_quota", a, sizeof a);
+    printf("  tokens     %s used of %s\n", ringctl_text(key, "tokens_used", b, sizeof b),
+           strcmp(quota, "-") == 0 ? "no quota" : quota);
     const char *expires = ringctl_cell_expires(key, a, sizeof a);
     printf("  expires    %s%s\n", expires, strcmp(expires, "never") == 0 ? "" : " UTC");
     const char *cap = ringctl_cell_cap(key, a, sizeof a);
@@ -674,10 +690,63 @@ static bool ringctl_body_cap(ringctl_body_t *body, const char *cap) {
     return true;
 }
 
+/* --tier: a [tier NAME] of the relay's config, or "default". */
 static bool ringctl_body_tier(ringctl_body_t *body, const char *tier) {
+    if (strcmp(tier, "default") == 0) {
+        ringctl_body_raw(body, "tier", "null");
+        return true;
+    }
+    if (tier[0] == '\0') {
+        ringctl_error("--tier: name a [tier NAME] of the config, or default");
+        return false;
+    }
+    ringctl_body_string(body, "tier", tier);
+    return true;
+}
+
+/* --quota: a number of tokens, or "none". */
+static bool ringctl_body_quota(ringctl_body_t *body, const char *quota) {
+    if (strcmp(quota, "none") == 0) {
+        ringctl_body_raw(body, "token_quota", "null");
+        return true;
+    }
     uint64_t value = 0;
-    if (!ringctl_count("--tier", tier, 65535, &value)) return false;
-    ringctl_body_u64(body, "tier", value);
+    if (!ringctl_count("--quota", quota, LIMIT_VALUE_MAX, &value)) return false;
+    if (value == 0) {
+        ringctl_error("--quota must be a number of tokens from 1, or none");
+        return false;
+    }
+    ringctl_body_u64(body, "token_quota", value);
+    return true;
+}
+
+/* NAME=VALUE: one limit of the key; VALUE a number (0 = unlimited) or
+ * "default" (the tier's). */
+static bool ringctl_body_limit(ringctl_body_t *body, const char *setting) {
+    const char *equals = strchr(setting, '=');
+    size_t name_length = equals != NULL ? (size_t)(equals - setting) : 0;
+    uint32_t kind = CONFIG_LIMIT_COUNT;
+    for (uint32_t candidate = 0; candidate < CONFIG_LIMIT_COUNT && equals != NULL; candidate++) {
+        const char *name = config_limit_name((config_limit_kind_t)candidate);
+        if (strlen(name) == name_length && memcmp(name, setting, name_length) == 0) kind = candidate;
+    }
+    if (kind == CONFIG_LIMIT_COUNT) {
+        ringctl_error("LIMIT must be NAME=VALUE with NAME one of requests_per_minute, tokens_per_minute, "
+                      "requests_per_day, tokens_per_day, concurrent_requests");
+        return false;
+    }
+    char member[96];
+    snprintf(member, sizeof member, "{\"%s\":", config_limit_name((config_limit_kind_t)kind));
+    const char *value = equals + 1;
+    char object[160];
+    if (strcmp(value, "default") == 0) {
+        snprintf(object, sizeof object, "%snull}", member);
+    } else {
+        uint64_t number = 0;
+        if (!ringctl_count("VALUE", value, 4294967294ull, &number)) return false;
+        snprintf(object, sizeof object, "%s%llu}", member, (unsigned long long)number);
+    }
+    ringctl_body_raw(body, "limits", object);
     return true;
 }
 
@@ -826,6 +895,7 @@ static int ringctl_keys_create(ringctl_t *ctl, const ringctl_arguments_t *argume
     if (arguments->name != NULL) ringctl_body_string(&body, "name", arguments->name);
     if (arguments->models != NULL && !ringctl_body_models(&body, arguments->models)) return RINGCTL_EXIT_USAGE;
     if (arguments->tier != NULL && !ringctl_body_tier(&body, arguments->tier)) return RINGCTL_EXIT_USAGE;
+    if (arguments->quota != NULL && !ringctl_body_quota(&body, arguments->quota)) return RINGCTL_EXIT_USAGE;
     if (arguments->expires != NULL && !ringctl_body_expires(&body, arguments->expires)) return RINGCTL_EXIT_USAGE;
     if (arguments->cap != NULL && !ringctl_body_cap(&body, arguments->cap)) return RINGCTL_EXIT_USAGE;
     const char *text = ringctl_body_end(&body);
@@ -911,6 +981,12 @@ static int ringctl_keys_set_models(ringctl_t *ctl, const ringctl_arguments_t *ar
 }
 static int ringctl_keys_set_tier(ringctl_t *ctl, const ringctl_arguments_t *arguments) {
     return ringctl_keys_patch(ctl, arguments, "TIER", arguments->tier, ringctl_body_tier);
+}
+static int ringctl_keys_set_limit(ringctl_t *ctl, const ringctl_arguments_t *arguments) {
+    return ringctl_keys_patch(ctl, arguments, "LIMIT", arguments->setting, ringctl_body_limit);
+}
+static int ringctl_keys_set_quota(ringctl_t *ctl, const ringctl_arguments_t *arguments) {
+    return ringctl_keys_patch(ctl, arguments, "TOKENS", arguments->quota, ringctl_body_quota);
 }
 static int ringctl_keys_set_expiry(ringctl_t *ctl, const ringctl_arguments_t *arguments) {
     return ringctl_keys_patch(ctl, arguments, "WHEN", arguments->expires, ringctl_body_expires);
@@ -1089,11 +1165,15 @@ static const ringctl_command_t ringctl_commands[] = {
      {NULL, NULL}, "limit after", ringctl_users_list},
     {"users", "show", "USER", "show one account and its API keys", "Shows an account and its keys (masked).",
      {"user", NULL}, "user", ringctl_users_show},
-    {"keys", "create", "--user USER [--name NAME] [--models a,b|all] [--tier N] [--expires WHEN|never] [--cap AMOUNT|none]",
+    {"keys", "create",
+     "--user USER [--name NAME] [--models a,b|all] [--tier NAME] [--quota TOKENS] [--expires WHEN|never] "
+     "[--cap AMOUNT|none]",
      "create an API key (printed once)",
      "Creates an API key for USER and prints it once; only its hash is kept. --models limits it to\n"
-     "some configured models (default all); --cap limits what it may spend in total.",
-     {NULL, NULL}, "user name models tier expires cap", ringctl_keys_create},
+     "some configured models (default all); --tier names a [tier NAME] of the config (default: the\n"
+     "[rate_limits] key_tier); --quota limits the tokens it may use in all; --cap limits what it may\n"
+     "spend in total.",
+     {NULL, NULL}, "user name models tier quota expires cap", ringctl_keys_create},
     {"keys", "list", "[--user USER] [--limit N] [--after KEY]", "list API keys (masked)",
      "Lists keys, all or one user's, masked as sk-XXXXXXXX...XXXX.", {NULL, NULL}, "user limit after",
      ringctl_keys_list},
@@ -1105,8 +1185,18 @@ static const ringctl_command_t ringctl_commands[] = {
     {"keys", "set-models", "KEY MODELS|all", "limit a key to some models",
      "MODELS is a comma-separated list of configured model names, or all.", {"key", "models"}, "key models",
      ringctl_keys_set_models},
-    {"keys", "set-tier", "KEY TIER", "set a key's rate-limit tier", "TIER is an integer from 0 to 65535.",
+    {"keys", "set-tier", "KEY TIER|default", "set a key's rate-limit tier",
+     "TIER is a [tier NAME] of the relay's config; default is [rate_limits] key_tier. It applies at\n"
+     "once, on every relay thread.",
      {"key", "tier"}, "key tier", ringctl_keys_set_tier},
+    {"keys", "set-limit", "KEY NAME=VALUE|NAME=default", "set one rate limit of a key over its tier's",
+     "NAME is requests_per_minute, tokens_per_minute, requests_per_day, tokens_per_day or\n"
+     "concurrent_requests; VALUE a number (0 = unlimited), default the tier's value. It applies at once.",
+     {"key", "setting"}, "key setting", ringctl_keys_set_limit},
+    {"keys", "set-quota", "KEY TOKENS|none", "set the total tokens a key may use",
+     "TOKENS counts prompt and completion tokens over the key's life; none removes the quota. A key\n"
+     "past it gets 429 token_quota_exhausted.",
+     {"key", "quota"}, "key quota", ringctl_keys_set_quota},
     {"keys", "set-expiry", "KEY WHEN|never", "set when a key expires",
      "WHEN is 2026-01-31, 2026-01-31T12:00:00Z (UTC unless an offset is given) or milliseconds\n"
      "since the epoch; never removes the expiry.",
