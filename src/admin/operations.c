@@ -427,7 +427,17 @@ bool admin_key_update(admin_context_t *context, account_key_t *key, const store_
     if (update->fields & STORE_KEY_FIELD_LIMITS) {
         for (uint32_t kind = 0; kind < STORE_KEY_LIMITS; kind++) account_key_set_limit(key, kind, update->limits[kind]);
     }
-    if (update->fields & STORE_KEY_FIELD_TOKEN_QUOTA) account_key_set_token_quota(key, update->token_quota);
+    if (update->fields & STORE_KEY_FIELD_TOKEN_QUOTA) {
+        /* A quota counts from what the store settled: without one the
+         * relay counts nothing, and leases taken under the old value must
+         * not outlive it, so the pool restarts (requests in flight settle
+         * into the store's count, not into the new pool). */
+        store_key_record_t record;
+        if (store_key_get(context->store, key->id, &record) == 0) {
+            limit_pool_restart(&key->quota_pool, record.tokens_used);
+        }
+        account_key_set_token_quota(key, update->token_quota);
+    }
     if (update->fields & STORE_KEY_FIELD_SPEND_CAP) ledger_key_set_cap(key, update->spend_cap_micros);
     if (update->fields & STORE_KEY_FIELD_MODELS) account_key_set_models(key, update->all_models, model_bits);
     return true;

@@ -73,10 +73,13 @@ static uint64_t limit_word_granted(uint64_t word) { return word & LIMIT_GRANTED_
 
 /* Whether window `a` is after window `b`. Windows of a windowed limit are
  * numbered 1 to LIMIT_WINDOW_MASK and wrap (the nearer half ahead counts
- * as later); 0 is a pool or shard never used, or a limit without windows,
- * and is never later than anything. */
+ * as later); 0 is a pool or shard never used, or a limit without windows:
+ * never later than anything, and every other window is later than it. A
+ * pool without windows counts its restarts (limit_pool_restart) in the
+ * same field, 0 then 1, 2, ... */
 static bool limit_window_later(uint32_t a, uint32_t b) {
-    if (a == 0 || b == 0) return false;
+    if (a == 0) return false;
+    if (b == 0) return true;
     uint32_t delta = (a + LIMIT_WINDOW_MASK - b) % LIMIT_WINDOW_MASK;
     return delta != 0 && delta <= LIMIT_WINDOW_MASK / 2;
 }
@@ -195,6 +198,22 @@ uint64_t limit_remaining(const limit_pool_t *pool, const limit_shard_t *shard, u
     uint64_t left = limit > granted ? limit - granted : 0;
     if (shard->window == window) left += shard->lease;
     return RW_MIN(left, limit);
+}
+
+uint32_t limit_pool_window(const limit_pool_t *pool) {
+    return limit_word_window(atomic_load_explicit(&((limit_pool_t *)pool)->word, memory_order_relaxed));
+}
+
+void limit_pool_restart(limit_pool_t *pool, uint64_t granted) {
+    uint64_t old = atomic_load_explicit(&pool->word, memory_order_relaxed);
+    for (;;) {
+        uint32_t next = (limit_word_window(old) % LIMIT_WINDOW_MASK) + 1;
+        if (atomic_compare_exchange_weak_explicit(&pool->word, &old,
+                                                  limit_word(next, RW_MIN(granted, LIMIT_GRANTED_MASK)),
+                                                  memory_order_relaxed, memory_order_relaxed)) {
+            return;
+        }
+    }
 }
 
 void limit_pool_set(limit_pool_t *pool, uint64_t granted) {

@@ -274,7 +274,9 @@ bool relay_limits_admit(relay_stream_t *stream, const json_chat_request_t *reque
             uint64_t limit = values[kind];
             if (limit == 0) continue;
             uint64_t window_ms = relay_limit_window_ms(worker, kind);
-            uint32_t window = window_ms == 0 ? 0 : limit_window_of(now_ms, window_ms);
+            uint32_t window = window_ms != 0 ? limit_window_of(now_ms, window_ms)
+                              : kind == RELAY_LIMIT_QUOTA ? limit_pool_window(relay_limit_pool(stream, subject, kind))
+                                                          : 0;
             uint64_t cost = relay_limit_counts_tokens(kind) ? stream->limit_tokens : 1;
             uint32_t number = relay_limit_shard_number(stream, subject, kind);
             limit_shard_t *shard = relay_limit_shard_at(worker, number);

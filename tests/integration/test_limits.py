@@ -413,5 +413,14 @@ def test_token_quota_exhausted_and_kept_across_a_restart(relay_factory, ringway_
         # A larger quota applies at once.
         assert relay.admin("PATCH", f"/admin/keys/{key['id']}", {"token_quota": 100000})[0] == 200
         assert post_chat(relay, api_key=api_key)[0] == 200
+        # Without a quota nothing is refused; a quota set again counts every token the store
+        # settled meanwhile.
+        assert relay.admin("PATCH", f"/admin/keys/{key['id']}", {"token_quota": None})[0] == 200
+        for _ in range(3):
+            assert post_chat(relay, api_key=api_key)[0] == 200
+        status, shown = relay.admin("GET", f"/admin/keys/{key['id']}")
+        assert relay.admin("PATCH", f"/admin/keys/{key['id']}", {"token_quota": shown["tokens_used"] + 5})[0] == 200
+        status, _, payload = post_chat(relay, api_key=api_key)
+        assert status == 429 and error_of(payload)["code"] == "token_quota_exhausted"
     finally:
         process.stop()

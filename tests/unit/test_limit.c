@@ -207,6 +207,39 @@ static void test_trim_returns_what_is_kept_beyond(void) {
     CHECK_EQ_INT(shard.lease, 1);
 }
 
+/* A quota that changes restarts its pool: leases of before are void (not
+ * usable, not returned into the new count) and the new count starts at the
+ * given value. */
+static void test_pool_restart_voids_old_leases(void) {
+    limit_pool_t pool = {0};
+    limit_shard_t busy = {0};
+    limit_shard_t other = {0};
+    uint32_t window = limit_pool_window(&pool);
+    CHECK_EQ_INT(window, 0);
+    CHECK(limit_take(&pool, &busy, 1000, &window, 10, 2)); /* leases 10 + 990 / 4 */
+    CHECK(busy.lease > 100);
+    limit_pool_restart(&pool, 990);
+    uint32_t epoch = limit_pool_window(&pool);
+    CHECK_EQ_INT(epoch, 1);
+    /* The old lease does not admit in the new epoch; 10 are left for all. */
+    window = epoch;
+    CHECK(!limit_take(&pool, &busy, 1000, &window, 11, 2));
+    window = epoch;
+    CHECK(limit_take(&pool, &other, 1000, &window, 10, 2));
+    /* A caller that read the epoch before the restart joins the new one. */
+    limit_pool_restart(&pool, 0);
+    window = epoch;
+    CHECK(limit_take(&pool, &busy, 1000, &window, 1, 2));
+    CHECK_EQ_INT(window, 2);
+    /* Leases of an old epoch neither go back nor trip the count. */
+    limit_shard_t stale = other;
+    limit_put_back(&stale, 1, 5);
+    stale.used = 0;
+    uint64_t word = atomic_load(&pool.word);
+    CHECK(!limit_shard_idle(&pool, &stale));
+    CHECK(atomic_load(&pool.word) == word);
+}
+
 static void test_pool_set(void) {
     limit_pool_t pool;
     limit_pool_set(&pool, 950);
@@ -383,6 +416,7 @@ int main(void) {
     RUN_TEST(test_window_numbers);
     RUN_TEST(test_real_clock_windows_from_fresh_state);
     RUN_TEST(test_trim_returns_what_is_kept_beyond);
+    RUN_TEST(test_pool_restart_voids_old_leases);
     RUN_TEST(test_pool_set);
     RUN_TEST(test_storm_never_more_than_the_limit_and_nearly_all_of_it);
     RUN_TEST(test_storm_concurrency_never_above_the_limit);
