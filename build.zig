@@ -45,6 +45,8 @@ const account_sources = [_][]const u8{"src/account/account.c"};
 const auth_sources = [_][]const u8{ "src/auth/auth.c", "src/auth/jwt.c", "src/auth/password.c" };
 const ledger_sources = [_][]const u8{"src/ledger/ledger.c"};
 const limit_sources = [_][]const u8{"src/limit/limit.c"};
+const address_sources = [_][]const u8{"src/address/address.c"};
+const guard_sources = [_][]const u8{"src/guard/guard.c"};
 const store_sources = [_][]const u8{ "src/store/store.c", "src/store/codec.c", "src/store/thread.c" };
 /// src/admin/text.c is the part of the admin module ringctl shares.
 const admin_text_sources = [_][]const u8{"src/admin/text.c"};
@@ -60,12 +62,14 @@ const portal_sources = [_][]const u8{
 const control_sources = [_][]const u8{"src/control/control.c"};
 const mock_sources = [_][]const u8{"src/mock/mock.c"};
 
-/// What the text unit test and everything else build on: libc only.
-const base_sources = util_sources ++ text_sources;
+/// What the text unit test and everything else build on: libc only. Client
+/// addresses are here because the config, the server and the guards all
+/// use them.
+const base_sources = util_sources ++ text_sources ++ address_sources;
 /// The relay and everything it runs: every module but the mock.
 const core_sources = base_sources ++ json_sources ++ http_sources ++ sse_sources ++ tls_sources ++ config_sources ++
     loop_sources ++ router_sources ++ upstream_sources ++ server_sources ++ relay_sources ++ channel_sources ++
-    account_sources ++ auth_sources ++ ledger_sources ++ limit_sources ++ store_sources ++ admin_sources ++ portal_sources ++
+    account_sources ++ auth_sources ++ ledger_sources ++ limit_sources ++ guard_sources ++ store_sources ++ admin_sources ++ portal_sources ++
     control_sources;
 const core_libraries = [_][]const u8{ "uring", "wolfssl", "rocksdb", "argon2", "pthread" };
 /// The mock upstream: an HTTP(S) server on the same loop, nothing of the
@@ -100,6 +104,8 @@ const unit_tests = [_][]const u8{
     "server",
     "upstream",
     "router",
+    "address",
+    "guard",
 };
 
 const c_flags = [_][]const u8{

@@ -69,6 +69,12 @@ bool channel_push(channel_t *channel, const void *message, bool *was_empty);
  * consumer woken by a doorbell pops until this returns false. */
 bool channel_pop(channel_t *channel, void *message_out);
 
+/* Consumer only. The oldest message, left in the channel (the next pop
+ * takes it), or NULL when the channel looks empty. The memory stays valid
+ * until that pop. It never stands in for a pop before sleeping: a NULL
+ * here does not order the consumer's view the way an empty pop does. */
+const void *channel_peek(channel_t *channel);
+
 /* Producer only: true when a push would fail now. Only the consumer's pops
  * change the answer meanwhile, and they free slots, so after false the
  * producer's next push is certain to succeed. */

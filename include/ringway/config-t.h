@@ -9,6 +9,8 @@
 #ifndef RINGWAY_CONFIG_T_H
 #define RINGWAY_CONFIG_T_H
 
+#include "ringway/address-t.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -16,6 +18,7 @@
 #define CONFIG_UPSTREAMS_MAX 64
 #define CONFIG_MODELS_MAX 256
 #define CONFIG_TIERS_MAX 32
+#define CONFIG_TRUSTED_PROXIES_MAX 32
 
 /* Capacities include the terminating NUL: a name[64] holds 63 bytes. */
 #define CONFIG_SOURCE_PATH_BYTES 4096
@@ -58,6 +61,14 @@ typedef enum config_billing_mode {
     CONFIG_BILLING_ON = 0,
     CONFIG_BILLING_OFF = 1,
 } config_billing_mode_t;
+
+/* [accounts] registration: `open` lets anyone make an account with
+ * POST /auth/register; `closed` refuses it (403 registration_closed), so
+ * only the admin API makes accounts. */
+typedef enum config_registration {
+    CONFIG_REGISTRATION_OPEN = 0,
+    CONFIG_REGISTRATION_CLOSED = 1,
+} config_registration_t;
 
 /* One [upstream NAME] section, validated and resolved. `host` holds no
  * brackets even for an IPv6 literal: whoever writes a Host header or a URL
@@ -125,6 +136,9 @@ typedef struct config {
     char data_dir[CONFIG_PATH_BYTES];
     char admin_listen_host[CONFIG_HOST_BYTES];
     uint16_t admin_listen_port;
+    /* Peers whose X-Forwarded-For is believed (address_client); none by default. */
+    address_cidr_t trusted_proxies[CONFIG_TRUSTED_PROXIES_MAX];
+    uint32_t trusted_proxy_count;
 
     /* [limits], all per event-loop thread unless the name says otherwise */
     uint32_t connections_per_thread;
@@ -136,6 +150,8 @@ typedef struct config {
     uint32_t stream_buffer_bytes;
     uint32_t upstream_connections_per_thread; /* per upstream */
     uint32_t drain_bytes_max;
+    uint32_t connections_per_ip;     /* per thread, by socket peer; 0 = no cap */
+    uint32_t large_bodies_per_ip;    /* per thread, by socket peer; 0 = no cap */
 
     /* [timeouts] */
     uint32_t header_ms;
@@ -173,6 +189,18 @@ typedef struct config {
     uint32_t key_tier;
     uint32_t account_tier;
 
+    /* [accounts]: protection of the unauthenticated account endpoints
+     * (src/guard, on the control thread); 0 turns a limit off. */
+    config_registration_t registration;
+    uint32_t registrations_per_ip_per_hour;
+    uint32_t registrations_per_ip_per_day;
+    uint32_t login_failures_per_ip_per_minute;
+    uint32_t login_failures_before_backoff;
+    uint32_t login_backoff_base_s;
+    uint32_t login_backoff_max_s;
+    uint32_t password_jobs_max;      /* registrations and logins queued for Argon2id, all workers together */
+    uint32_t tracked_clients_max;    /* entries per guard table (rounded up to a power of two) */
+
     config_upstream_t upstreams[CONFIG_UPSTREAMS_MAX];
     uint32_t upstream_count;
     config_model_t models[CONFIG_MODELS_MAX];
@@ -196,14 +224,15 @@ typedef enum config_section_kind {
     CONFIG_SECTION_BILLING,
     CONFIG_SECTION_AUTH,
     CONFIG_SECTION_RATE_LIMITS,
+    CONFIG_SECTION_ACCOUNTS,
     CONFIG_SECTION_UPSTREAM,
     CONFIG_SECTION_MODEL,
     CONFIG_SECTION_TIER,
 } config_section_kind_t;
 
-/* Sections the parser tracks lines for: the seven singletons, then one slot
+/* Sections the parser tracks lines for: the eight singletons, then one slot
  * per upstream, one per model, one per tier. */
-#define CONFIG_SECTION_SLOTS (7 + CONFIG_UPSTREAMS_MAX + CONFIG_MODELS_MAX + CONFIG_TIERS_MAX)
+#define CONFIG_SECTION_SLOTS (8 + CONFIG_UPSTREAMS_MAX + CONFIG_MODELS_MAX + CONFIG_TIERS_MAX)
 
 /* An incremental parser: bytes in (any split), a filled config_t out. It
  * allocates nothing; it is about 40 KiB, so config_parse and config_load keep

@@ -91,6 +91,8 @@ typedef struct http_request {
                                 * absolute-form target RFC 9112 section 3.2.2 makes the
                                 * target's authority win, which the caller may check */
     http_span_t content_type;  /* the value of the only Content-Type field */
+    bool has_forwarded_for;
+    http_span_t forwarded_for; /* the value of the last X-Forwarded-For field (the nearest proxy's) */
     uint32_t head_length; /* bytes from the buffer's start to just after the empty line that
                            * ends the head (including ignored leading empty lines): the body,
                            * or the next pipelined request, starts here */

@@ -14,6 +14,7 @@
 #ifndef RINGWAY_PORTAL_T_H
 #define RINGWAY_PORTAL_T_H
 
+#include "ringway/address-t.h"
 #include "ringway/common.h"
 
 struct account_tables;
@@ -46,6 +47,7 @@ typedef struct portal_job {
     uint32_t slot;           /* the worker's stream slot, echoed in the reply */
     uint32_t limit;          /* PORTAL_JOB_USAGE_LIST */
     uint64_t user_id;        /* the authenticated user; 0 for register and login */
+    address_t client;        /* register and login: the client address their limits count */
     const uint8_t *body;     /* request body (JSON), may be NULL */
     uint32_t body_length;
     uint32_t argument_length;
@@ -64,7 +66,15 @@ typedef struct portal_reply {
     uint16_t status;        /* the HTTP status to answer with */
     uint16_t reserved;
     uint32_t length;        /* bytes of JSON written at job.reply */
+    uint32_t retry_after_s; /* > 0: answered with Retry-After (a 429 of the account guards) */
 } portal_reply_t;
+
+/* What portal_submit did with a job. */
+typedef enum portal_submit_result {
+    PORTAL_SUBMITTED = 0,
+    PORTAL_CHANNEL_FULL,   /* the worker's job channel is full: 503 */
+    PORTAL_PASSWORD_BUSY,  /* password_jobs_max registrations and logins are queued already: 503 */
+} portal_submit_result_t;
 
 /* ---- The worker's side ---- */
 
@@ -81,6 +91,9 @@ typedef struct portal_request {
     uint8_t *buffer;                    /* the stream's buffer, free during these requests ... */
     size_t capacity;                    /* ... this long */
     uint32_t busy_retry_after_s;        /* Retry-After of the 503 when the job channel is full */
+    bool registration_closed;           /* [accounts] registration = closed: 403 */
+    const address_cidr_t *trusted_proxies; /* whose X-Forwarded-For names the client ([server]) */
+    uint32_t trusted_proxy_count;
 } portal_request_t;
 
 /* What a stream waiting for the control thread keeps (the relay holds it in

@@ -14,6 +14,7 @@
 #ifndef RINGWAY_SERVER_H
 #define RINGWAY_SERVER_H
 
+#include "ringway/address-t.h"
 #include "ringway/common.h"
 #include "ringway/http.h"
 #include "ringway/loop.h"
@@ -47,6 +48,12 @@ typedef struct server_config {
     uint32_t exchanges_max;
     uint32_t request_buffer_bytes;
     uint32_t large_bodies_max;
+    /* Caps per socket peer address on this thread, 0 = none: a connection
+     * past connections_per_ip is closed as soon as it is accepted; a large
+     * body past large_bodies_per_ip is answered 429 and the connection
+     * closed. The peer is read once per connection (getpeername). */
+    uint32_t connections_per_ip;
+    uint32_t large_bodies_per_ip;
     uint32_t body_bytes_max;
     uint32_t head_bytes_max;
     uint64_t header_timeout_ms;
@@ -104,6 +111,9 @@ void *server_handler_context(const server_t *server);
 /* 0 .. exchanges_max - 1: lets a handler keep per-exchange state in an
  * array of its own that lives exactly as long as the exchange. */
 uint32_t server_exchange_index(const server_exchange_t *exchange);
+/* The socket peer of the exchange's connection (all zero when the kernel
+ * could not tell, e.g. a socket that was already reset). */
+const address_t *server_exchange_peer(const server_exchange_t *exchange);
 
 /* A complete response whose body memory stays valid until the exchange ends
  * (static text, or memory the handler owns until then). */

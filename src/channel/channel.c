@@ -74,6 +74,18 @@ bool channel_push(channel_t *channel, const void *message, bool *was_empty) {
     return true;
 }
 
+const void *channel_peek(channel_t *channel) {
+    RW_ASSERT(channel->slots != NULL);
+    uint64_t head = atomic_load_explicit(&channel->head, memory_order_relaxed);
+    RW_ASSERT(head <= channel->tail_seen);
+    if (head == channel->tail_seen) {
+        channel->tail_seen = atomic_load_explicit(&channel->tail, memory_order_acquire);
+        if (head == channel->tail_seen) return NULL;
+        RW_ASSERT(channel->tail_seen - head <= channel->capacity);
+    }
+    return channel_slot(channel, head);
+}
+
 bool channel_pop(channel_t *channel, void *message_out) {
     RW_ASSERT(channel->slots != NULL && message_out != NULL);
     uint64_t head = atomic_load_explicit(&channel->head, memory_order_relaxed);

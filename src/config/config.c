@@ -8,6 +8,7 @@
  * in a table (name, kind of value, field, range) and applied through it. */
 #include "ringway/config.h"
 
+#include "ringway/address.h"
 #include "ringway/common.h"
 #include "ringway/ledger.h"
 
@@ -31,9 +32,10 @@ enum {
     CONFIG_SLOT_BILLING = 4,
     CONFIG_SLOT_AUTH = 5,
     CONFIG_SLOT_RATE_LIMITS = 6,
-    CONFIG_SLOT_UPSTREAM_FIRST = 7,
-    CONFIG_SLOT_MODEL_FIRST = 7 + CONFIG_UPSTREAMS_MAX,
-    CONFIG_SLOT_TIER_FIRST = 7 + CONFIG_UPSTREAMS_MAX + CONFIG_MODELS_MAX,
+    CONFIG_SLOT_ACCOUNTS = 7,
+    CONFIG_SLOT_UPSTREAM_FIRST = 8,
+    CONFIG_SLOT_MODEL_FIRST = 8 + CONFIG_UPSTREAMS_MAX,
+    CONFIG_SLOT_TIER_FIRST = 8 + CONFIG_UPSTREAMS_MAX + CONFIG_MODELS_MAX,
 };
 
 /* How many bytes of an offending value an error message repeats. */
@@ -58,6 +60,8 @@ typedef enum config_value_kind {
     CONFIG_VALUE_MONEY,         /* int64_t micros from an exact decimal (ledger_parse_money) */
     CONFIG_VALUE_UPSTREAM_NAME, /* model only: resolved to an index at finish */
     CONFIG_VALUE_TIER_NAME,     /* [rate_limits]: a [tier NAME], resolved to an index at finish */
+    CONFIG_VALUE_CIDR_LIST,     /* address ranges separated by commas or spaces into an address_cidr_t
+                                 * array, their number at count_offset (a uint32_t) */
 } config_value_kind_t;
 
 /* One key of one section: where its value goes and what it accepts. */
@@ -67,6 +71,7 @@ typedef struct config_key {
     size_t offset;      /* of the field inside the section's struct */
     size_t size;        /* of that field (capacity for strings) */
     size_t port_offset; /* CONFIG_VALUE_ADDRESS: the uint16_t port field */
+    size_t count_offset; /* CONFIG_VALUE_CIDR_LIST: the uint32_t count field */
     uint32_t minimum;   /* integers and bytes; secrets: the shortest length accepted */
     uint32_t maximum;
     /* Secrets: the bool set once the secret is known, and the index (in the
@@ -120,6 +125,8 @@ static const config_key_t config_server_keys[] = {
     CONFIG_KEY(config_t, threads, CONFIG_VALUE_INTEGER, 0, 256),
     CONFIG_KEY(config_t, data_dir, CONFIG_VALUE_PATH, 0, 0),
     CONFIG_KEY_ADDRESS("admin_listen", admin_listen_host, admin_listen_port),
+    {.name = "trusted_proxies", .kind = CONFIG_VALUE_CIDR_LIST, .offset = offsetof(config_t, trusted_proxies),
+     .size = CONFIG_FIELD_SIZE(config_t, trusted_proxies), .count_offset = offsetof(config_t, trusted_proxy_count)},
 };
 enum { CONFIG_SERVER_KEY_LISTEN = 0, CONFIG_SERVER_KEY_ADMIN_LISTEN = 3 };
 
@@ -133,6 +140,8 @@ static const config_key_t config_limits_keys[] = {
     CONFIG_KEY(config_t, stream_buffer_bytes, CONFIG_VALUE_BYTES, 4096, 16777216),
     CONFIG_KEY(config_t, upstream_connections_per_thread, CONFIG_VALUE_INTEGER, 1, 65536),
     CONFIG_KEY(config_t, drain_bytes_max, CONFIG_VALUE_BYTES, 0, 1073741824),
+    CONFIG_KEY(config_t, connections_per_ip, CONFIG_VALUE_INTEGER, 0, 1048576),
+    CONFIG_KEY(config_t, large_bodies_per_ip, CONFIG_VALUE_INTEGER, 0, 65536),
 };
 enum {
     CONFIG_LIMITS_KEY_CONNECTIONS = 0,
@@ -155,7 +164,9 @@ static const config_key_t config_timeouts_keys[] = {
 /* In the order of config_disconnect_policy_t and config_billing_mode_t. */
 static const char *const config_disconnect_words[] = {"drain", "cancel"};
 static const char *const config_billing_mode_words[] = {"on", "off"};
-_Static_assert(sizeof(config_disconnect_policy_t) == sizeof(int) && sizeof(config_billing_mode_t) == sizeof(int),
+static const char *const config_registration_words[] = {"open", "closed"};
+_Static_assert(sizeof(config_disconnect_policy_t) == sizeof(int) && sizeof(config_billing_mode_t) == sizeof(int) &&
+                   sizeof(config_registration_t) == sizeof(int),
                "CONFIG_VALUE_CHOICE stores an int");
 
 static const config_key_t config_relay_keys[] = {
@@ -244,6 +255,20 @@ static const config_key_t config_rate_limits_keys[] = {
      .size = CONFIG_FIELD_SIZE(config_parser_t, account_tier_name)},
 };
 
+/* [accounts]: the guards of the unauthenticated account endpoints. */
+static const config_key_t config_accounts_keys[] = {
+    CONFIG_KEY_CHOICE(config_t, registration, config_registration_words, "open or closed"),
+    CONFIG_KEY(config_t, registrations_per_ip_per_hour, CONFIG_VALUE_INTEGER, 0, 1000000),
+    CONFIG_KEY(config_t, registrations_per_ip_per_day, CONFIG_VALUE_INTEGER, 0, 1000000),
+    CONFIG_KEY(config_t, login_failures_per_ip_per_minute, CONFIG_VALUE_INTEGER, 0, 1000000),
+    CONFIG_KEY(config_t, login_failures_before_backoff, CONFIG_VALUE_INTEGER, 0, 1000000),
+    CONFIG_KEY(config_t, login_backoff_base_s, CONFIG_VALUE_INTEGER, 1, 86400),
+    CONFIG_KEY(config_t, login_backoff_max_s, CONFIG_VALUE_INTEGER, 1, 86400),
+    CONFIG_KEY(config_t, password_jobs_max, CONFIG_VALUE_INTEGER, 1, 65536),
+    CONFIG_KEY(config_t, tracked_clients_max, CONFIG_VALUE_INTEGER, 64, 16777216),
+};
+enum { CONFIG_ACCOUNTS_KEY_BACKOFF_BASE = 5, CONFIG_ACCOUNTS_KEY_BACKOFF_MAX = 6 };
+
 /* [tier NAME]: each limit up to 2^32 - 1 (0 = unlimited). */
 #define CONFIG_KEY_LIMIT(key_name, limit_kind)                                           \
     {.name = (key_name), .kind = CONFIG_VALUE_INTEGER,                                    \
@@ -270,6 +295,7 @@ static const config_section_spec_t config_sections[] = {
     [CONFIG_SECTION_BILLING] = CONFIG_SECTION("billing", false, config_billing_keys),
     [CONFIG_SECTION_AUTH] = CONFIG_SECTION("auth", false, config_auth_keys),
     [CONFIG_SECTION_RATE_LIMITS] = CONFIG_SECTION("rate_limits", false, config_rate_limits_keys),
+    [CONFIG_SECTION_ACCOUNTS] = CONFIG_SECTION("accounts", false, config_accounts_keys),
     [CONFIG_SECTION_UPSTREAM] = CONFIG_SECTION("upstream", true, config_upstream_keys),
     [CONFIG_SECTION_MODEL] = CONFIG_SECTION("model", true, config_model_keys),
     [CONFIG_SECTION_TIER] = CONFIG_SECTION("tier", true, config_tier_keys),
@@ -280,6 +306,7 @@ _Static_assert(RW_ARRAY_LENGTH(config_limits_keys) <= CONFIG_SECTION_KEYS_MAX, "
 _Static_assert(RW_ARRAY_LENGTH(config_timeouts_keys) <= CONFIG_SECTION_KEYS_MAX, "timeout keys");
 _Static_assert(RW_ARRAY_LENGTH(config_billing_keys) <= CONFIG_SECTION_KEYS_MAX, "billing keys");
 _Static_assert(RW_ARRAY_LENGTH(config_auth_keys) <= CONFIG_SECTION_KEYS_MAX, "auth keys");
+_Static_assert(RW_ARRAY_LENGTH(config_accounts_keys) <= CONFIG_SECTION_KEYS_MAX, "accounts keys");
 _Static_assert(RW_ARRAY_LENGTH(config_upstream_keys) <= CONFIG_SECTION_KEYS_MAX, "upstream keys");
 _Static_assert(RW_ARRAY_LENGTH(config_model_keys) <= CONFIG_SECTION_KEYS_MAX, "model keys");
 _Static_assert(CONFIG_MODELS_MAX <= UINT16_MAX, "models_by_name holds uint16_t indexes");
@@ -367,7 +394,7 @@ static void config_section_label(const config_parser_t *parser, uint32_t slot, c
                  config->upstreams[slot - CONFIG_SLOT_UPSTREAM_FIRST].name);
     } else {
         static const char *const singletons[] = {"[server]", "[limits]", "[timeouts]", "[relay]",
-                                                 "[billing]", "[auth]", "[rate_limits]"};
+                                                 "[billing]", "[auth]", "[rate_limits]", "[accounts]"};
         RW_ASSERT(slot < RW_ARRAY_LENGTH(singletons));
         snprintf(label, label_size, "%s", singletons[slot]);
     }
@@ -855,6 +882,37 @@ static int config_apply_value(config_parser_t *parser, const config_key_t *key, 
                     value_length);
         return 0;
     }
+    case CONFIG_VALUE_CIDR_LIST: {
+        /* Items separated by commas and/or blanks; at most the array's length. */
+        RW_ASSERT(key->size % sizeof(address_cidr_t) == 0);
+        uint32_t capacity = (uint32_t)(key->size / sizeof(address_cidr_t));
+        address_cidr_t *list = (address_cidr_t *)(void *)(target + key->offset);
+        uint32_t count = 0;
+        size_t position = 0;
+        while (position < value_length) {
+            while (position < value_length && (value[position] == ',' || config_is_space(value[position]))) {
+                position++;
+            }
+            size_t start = position;
+            while (position < value_length && value[position] != ',' && !config_is_space(value[position])) {
+                position++;
+            }
+            if (position == start) break;
+            int item_echo = (int)RW_MIN(position - start, (size_t)CONFIG_ECHO_BYTES_MAX);
+            if (count == capacity) {
+                return config_fail(parser, line, "too many ranges for '%s' (max %u)", key->name, (unsigned)capacity);
+            }
+            if (!address_cidr_parse(value + start, position - start, &list[count])) {
+                return config_fail(parser, line,
+                                   "bad range '%.*s' for '%s': expected an IPv4 or IPv6 address, optionally "
+                                   "with /PREFIX, such as 10.0.0.0/8 or ::1",
+                                   item_echo, value + start, key->name);
+            }
+            count++;
+        }
+        memcpy(target + key->count_offset, &count, sizeof count);
+        return 0;
+    }
     case CONFIG_VALUE_TIER_NAME: {
         if (!config_tier_name_is_valid(value, value_length)) {
             return config_fail(parser, line,
@@ -1325,6 +1383,15 @@ static int config_validate(config_parser_t *parser) {
                            config->listen_host, (unsigned)config->listen_port);
     }
 
+    const uint32_t *accounts_lines = parser->key_lines[CONFIG_SLOT_ACCOUNTS];
+    if (config->login_backoff_base_s > config->login_backoff_max_s) {
+        return config_fail(parser,
+                           RW_MAX(accounts_lines[CONFIG_ACCOUNTS_KEY_BACKOFF_BASE],
+                                  accounts_lines[CONFIG_ACCOUNTS_KEY_BACKOFF_MAX]),
+                           "login_backoff_base_s (%u) must not exceed login_backoff_max_s (%u)",
+                           (unsigned)config->login_backoff_base_s, (unsigned)config->login_backoff_max_s);
+    }
+
     const uint32_t *rate_lines = parser->key_lines[CONFIG_SLOT_RATE_LIMITS];
     const char *tier_names[2] = {parser->key_tier_name, parser->account_tier_name};
     uint32_t *tier_indexes[2] = {&config->key_tier, &config->account_tier};
@@ -1402,6 +1469,16 @@ void config_set_defaults(config_t *config) {
     config->has_jwt_secret = false;
     config->jwt_ttl_s = 86400;
 
+    config->registration = CONFIG_REGISTRATION_OPEN;
+    config->registrations_per_ip_per_hour = 10;
+    config->registrations_per_ip_per_day = 50;
+    config->login_failures_per_ip_per_minute = 10;
+    config->login_failures_before_backoff = 5;
+    config->login_backoff_base_s = 1;
+    config->login_backoff_max_s = 900;
+    config->password_jobs_max = 64;
+    config->tracked_clients_max = 16384;
+
     config->upstream_count = 0;
     config->model_count = 0;
 }
@@ -1429,6 +1506,8 @@ static void config_check_key_tables(void) {
     RW_ASSERT(strcmp(config_model_keys[CONFIG_MODEL_KEY_INPUT_PRICE].name, "input_price") == 0);
     RW_ASSERT(strcmp(config_model_keys[CONFIG_MODEL_KEY_CACHED_INPUT_PRICE].name,
                      "cached_input_price") == 0);
+    RW_ASSERT(strcmp(config_accounts_keys[CONFIG_ACCOUNTS_KEY_BACKOFF_BASE].name, "login_backoff_base_s") == 0);
+    RW_ASSERT(strcmp(config_accounts_keys[CONFIG_ACCOUNTS_KEY_BACKOFF_MAX].name, "login_backoff_max_s") == 0);
     RW_ASSERT(strcmp(config_auth_keys[CONFIG_AUTH_KEY_ADMIN_TOKEN].name, "admin_token") == 0);
     RW_ASSERT(strcmp(config_auth_keys[CONFIG_AUTH_KEY_ADMIN_TOKEN_ENV].name, "admin_token_env") == 0);
     RW_ASSERT(strcmp(config_auth_keys[CONFIG_AUTH_KEY_JWT_SECRET].name, "jwt_secret") == 0);

@@ -8,7 +8,20 @@
  * the channels (portal_drain) at most CONTROL_JOBS_PER_TURN jobs at a time,
  * then let the admin connections have a turn. The tick (CONTROL_TICK_MS)
  * drains too, which covers jobs pushed before the thread ran and workers
- * without a ring. */
+ * without a ring.
+ *
+ * The admin API and the jobs share this one thread, and an admin request
+ * takes a few loop turns (accept, receive, send). Of the jobs of a turn at
+ * most CONTROL_PASSWORD_JOBS_PER_TURN hash a password (Argon2id, tens of
+ * milliseconds; the rest are store reads of a millisecond or less), so a
+ * login flood delays an admin request by a few hashes, not by the whole
+ * queue: with 16 hashes a turn a `ringctl users list` waited seconds. Two
+ * more things keep that short. What this turn's callbacks queued (an admin
+ * response's send, a receive armed on a new admin connection) is submitted
+ * before any job runs, so it does not wait behind the hash. And when
+ * completions are already waiting (an admin request arrived), the drain
+ * gives way once to the next turn, which reaps them first; only once, so
+ * the jobs cannot be starved by a steady stream of completions. */
 #include "ringway/account.h"
 #include "ringway/admin.h"
 #include "ringway/config.h"
@@ -29,6 +42,7 @@
 enum {
     CONTROL_TICK_MS = 20,
     CONTROL_JOBS_PER_TURN = 16, /* jobs run per wake-up before HTTP gets a turn */
+    CONTROL_PASSWORD_JOBS_PER_TURN = 1, /* of them registrations and logins */
 };
 
 typedef enum control_state {
@@ -55,6 +69,7 @@ struct control {
     void (*server_tick)(loop_t *loop);
     loop_operation_t mailbox;                   /* doorbells from workers */
     loop_operation_t drain_operation;           /* a NOP that gives the job queue another turn */
+    bool drain_gave_way;                        /* the last drain yielded to waiting completions */
 };
 
 /* ---- Creation ---- */
@@ -82,8 +97,8 @@ int control_create(control_t **result, const control_options_t *options, char *e
     admin_context_prepare(admin);
     atomic_init(&control->state, CONTROL_STATE_CREATED);
     atomic_init(&control->stop_requested, false);
-    if (portal_create(&control->portal, options->worker_count, options->job_channel_capacity, error, error_size) !=
-            0 ||
+    if (portal_create(&control->portal, options->worker_count, options->job_channel_capacity, options->config, error,
+                      error_size) != 0 ||
         admin_api_create(&control->admin_api, admin, error, error_size) != 0) {
         control_destroy(&control);
         return -1;
@@ -124,10 +139,20 @@ static void control_schedule_drain(control_t *control) {
     control->drain_operation.in_flight = true;
 }
 
-/* Runs up to CONTROL_JOBS_PER_TURN jobs. When jobs remain, a NOP brings us
- * back after the loop has looked at the admin connections. */
+/* Runs up to CONTROL_JOBS_PER_TURN jobs, CONTROL_PASSWORD_JOBS_PER_TURN of
+ * them hashing. When jobs remain, a NOP brings us back after the loop has
+ * looked at the admin connections. */
 static void control_drain_jobs(control_t *control) {
-    if (portal_drain(control->portal, &control->admin, &control->loop.ring, CONTROL_JOBS_PER_TURN)) {
+    struct io_uring *ring = &control->loop.ring;
+    if (!control->drain_gave_way && io_uring_cq_ready(ring) > 0) {
+        control->drain_gave_way = true;
+        control_schedule_drain(control);
+        return;
+    }
+    control->drain_gave_way = false;
+    io_uring_submit(ring);
+    if (portal_drain(control->portal, &control->admin, &control->loop.ring, CONTROL_JOBS_PER_TURN,
+                     CONTROL_PASSWORD_JOBS_PER_TURN)) {
         control_schedule_drain(control);
     }
 }

@@ -492,6 +492,10 @@ static http_parse_result_t request_parse_field(http_request_parser_t *parser,
         }
         request->has_content_type = true;
         request->content_type = header.value;
+    } else if (http_span_equals_ignore_case(buffer, header.name, "x-forwarded-for")) {
+        /* The last field wins: it is the one the nearest proxy wrote. */
+        request->has_forwarded_for = true;
+        request->forwarded_for = header.value;
     }
     return HTTP_PARSE_AGAIN;
 }

@@ -6,6 +6,7 @@
  * the exchange's buffer, and sent from there. It never calls the relay: the
  * worker hands it a portal_request_t and keeps the portal_wait_t. */
 #include "ringway/account.h"
+#include "ringway/address.h"
 #include "ringway/auth.h"
 #include "ringway/portal.h"
 #include "ringway/server.h"
@@ -40,6 +41,17 @@ static const uint8_t *portal_query_value(const server_exchange_t *exchange, cons
         position = end + 1;
     }
     return NULL;
+}
+
+/* The address the account guards count a registration or login against:
+ * the socket peer, or the hop of X-Forwarded-For a trusted proxy names. */
+static address_t portal_client_address(const portal_request_t *request) {
+    const server_exchange_t *exchange = request->exchange;
+    const http_request_t *http = &exchange->request;
+    const uint8_t *forwarded = http->has_forwarded_for ? exchange->buffer + http->forwarded_for.offset : NULL;
+    size_t forwarded_length = http->has_forwarded_for ? http->forwarded_for.length : 0;
+    return address_client(server_exchange_peer(exchange), forwarded, forwarded_length, request->trusted_proxies,
+                          request->trusted_proxy_count);
 }
 
 /* Answers an OpenAI-shaped error; the request is done. */
@@ -106,7 +118,8 @@ static account_user_t *portal_authenticate(const portal_request_t *request, bool
 }
 
 /* Hands a job to the control thread: WAITING for the reply, or ANSWERED
- * 503 when the worker's job channel is full. */
+ * 503 when the worker's job channel is full or too many password jobs are
+ * queued. */
 static portal_route_result_t portal_submit_job(const portal_request_t *request, portal_job_t *job,
                                                portal_wait_t *wait) {
     server_exchange_t *exchange = request->exchange;
@@ -128,11 +141,15 @@ static portal_route_result_t portal_submit_job(const portal_request_t *request, 
     job->reply_capacity = (uint32_t)RW_MIN(capacity, (size_t)UINT32_MAX);
     wait->reply = reply;
     wait->reply_capacity = job->reply_capacity;
-    if (!portal_submit(request->portal, request->worker_index, job, request->worker_ring)) {
+    portal_submit_result_t submitted = portal_submit(request->portal, request->worker_index, job, request->worker_ring);
+    if (submitted != PORTAL_SUBMITTED) {
         char header[40];
         int length = snprintf(header, sizeof header, "Retry-After: %u\r\n", (unsigned)request->busy_retry_after_s);
         RW_ASSERT(length > 0 && (size_t)length < sizeof header);
-        server_respond_error_with_headers(exchange, 503, "server_error", "the account service is busy, retry shortly",
+        server_respond_error_with_headers(exchange, 503, "server_error",
+                                          submitted == PORTAL_PASSWORD_BUSY
+                                              ? "too many sign-ups and logins are being checked, retry shortly"
+                                              : "the account service is busy, retry shortly",
                                           NULL, "server_busy", header);
         return PORTAL_ROUTE_ANSWERED;
     }
@@ -232,6 +249,12 @@ portal_route_result_t portal_route(const portal_request_t *request, const uint8_
         portal_job_t job;
         memset(&job, 0, sizeof job);
         job.kind = path_length == strlen("/auth/login") ? PORTAL_JOB_LOGIN : PORTAL_JOB_REGISTER;
+        if (job.kind == PORTAL_JOB_REGISTER && request->registration_closed) {
+            return portal_refuse(request, 403, "permission_error",
+                                 "Registration is closed on this service; ask its operator for an account.", NULL,
+                                 "registration_closed");
+        }
+        job.client = portal_client_address(request);
         return portal_submit_job(request, &job, wait);
     }
     if (rw_bytes_equal_text(path, path_length, "/billing/balance") ||
@@ -252,5 +275,12 @@ void portal_answer(server_exchange_t *exchange, const portal_wait_t *wait, const
         return;
     }
     RW_ASSERT(reply->length <= wait->reply_capacity);
-    server_respond(exchange, reply->status, "application/json", wait->reply, reply->length, NULL);
+    char header[40];
+    const char *extra = NULL;
+    if (reply->retry_after_s > 0) {
+        int length = snprintf(header, sizeof header, "Retry-After: %u\r\n", (unsigned)reply->retry_after_s);
+        RW_ASSERT(length > 0 && (size_t)length < sizeof header);
+        extra = header;
+    }
+    server_respond(exchange, reply->status, "application/json", wait->reply, reply->length, extra);
 }

@@ -4,13 +4,19 @@
  * writes its JSON answer into the job's reply buffer and returns the HTTP
  * status; errors use the OpenAI shape. The worker has already authenticated
  * the caller for every kind but REGISTER and LOGIN (job->user_id). Users
- * and keys are made by the admin module's account operations. */
+ * and keys are made by the admin module's account operations.
+ *
+ * REGISTER and LOGIN are the endpoints anyone may call: before any hashing
+ * they ask the account guards (src/guard), kept here because this thread
+ * runs every one of them. A refusal is 429 rate_limit_error with the
+ * seconds to wait (the reply's Retry-After) and costs no Argon2id. */
 #include "portal-internal.h"
 
 #include "ringway/account.h"
 #include "ringway/admin.h"
 #include "ringway/auth.h"
 #include "ringway/config.h"
+#include "ringway/guard.h"
 #include "ringway/store.h"
 #include "ringway/text.h"
 
@@ -78,7 +84,34 @@ static size_t jobs_sign(admin_context_t *context, uint64_t user_id, const char *
                     *expires_at_s, token, capacity);
 }
 
-static uint16_t jobs_register(admin_context_t *context, const portal_job_t *job, text_buffer_t *out) {
+/* The 429 of a guard's refusal, with the seconds to wait for the reply's
+ * Retry-After (the message repeats them for people reading the body). */
+static uint16_t jobs_refuse_guarded(text_buffer_t *out, guard_verdict_t verdict, uint32_t retry_after_s,
+                                    uint32_t *retry_after_out) {
+    RW_ASSERT(verdict != GUARD_ALLOW && retry_after_s >= 1);
+    *retry_after_out = retry_after_s;
+    char message[160];
+    const char *code = "login_rate_limited";
+    if (verdict == GUARD_REGISTRATION_LIMITED) {
+        code = "registration_rate_limited";
+        snprintf(message, sizeof message, "Too many accounts were made from this address; retry in %u seconds.",
+                 (unsigned)retry_after_s);
+    } else if (verdict == GUARD_LOGIN_LIMITED) {
+        snprintf(message, sizeof message, "Too many failed logins from this address; retry in %u seconds.",
+                 (unsigned)retry_after_s);
+    } else {
+        snprintf(message, sizeof message, "Too many failed logins for this account; retry in %u seconds.",
+                 (unsigned)retry_after_s);
+    }
+    return jobs_refuse(out, 429, "rate_limit_error", code, NULL, message);
+}
+
+static uint16_t jobs_register(admin_context_t *context, guard_t *guard, const portal_job_t *job, text_buffer_t *out,
+                              uint32_t *retry_after_s) {
+    int64_t now_ms = text_wall_ms();
+    uint32_t wait_s = 0;
+    guard_verdict_t verdict = guard_registration_check(guard, &job->client, now_ms, &wait_s);
+    if (verdict != GUARD_ALLOW) return jobs_refuse_guarded(out, verdict, wait_s, retry_after_s);
     if (!jobs_body_is_object(job)) {
         return jobs_refuse(out, 400, "invalid_request_error", "invalid_json", NULL,
                            "the body must be a JSON object with \"email\" and \"password\"");
@@ -132,6 +165,8 @@ static uint16_t jobs_register(admin_context_t *context, const portal_job_t *job,
     key_request.user_id = user_id;
     key_request.name = "default";
     char key_text[AUTH_KEY_TEXT_BYTES];
+    /* The account exists from here on: it counts, even if its key fails. */
+    guard_registration_record(guard, &job->client, now_ms);
     account_key_t *key = admin_key_create(context, &key_request, key_text, &failure);
     if (key == NULL) return jobs_error(out, &failure);
     char token[JWT_TOKEN_BYTES_MAX + 1];
@@ -152,26 +187,38 @@ static uint16_t jobs_register(admin_context_t *context, const portal_job_t *job,
     return 200;
 }
 
-static uint16_t jobs_login(admin_context_t *context, const portal_job_t *job, text_buffer_t *out) {
+static uint16_t jobs_login(admin_context_t *context, guard_t *guard, const portal_job_t *job, text_buffer_t *out,
+                           uint32_t *retry_after_s) {
+    int64_t now_ms = text_wall_ms();
     if (!jobs_body_is_object(job)) {
         return jobs_refuse(out, 400, "invalid_request_error", "invalid_json", NULL,
                            "the body must be a JSON object with \"email\" and \"password\"");
     }
     static const char wrong[] = "invalid email or password";
+    /* The account the guards count: the normalised email when it is one,
+     * else the bytes as sent (so garbage has a streak of its own). */
+    char email_input[JOBS_EMAIL_INPUT_BYTES];
+    size_t email_length = 0;
+    char email[ACCOUNT_EMAIL_BYTES];
+    bool email_found = jobs_string_member(job, "email", email_input, sizeof email_input, &email_length) == 0;
+    bool email_valid = email_found && auth_email_valid(email_input, email_length, email);
+    const char *subject = email_valid ? email : email_input;
+    size_t subject_length = email_valid ? strlen(email) : (email_found ? email_length : 0);
+    uint32_t wait_s = 0;
+    guard_verdict_t verdict = guard_login_check(guard, &job->client, subject, subject_length, now_ms, &wait_s);
+    if (verdict != GUARD_ALLOW) return jobs_refuse_guarded(out, verdict, wait_s, retry_after_s);
+
     char password[JOBS_PASSWORD_BYTES];
     size_t password_length = 0;
     if (jobs_string_member(job, "password", password, sizeof password, &password_length) != 0 ||
         password_length > PASSWORD_LENGTH_MAX) {
         memset(password, 0, sizeof password);
+        guard_login_failed(guard, &job->client, subject, subject_length, now_ms);
         return jobs_refuse(out, 401, "invalid_request_error", "invalid_credentials", NULL, wrong);
     }
-    char email_input[JOBS_EMAIL_INPUT_BYTES];
-    size_t email_length = 0;
-    char email[ACCOUNT_EMAIL_BYTES];
     store_user_record_t record;
-    bool known = jobs_string_member(job, "email", email_input, sizeof email_input, &email_length) == 0 &&
-                 auth_email_valid(email_input, email_length, email) &&
-                 store_user_get_by_email(context->store, email, &record) == 0 && record.password_hash[0] != '\0';
+    bool known = email_valid && store_user_get_by_email(context->store, email, &record) == 0 &&
+                 record.password_hash[0] != '\0';
     /* Unknown emails and password-less accounts cost the same time as a
      * wrong password and get the same answer. */
     bool verified = false;
@@ -182,7 +229,11 @@ static uint16_t jobs_login(admin_context_t *context, const portal_job_t *job, te
     }
     memset(password, 0, sizeof password);
     account_user_t *user = verified ? account_user_get(context->tables, record.id) : NULL;
-    if (user == NULL) return jobs_refuse(out, 401, "invalid_request_error", "invalid_credentials", NULL, wrong);
+    if (user == NULL) {
+        guard_login_failed(guard, &job->client, subject, subject_length, now_ms);
+        return jobs_refuse(out, 401, "invalid_request_error", "invalid_credentials", NULL, wrong);
+    }
+    guard_login_succeeded(guard, subject, subject_length, now_ms);
 
     char token[JWT_TOKEN_BYTES_MAX + 1];
     int64_t expires_at_s = 0;
@@ -366,7 +417,10 @@ static uint16_t jobs_usage_list(admin_context_t *context, const portal_job_t *jo
     return 200;
 }
 
-uint16_t portal_job_run(admin_context_t *context, const portal_job_t *job, uint32_t *length) {
+uint16_t portal_job_run(admin_context_t *context, guard_t *guard, const portal_job_t *job, uint32_t *length,
+                        uint32_t *retry_after_s) {
+    RW_ASSERT(context != NULL && guard != NULL && job != NULL && length != NULL && retry_after_s != NULL);
+    *retry_after_s = 0;
     text_buffer_t out = {.bytes = (char *)job->reply, .capacity = job->reply_capacity};
     if (job->reply_capacity < PORTAL_REPLY_BYTES_MIN) {
         uint16_t status = jobs_refuse(&out, 413, "invalid_request_error", "request_too_large", NULL,
@@ -376,8 +430,8 @@ uint16_t portal_job_run(admin_context_t *context, const portal_job_t *job, uint3
     }
     uint16_t status = 500;
     switch (job->kind) {
-    case PORTAL_JOB_REGISTER: status = jobs_register(context, job, &out); break;
-    case PORTAL_JOB_LOGIN: status = jobs_login(context, job, &out); break;
+    case PORTAL_JOB_REGISTER: status = jobs_register(context, guard, job, &out, retry_after_s); break;
+    case PORTAL_JOB_LOGIN: status = jobs_login(context, guard, job, &out, retry_after_s); break;
     case PORTAL_JOB_KEYS_LIST: status = jobs_keys_list(context, job, &out); break;
     case PORTAL_JOB_KEY_CREATE: status = jobs_key_create(context, job, &out); break;
     case PORTAL_JOB_KEY_DELETE: status = jobs_key_delete(context, job, &out); break;
@@ -387,6 +441,7 @@ uint16_t portal_job_run(admin_context_t *context, const portal_job_t *job, uint3
     if (out.overflow) {
         status = jobs_refuse(&out, 500, "server_error", "reply_too_large", NULL,
                              "the answer does not fit in the reply buffer");
+        *retry_after_s = 0;
     }
     *length = (uint32_t)out.length;
     return status;

@@ -76,6 +76,9 @@ static bool relay_dispatch_portal(relay_stream_t *stream, const uint8_t *path, s
         .buffer = stream->buffer,
         .capacity = stream->capacity,
         .busy_retry_after_s = RELAY_BUSY_RETRY_AFTER_S,
+        .registration_closed = shared->config->registration == CONFIG_REGISTRATION_CLOSED,
+        .trusted_proxies = shared->config->trusted_proxies,
+        .trusted_proxy_count = shared->config->trusted_proxy_count,
     };
     portal_route_result_t result = portal_route(&request, path, path_length, &stream->portal_wait);
     if (result == PORTAL_ROUTE_NOT_OURS) return false;

@@ -175,6 +175,8 @@ relay_worker_t *relay_worker_create(const relay_shared_t *shared, uint32_t index
         .exchanges_max = exchanges,
         .request_buffer_bytes = config->request_buffer_bytes,
         .large_bodies_max = config->large_bodies_per_thread,
+        .connections_per_ip = config->connections_per_ip,
+        .large_bodies_per_ip = config->large_bodies_per_ip,
         .body_bytes_max = config->body_bytes_max,
         .head_bytes_max = config->header_bytes_max,
         .header_timeout_ms = config->header_ms,

@@ -7,6 +7,7 @@
  * exchange's request buffer (or decrypted straight into it under TLS). */
 #include "ringway/server.h"
 
+#include "ringway/address.h"
 #include "ringway/http-writer.h"
 
 #include <errno.h>
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 enum { SERVER_TLS_BUFFER_BYTES = TLS_RECORD_BYTES_MAX + 512 };
@@ -48,6 +50,8 @@ struct server_connection {
     bool lingering;      /* response sent, write side shut: reading and discarding until
                           * the client closes or the linger time ends, so a client still
                           * sending does not get a reset that destroys our answer */
+    bool counted;        /* counted in server->peer_counts (connections_per_ip) */
+    address_t peer;      /* the socket's peer, read once at accept */
     uint32_t held_count;
     uint32_t requests; /* exchanges started on this connection */
     server_held_buffer_t held[SERVER_HELD_BUFFERS_MAX];
@@ -79,6 +83,8 @@ struct server {
     uint8_t *exchange_memory;
     uint8_t *large_memory;
     bool *large_used;
+    address_t *large_owners;        /* [large_bodies_max]: the peer of each used slot */
+    address_counts_t peer_counts;   /* open connections per peer, when connections_per_ip is set */
     tls_session_t *tls_sessions;
     uint8_t *tls_memory;
     server_connection_t *starved;
@@ -120,6 +126,11 @@ static server_send_queue_t *server_queue(server_exchange_t *exchange) {
 }
 
 void *server_handler_context(const server_t *server) { return server->config.handler_context; }
+
+const address_t *server_exchange_peer(const server_exchange_t *exchange) {
+    RW_ASSERT(exchange != NULL && exchange->connection != NULL);
+    return &exchange->connection->peer;
+}
 
 uint32_t server_exchange_index(const server_exchange_t *exchange) {
     size_t index = (size_t)(exchange - exchange->server->exchanges);
@@ -169,19 +180,37 @@ static void server_large_release(server_t *server, server_exchange_t *exchange) 
     exchange->large = false;
 }
 
-/* Moves the exchange's bytes into a large-body slot; false if none is free. */
-static bool server_large_acquire(server_t *server, server_exchange_t *exchange) {
+typedef enum server_large_result {
+    SERVER_LARGE_TAKEN = 0,
+    SERVER_LARGE_NONE_FREE,     /* every slot of the thread is busy: 503 */
+    SERVER_LARGE_PEER_AT_CAP,   /* this peer holds large_bodies_per_ip slots: 429 */
+} server_large_result_t;
+
+/* Moves the exchange's bytes into a large-body slot, unless none is free or
+ * the connection's peer already holds its share (a scan of the few slots:
+ * large_bodies_max is small, and this runs once per large body). */
+static server_large_result_t server_large_acquire(server_t *server, server_exchange_t *exchange) {
+    const address_t *peer = &exchange->connection->peer;
+    uint32_t cap = server->config.large_bodies_per_ip;
+    if (cap != 0) {
+        uint32_t held = 0;
+        for (uint32_t slot = 0; slot < server->config.large_bodies_max; slot++) {
+            if (server->large_used[slot] && address_equal(&server->large_owners[slot], peer)) held++;
+        }
+        if (held >= cap) return SERVER_LARGE_PEER_AT_CAP;
+    }
     for (uint32_t slot = 0; slot < server->config.large_bodies_max; slot++) {
         if (server->large_used[slot]) continue;
         server->large_used[slot] = true;
+        server->large_owners[slot] = *peer;
         uint8_t *large = server->large_memory + (size_t)slot * server_large_slot_bytes(server);
         memcpy(large, exchange->buffer, exchange->buffer_length);
         exchange->buffer = large;
         exchange->buffer_capacity = server_large_slot_bytes(server);
         exchange->large = true;
-        return true;
+        return SERVER_LARGE_TAKEN;
     }
-    return false;
+    return SERVER_LARGE_NONE_FREE;
 }
 
 static void server_exchange_free(server_t *server, server_exchange_t *exchange) {
@@ -290,6 +319,21 @@ static void server_refuse(server_exchange_t *exchange, uint16_t status, const ch
     exchange->handler_owned = true;
     exchange->connection->closing = true;
     server_respond_error(exchange, status, type, message, NULL, code);
+}
+
+/* Answers a request whose large body could not get a slot. */
+static void server_refuse_large(server_exchange_t *exchange, server_large_result_t result) {
+    RW_ASSERT(result != SERVER_LARGE_TAKEN);
+    exchange->handler_owned = true;
+    exchange->connection->closing = true;
+    if (result == SERVER_LARGE_PEER_AT_CAP) {
+        server_respond_error_with_headers(exchange, 429, "rate_limit_error",
+                                          "too many large request bodies from this address at once, retry shortly",
+                                          NULL, "too_many_large_bodies", "Retry-After: 1\r\n");
+        return;
+    }
+    server_respond_error(exchange, 503, "server_error", "the server is at capacity for large request bodies", NULL,
+                         "server_busy");
 }
 
 static void server_on_drained(server_connection_t *connection);
@@ -519,6 +563,10 @@ static void server_connection_maybe_free(server_connection_t *connection) {
         connection->exchange = NULL;
     }
     if (connection->tls != NULL) tls_session_release(connection->tls);
+    if (connection->counted) {
+        address_counts_decrement(&server->peer_counts, &connection->peer);
+        connection->counted = false;
+    }
     if (connection->fd >= 0) loop_close(server->loop, connection->fd);
     connection->fd = -1;
     connection->in_use = false;
@@ -561,11 +609,12 @@ static bool server_on_head(server_connection_t *connection, server_exchange_t *e
         return false;
     }
     if (request->content_length > 0 &&
-        (size_t)request->content_length > exchange->buffer_capacity - exchange->body_offset &&
-        !server_large_acquire(server, exchange)) {
-        server_refuse(exchange, 503, "server_error", "the server is at capacity for large request bodies",
-                      "server_busy");
-        return false;
+        (size_t)request->content_length > exchange->buffer_capacity - exchange->body_offset) {
+        server_large_result_t large = server_large_acquire(server, exchange);
+        if (large != SERVER_LARGE_TAKEN) {
+            server_refuse_large(exchange, large);
+            return false;
+        }
     }
     if (request->chunked) http_chunked_decoder_init(&exchange->chunked);
     bool body_expected = request->chunked || request->content_length > 0;
@@ -680,9 +729,9 @@ static size_t server_exchange_room(server_connection_t *connection, server_excha
                       "request_too_large");
         return 0;
     }
-    if (!server_large_acquire(connection->server, exchange)) {
-        server_refuse(exchange, 503, "server_error", "the server is at capacity for large request bodies",
-                      "server_busy");
+    server_large_result_t large = server_large_acquire(connection->server, exchange);
+    if (large != SERVER_LARGE_TAKEN) {
+        server_refuse_large(exchange, large);
         return 0;
     }
     return exchange->buffer_capacity - exchange->buffer_length;
@@ -857,12 +906,39 @@ static void server_arm_accept(server_t *server) {
     loop_accept_multishot(server->loop, &server->accept_operation, server->listen_fd);
 }
 
+/* The peer of an accepted socket: one getpeername per connection (the
+ * multishot accept does not return addresses). Zero when it fails. */
+static address_t server_peer_of(int fd) {
+    struct sockaddr_storage storage;
+    socklen_t length = sizeof storage;
+    memset(&storage, 0, sizeof storage);
+    if (getpeername(fd, (struct sockaddr *)&storage, &length) != 0) storage.ss_family = AF_UNSPEC;
+    return address_from_sockaddr(&storage);
+}
+
+/* True when the peer may open one more connection on this thread (and
+ * counts it). An unknown (zero) peer is counted like any other. */
+static bool server_peer_admit(server_t *server, const address_t *peer) {
+    if (server->config.connections_per_ip == 0) return true;
+    if (address_counts_get(&server->peer_counts, peer) >= server->config.connections_per_ip) return false;
+    address_counts_increment(&server->peer_counts, peer);
+    return true;
+}
+
 static void server_on_accept(loop_operation_t *operation, int32_t result, uint32_t flags) {
     server_t *server = operation->owner;
     if (result >= 0) {
         server_connection_t *connection = server->free_connections;
-        if (connection == NULL || !server->accepting) {
-            /* Every connection is in use: refuse by closing right away. */
+        /* Refused by closing right away: every connection is in use, or
+         * this address holds its share of the thread's connections. */
+        bool admitted = connection != NULL && server->accepting;
+        address_t peer;
+        memset(&peer, 0, sizeof peer);
+        if (admitted) {
+            peer = server_peer_of(result);
+            admitted = server_peer_admit(server, &peer);
+        }
+        if (!admitted) {
             loop_close(server->loop, result);
         } else {
             server->free_connections = connection->next_free;
@@ -871,6 +947,8 @@ static void server_on_accept(loop_operation_t *operation, int32_t result, uint32
             connection->server = server;
             connection->fd = result;
             connection->in_use = true;
+            connection->peer = peer;
+            connection->counted = server->config.connections_per_ip != 0;
             connection->recv_operation = (loop_operation_t){.callback = server_on_recv, .owner = connection};
             connection->send_operation = (loop_operation_t){.callback = server_on_send, .owner = connection};
             connection->shutdown_operation = (loop_operation_t){.callback = server_on_control_done, .owner = connection};
@@ -936,16 +1014,25 @@ int server_init(server_t **result, loop_t *loop, const server_config_t *config, 
     server->exchange_memory = server_map((size_t)config->request_buffer_bytes * config->exchanges_max);
     server->large_memory = server_map(server_large_slot_bytes(server) * RW_MAX(config->large_bodies_max, 1u));
     server->large_used = calloc(RW_MAX(config->large_bodies_max, 1u), sizeof(bool));
+    server->large_owners = calloc(RW_MAX(config->large_bodies_max, 1u), sizeof(address_t));
+    /* At most connections_max peers have a count at once: twice that many
+     * slots keeps every probe short and the table never full. */
+    uint32_t peer_slots = 2;
+    while (config->connections_per_ip != 0 && peer_slots < 2 * config->connections_max) peer_slots *= 2;
+    address_count_slot_t *peer_memory = server_map(sizeof(address_count_slot_t) * peer_slots);
     if (config->tls != NULL) {
         server->tls_sessions = server_map(sizeof(tls_session_t) * config->connections_max);
         server->tls_memory = server_map((size_t)2 * SERVER_TLS_BUFFER_BYTES * config->connections_max);
     }
     if (server->connections == NULL || server->exchanges == NULL || server->send_queues == NULL ||
         server->exchange_memory == NULL || server->large_memory == NULL || server->large_used == NULL ||
+        server->large_owners == NULL || peer_memory == NULL ||
         (config->tls != NULL && (server->tls_sessions == NULL || server->tls_memory == NULL))) {
         snprintf(error, error_size, "cannot map the server's pools: %s", strerror(errno));
         return -1;
     }
+    address_counts_init(&server->peer_counts, peer_memory, peer_slots,
+                        ((uint64_t)config->instance << 32 | config->thread_index) * 0x9e3779b97f4a7c15ull);
     for (uint32_t index = config->connections_max; index-- > 0;) {
         server->connections[index].fd = -1;
         server->connections[index].next_free = server->free_connections;

@@ -40,7 +40,7 @@ sources_for() {
         json | sse)
             echo src/json/json.c src/sse/sse.c src/sse/usage.c ;;
         config)
-            echo src/config/config.c src/ledger/ledger.c ;;
+            echo src/config/config.c src/ledger/ledger.c src/address/address.c ;;
     esac
 }
 

@@ -107,12 +107,16 @@ class RawConnection:
     """One client TCP connection to 127.0.0.1:port with a byte buffer for responses.
 
     recv_buffer_bytes sets SO_RCVBUF before connecting (small values make the
-    kernel push back on the sender quickly, for the slow-client tests)."""
+    kernel push back on the sender quickly, for the slow-client tests). source_host binds the
+    client end to another loopback address (any of 127.0.0.0/8), so one machine can be several
+    clients to the relay's per-address limits."""
 
-    def __init__(self, port, timeout_s=10.0, recv_buffer_bytes=None, ssl_context=None):
+    def __init__(self, port, timeout_s=10.0, recv_buffer_bytes=None, ssl_context=None, source_host=None):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if recv_buffer_bytes is not None:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, recv_buffer_bytes)
+        if source_host is not None:
+            self.sock.bind((source_host, 0))
         self.sock.settimeout(timeout_s)
         self.sock.connect(("127.0.0.1", port))
         if ssl_context is not None:

@@ -808,7 +808,7 @@ static int run_job(uint32_t kind, uint64_t user_id, const char *body, const char
         .reply = job_reply,
         .reply_capacity = job_reply_capacity,
     };
-    CHECK(portal_submit(control_portal(fixture.control), 0, &job, &fixture.worker_ring));
+    CHECK(portal_submit(control_portal(fixture.control), 0, &job, &fixture.worker_ring) == PORTAL_SUBMITTED);
     io_uring_submit(&fixture.worker_ring);
     portal_reply_t reply;
     for (int attempt = 0; attempt < 400; attempt++) {

@@ -76,6 +76,10 @@ static void test_empty_full_order(void) {
     CHECK(!channel_push(channel, &extra, &was_empty));
     CHECK(!was_empty);
 
+    /* A peek shows the oldest and leaves it for the pop. */
+    const test_message_t *peeked = channel_peek(channel);
+    CHECK(peeked != NULL && test_message_valid(peeked, 0));
+    CHECK_EQ_INT(channel_count(channel), 4);
     CHECK(channel_pop(channel, &out));
     CHECK(test_message_valid(&out, 0));
     CHECK(!channel_full(channel));
@@ -87,6 +91,7 @@ static void test_empty_full_order(void) {
         CHECK(test_message_valid(&out, sequence));
     }
     CHECK(!channel_pop(channel, &out));
+    CHECK(channel_peek(channel) == NULL);
     /* Drained: the next push must ask for a doorbell. */
     test_message_t sixth = test_message_make(5);
     CHECK(channel_push(channel, &sixth, &was_empty));

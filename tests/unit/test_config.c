@@ -243,6 +243,56 @@ static void test_defaults(void) {
     CHECK_EQ_INT(config_b->free_grant_micros, 1000000);
 }
 
+/* [accounts], [server] trusted_proxies and the per-address [limits]. */
+static void test_accounts_and_client_addresses(void) {
+    config_set_defaults(config_a);
+    CHECK_EQ_INT(config_a->registration, CONFIG_REGISTRATION_OPEN);
+    CHECK_EQ_INT(config_a->registrations_per_ip_per_hour, 10);
+    CHECK_EQ_INT(config_a->registrations_per_ip_per_day, 50);
+    CHECK_EQ_INT(config_a->login_failures_per_ip_per_minute, 10);
+    CHECK_EQ_INT(config_a->login_failures_before_backoff, 5);
+    CHECK_EQ_INT(config_a->login_backoff_base_s, 1);
+    CHECK_EQ_INT(config_a->login_backoff_max_s, 900);
+    CHECK_EQ_INT(config_a->password_jobs_max, 64);
+    CHECK_EQ_INT(config_a->tracked_clients_max, 16384);
+    CHECK_EQ_INT(config_a->trusted_proxy_count, 0);
+    CHECK_EQ_INT(config_a->connections_per_ip, 0);
+    CHECK_EQ_INT(config_a->large_bodies_per_ip, 0);
+    const char *text =
+        "[server]\n"
+        "trusted_proxies = 127.0.0.1/32, 10.0.0.0/8 ::1,fd00::/8\n"
+        "[limits]\n"
+        "connections_per_ip = 16\n"
+        "large_bodies_per_ip = 1\n"
+        "[accounts]\n"
+        "registration = closed\n"
+        "registrations_per_ip_per_hour = 0\n"
+        "registrations_per_ip_per_day = 7\n"
+        "login_failures_per_ip_per_minute = 3\n"
+        "login_failures_before_backoff = 0\n"
+        "login_backoff_base_s = 2\n"
+        "login_backoff_max_s = 2\n"
+        "password_jobs_max = 1\n"
+        "tracked_clients_max = 64\n" MINIMAL_TAIL;
+    CHECK_EQ_INT(parse_text(config_a, text, error_a, sizeof error_a), 0);
+    CHECK_EQ_INT(config_a->trusted_proxy_count, 4);
+    CHECK_EQ_INT(config_a->trusted_proxies[0].prefix_bits, 128);
+    CHECK_EQ_INT(config_a->trusted_proxies[1].prefix_bits, 104);
+    CHECK_EQ_INT(config_a->trusted_proxies[2].prefix_bits, 128);
+    CHECK_EQ_INT(config_a->trusted_proxies[3].prefix_bits, 8);
+    CHECK_EQ_INT(config_a->connections_per_ip, 16);
+    CHECK_EQ_INT(config_a->large_bodies_per_ip, 1);
+    CHECK_EQ_INT(config_a->registration, CONFIG_REGISTRATION_CLOSED);
+    CHECK_EQ_INT(config_a->registrations_per_ip_per_hour, 0);
+    CHECK_EQ_INT(config_a->registrations_per_ip_per_day, 7);
+    CHECK_EQ_INT(config_a->login_failures_per_ip_per_minute, 3);
+    CHECK_EQ_INT(config_a->login_failures_before_backoff, 0);
+    CHECK_EQ_INT(config_a->login_backoff_base_s, 2);
+    CHECK_EQ_INT(config_a->login_backoff_max_s, 2);
+    CHECK_EQ_INT(config_a->password_jobs_max, 1);
+    CHECK_EQ_INT(config_a->tracked_clients_max, 64);
+}
+
 /* [billing], [auth] and model prices: exact decimal money, secrets from
  * literals and from the environment, defaults that follow other keys. */
 static void test_billing_and_auth(void) {
@@ -510,6 +560,23 @@ typedef struct bad_case {
 } bad_case_t;
 
 static const bad_case_t bad_cases[] = {
+    {"[accounts]\nregistration = maybe\n",
+     "t.conf:2: bad value 'maybe' for 'registration': expected open or closed"},
+    {"[accounts]\nlogin_backoff_base_s = 10\nlogin_backoff_max_s = 5\n" MINIMAL_TAIL,
+     "t.conf:3: login_backoff_base_s (10) must not exceed login_backoff_max_s (5)"},
+    {"[accounts]\npassword_jobs_max = 0\n", "t.conf:2: value '0' for 'password_jobs_max' is out of range (1..65536)"},
+    {"[accounts]\n[accounts]\n", "t.conf:2: duplicate section [accounts] (first on line 1)"},
+    {"[accounts]\nlisten = 1\n", "t.conf:2: unknown key 'listen' in [accounts]"},
+    {"[server]\ntrusted_proxies = 10.0.0.0/33\n",
+     "t.conf:2: bad range '10.0.0.0/33' for 'trusted_proxies': expected an IPv4 or IPv6 address, optionally "
+     "with /PREFIX, such as 10.0.0.0/8 or ::1"},
+    {"[server]\ntrusted_proxies = proxy.example\n",
+     "t.conf:2: bad range 'proxy.example' for 'trusted_proxies': expected an IPv4 or IPv6 address, optionally "
+     "with /PREFIX, such as 10.0.0.0/8 or ::1"},
+    {"[server]\ntrusted_proxies = 1.0.0.1 1.0.0.2 1.0.0.3 1.0.0.4 1.0.0.5 1.0.0.6 1.0.0.7 1.0.0.8 1.0.0.9 1.0.0.10 "
+     "1.0.0.11 1.0.0.12 1.0.0.13 1.0.0.14 1.0.0.15 1.0.0.16 1.0.0.17 1.0.0.18 1.0.0.19 1.0.0.20 1.0.0.21 1.0.0.22 "
+     "1.0.0.23 1.0.0.24 1.0.0.25 1.0.0.26 1.0.0.27 1.0.0.28 1.0.0.29 1.0.0.30 1.0.0.31 1.0.0.32 1.0.0.33\n",
+     "t.conf:2: too many ranges for 'trusted_proxies' (max 32)"},
     {"[server]\ntreads = 4\n", "t.conf:2: unknown key 'treads' in [server]"},
     {"[server]\nthreads = 4\nthreads = 5\n",
      "t.conf:3: duplicate key 'threads' in [server] (first on line 2)"},
@@ -1160,6 +1227,7 @@ int main(void) {
     RUN_TEST(test_demo_configuration);
     RUN_TEST(test_demo_provider_example);
     RUN_TEST(test_defaults);
+    RUN_TEST(test_accounts_and_client_addresses);
     RUN_TEST(test_values);
     RUN_TEST(test_billing_and_auth);
     RUN_TEST(test_bad_configurations);

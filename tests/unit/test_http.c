@@ -67,7 +67,8 @@ static bool requests_equal(const http_request_t *a, const http_request_t *b) {
         a->has_authorization != b->has_authorization || a->has_host != b->has_host ||
         a->has_content_type != b->has_content_type ||
         !spans_equal(a->authorization, b->authorization) || !spans_equal(a->host, b->host) ||
-        !spans_equal(a->content_type, b->content_type) || a->head_length != b->head_length) {
+        !spans_equal(a->content_type, b->content_type) || a->has_forwarded_for != b->has_forwarded_for ||
+        !spans_equal(a->forwarded_for, b->forwarded_for) || a->head_length != b->head_length) {
         return false;
     }
     for (uint32_t index = 0; index < a->header_count; index++) {
@@ -177,6 +178,7 @@ static void test_request_simple_get(void) {
     CHECK(!request->expect_continue);
     CHECK(!request->has_authorization);
     CHECK(!request->has_content_type);
+    CHECK(!request->has_forwarded_for);
     CHECK_EQ_INT(request->head_length, strlen(text));
     CHECK(http_request_find_header(request, (const uint8_t *)text, "user-agent") ==
           &request->headers[1]);
@@ -196,6 +198,8 @@ static void test_request_post_fields(void) {
                        "X-Empty:\r\n"
                        "X-Spaces:    \r\n"
                        "X-Opaque: caf\xc3\xa9\r\n"
+                       "X-Forwarded-For: 203.0.113.1\r\n"
+                       "x-forwarded-for:  198.51.100.2, 10.0.0.1 \r\n"
                        "\r\n"
                        "{\"model\":\"x\"}";
     http_request_t *request = &request_under_test;
@@ -212,7 +216,10 @@ static void test_request_post_fields(void) {
     CHECK_EQ_INT(request->content_length, 42);
     CHECK(request->expect_continue);
     CHECK(request->keep_alive);
-    CHECK_EQ_INT(request->header_count, 8);
+    /* The last X-Forwarded-For field is the nearest proxy's. */
+    CHECK(request->has_forwarded_for);
+    CHECK_SPAN(text, request->forwarded_for, "198.51.100.2, 10.0.0.1");
+    CHECK_EQ_INT(request->header_count, 10);
     CHECK_SPAN(text, request->headers[5].name, "X-Empty");
     CHECK_EQ_INT(request->headers[5].value.length, 0);
     CHECK_EQ_INT(request->headers[6].value.length, 0);
