@@ -337,11 +337,26 @@ void relay_limits_tick(relay_worker_t *worker) {
 }
 
 /* "6m0s", "59s": a duration as OpenAI's reset headers write it. */
-static int relay_limit_duration(char *out, size_t capacity, uint32_t seconds) {
-    if (seconds < 60) return snprintf(out, capacity, "%us", seconds);
-    if (seconds < 3600) return snprintf(out, capacity, "%um%us", seconds / 60, seconds % 60);
-    return snprintf(out, capacity, "%uh%um%us", seconds / 3600, seconds / 60 % 60, seconds % 60);
+static void relay_limit_duration(text_buffer_t *out, uint32_t seconds) {
+    if (seconds >= 3600) {
+        text_buffer_u64(out, seconds / 3600);
+        text_buffer_append(out, "h", 1);
+    }
+    if (seconds >= 60) {
+        text_buffer_u64(out, seconds / 60 % 60);
+        text_buffer_append(out, "m", 1);
+    }
+    text_buffer_u64(out, seconds % 60);
+    text_buffer_append(out, "s", 1);
 }
+
+/* "Name: value\r\n" with a number. */
+#define RELAY_LIMIT_LINE(out, name, value)                                                 \
+    do {                                                                                     \
+        text_buffer_append((out), name ": ", sizeof(name ": ") - 1);                         \
+        text_buffer_u64((out), (value));                                                     \
+        text_buffer_append((out), "\r\n", 2);                                                \
+    } while (0)
 
 /* The subject whose limit of `kind` the headers show: the key's when its
  * tier has one, else the account's; false when neither has. */
@@ -359,6 +374,8 @@ static bool relay_limit_shown(const relay_stream_t *stream, config_limit_kind_t 
     return false;
 }
 
+/* Written on every authenticated response, so without printf: appends of
+ * names the compiler knows and of digits. */
 size_t relay_limits_headers(relay_stream_t *stream, char *out, size_t capacity) {
     RW_ASSERT(capacity >= RELAY_LIMIT_HEADERS_BYTES);
     if (stream->key == NULL) return 0;
@@ -366,21 +383,15 @@ size_t relay_limits_headers(relay_stream_t *stream, char *out, size_t capacity) 
     uint64_t now_ms = (uint64_t)text_wall_ms();
     uint32_t minute = limit_window_of(now_ms, worker->limit_minute_ms);
     uint32_t seconds_left = relay_limit_seconds_left(now_ms, worker->limit_minute_ms);
-    char duration[24];
-    relay_limit_duration(duration, sizeof duration, seconds_left);
-    size_t length = 0;
-    static const struct {
-        config_limit_kind_t kind;
-        const char *noun;
-    } shown[] = {{CONFIG_LIMIT_REQUESTS_PER_MINUTE, "requests"}, {CONFIG_LIMIT_TOKENS_PER_MINUTE, "tokens"}};
-    for (uint32_t index = 0; index < RW_ARRAY_LENGTH(shown); index++) {
+    text_buffer_t buffer = text_buffer_over(out, RELAY_LIMIT_HEADERS_BYTES - 1); /* and the caller's NUL */
+    for (uint32_t kind = CONFIG_LIMIT_REQUESTS_PER_MINUTE; kind <= CONFIG_LIMIT_TOKENS_PER_MINUTE; kind++) {
         uint32_t subject = 0;
         uint64_t limit = 0;
-        if (!relay_limit_shown(stream, shown[index].kind, &subject, &limit)) continue;
-        uint32_t number = relay_limit_shard_number(stream, subject, shown[index].kind);
-        uint64_t remaining = limit_remaining(relay_limit_pool(stream, subject, (uint32_t)shown[index].kind),
+        if (!relay_limit_shown(stream, (config_limit_kind_t)kind, &subject, &limit)) continue;
+        uint32_t number = relay_limit_shard_number(stream, subject, kind);
+        uint64_t remaining = limit_remaining(relay_limit_pool(stream, subject, kind),
                                              relay_limit_shard_at(worker, number), limit, minute);
-        if (shown[index].kind == CONFIG_LIMIT_REQUESTS_PER_MINUTE) {
+        if (kind == CONFIG_LIMIT_REQUESTS_PER_MINUTE) {
             uint64_t minute_start = now_ms / worker->limit_minute_ms;
             if (worker->limit_reset_minute != minute_start) {
                 /* Once a minute: "YYYY-MM-DDTHH:MM:00Z", the window's end. */
@@ -392,19 +403,22 @@ size_t relay_limits_headers(relay_stream_t *stream, char *out, size_t capacity) 
                 memcpy(worker->limit_reset_text + 19, "Z", 2);
                 worker->limit_reset_minute = minute_start;
             }
-            length += (size_t)snprintf(out + length, capacity - length,
-                                       "X-RateLimit-Limit: %llu\r\nX-RateLimit-Remaining: %llu\r\n"
-                                       "X-RateLimit-Reset: %s\r\n",
-                                       (unsigned long long)limit, (unsigned long long)remaining,
-                                       worker->limit_reset_text);
+            RELAY_LIMIT_LINE(&buffer, "X-RateLimit-Limit", limit);
+            RELAY_LIMIT_LINE(&buffer, "X-RateLimit-Remaining", remaining);
+            text_buffer_append(&buffer, "X-RateLimit-Reset: ", 19);
+            text_buffer_append(&buffer, worker->limit_reset_text, 20);
+            text_buffer_append(&buffer, "\r\n", 2);
+            RELAY_LIMIT_LINE(&buffer, "x-ratelimit-limit-requests", limit);
+            RELAY_LIMIT_LINE(&buffer, "x-ratelimit-remaining-requests", remaining);
+            text_buffer_append(&buffer, "x-ratelimit-reset-requests: ", 28);
+        } else {
+            RELAY_LIMIT_LINE(&buffer, "x-ratelimit-limit-tokens", limit);
+            RELAY_LIMIT_LINE(&buffer, "x-ratelimit-remaining-tokens", remaining);
+            text_buffer_append(&buffer, "x-ratelimit-reset-tokens: ", 26);
         }
-        length += (size_t)snprintf(out + length, capacity - length,
-                                   "x-ratelimit-limit-%s: %llu\r\nx-ratelimit-remaining-%s: %llu\r\n"
-                                   "x-ratelimit-reset-%s: %s\r\n",
-                                   shown[index].noun, (unsigned long long)limit, shown[index].noun,
-                                   (unsigned long long)remaining,
-                                   shown[index].noun, duration);
-        RW_ASSERT(length < capacity);
+        relay_limit_duration(&buffer, seconds_left);
+        text_buffer_append(&buffer, "\r\n", 2);
     }
-    return length;
+    RW_ASSERT(!buffer.overflow && "RELAY_LIMIT_HEADERS_BYTES holds every header");
+    return text_buffer_result(&buffer);
 }
