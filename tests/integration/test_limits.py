@@ -424,3 +424,38 @@ def test_token_quota_exhausted_and_kept_across_a_restart(relay_factory, ringway_
         assert status == 429 and error_of(payload)["code"] == "token_quota_exhausted"
     finally:
         process.stop()
+
+
+def test_shutdown_with_a_slot_held_loses_nothing(relay_factory, ringway_bin, workdir):
+    """A relay stopped while a key's only slot is held: the slots and leases are this process's
+    memory and end with it, so after a restart the key has its slot; the tokens the store settled
+    for the quota are all still counted."""
+    relay = limited_relay(relay_factory, "limits-shutdown", "single")
+    user_id, _ = make_customer(relay, "shutdown@limits.test")
+    status, key = relay.admin("POST", "/admin/keys", {"user_id": user_id, "token_quota": 1000000})
+    api_key = key["key"]
+    assert post_chat(relay, api_key=api_key)[0] == 200
+    status, before = relay.admin("GET", f"/admin/keys/{key['id']}")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        held = pool.submit(lambda: _quietly(slow_request, relay, api_key, 3000))
+        time.sleep(0.5)
+        assert post_chat(relay, api_key=api_key)[0] == 429  # the slot is held
+        relay.process.stop()
+        held.result()
+    process = ManagedProcess("limits-shutdown-2", [ringway_bin, "--config", relay.config_path], workdir)
+    try:
+        process.wait_ready(relay.url + "/healthz")
+        relay.process = process
+        status, after = relay.admin("GET", f"/admin/keys/{key['id']}")
+        assert after["tokens_used"] >= before["tokens_used"] > 0
+        assert post_chat(relay, api_key=api_key)[0] == 200
+    finally:
+        process.stop()
+
+
+def _quietly(function, *arguments):
+    """Runs function; a connection the stopping relay cut is an expected outcome here."""
+    try:
+        return function(*arguments)
+    except (ConnectionError, OSError) as error:
+        return error
