@@ -199,15 +199,10 @@ static void relay_limit_describe(const relay_worker_t *worker, relay_limit_refus
     refusal->should_retry = true;
     switch (kind) {
     case CONFIG_LIMIT_REQUESTS_PER_MINUTE:
-        refusal->code = "rate_limit_exceeded";
-        refusal->retry_after_s = relay_limit_seconds_left(now_ms, worker->limit_minute_ms);
-        snprintf(refusal->message, sizeof refusal->message,
-                 "Rate limit exceeded: %s is limited to %llu requests per minute. Please retry after %u seconds.", who,
-                 (unsigned long long)limit, refusal->retry_after_s);
-        break;
-    case CONFIG_LIMIT_TOKENS_PER_MINUTE:
-        refusal->code = "tokens_rate_limit_exceeded";
-        if (cost > limit) {
+    case CONFIG_LIMIT_TOKENS_PER_MINUTE: {
+        bool tokens = kind == CONFIG_LIMIT_TOKENS_PER_MINUTE;
+        refusal->code = tokens ? "tokens_rate_limit_exceeded" : "rate_limit_exceeded";
+        if (tokens && cost > limit) {
             refusal->should_retry = false;
             snprintf(refusal->message, sizeof refusal->message,
                      "Request too large: %s is limited to %llu tokens per minute and this request needs about %llu. "
@@ -217,9 +212,10 @@ static void relay_limit_describe(const relay_worker_t *worker, relay_limit_refus
         }
         refusal->retry_after_s = relay_limit_seconds_left(now_ms, worker->limit_minute_ms);
         snprintf(refusal->message, sizeof refusal->message,
-                 "Rate limit exceeded: %s is limited to %llu tokens per minute. Please retry after %u seconds.", who,
-                 (unsigned long long)limit, refusal->retry_after_s);
+                 "Rate limit exceeded: %s is limited to %llu %s per minute. Please retry after %u seconds.", who,
+                 (unsigned long long)limit, tokens ? "tokens" : "requests", refusal->retry_after_s);
         break;
+    }
     case CONFIG_LIMIT_REQUESTS_PER_DAY:
     case CONFIG_LIMIT_TOKENS_PER_DAY:
         refusal->code = "daily_limit_reached";
