@@ -71,6 +71,10 @@ typedef struct account_key {
     _Atomic uint32_t tier;
     _Atomic uint32_t limit_overrides[ACCOUNT_LIMITS];
     _Atomic uint64_t token_quota;
+    /* Bumped after every change of the tier, a limit or the quota: a
+     * thread that sees a new value gives its leases of the key back first,
+     * so budget leased under the old values is not spent under the new. */
+    _Atomic uint32_t limits_generation;
     limit_pool_t limit_pools[ACCOUNT_LIMITS];
     limit_pool_t quota_pool;          /* tokens used in all (window 0), loaded from the store */
 } account_key_t;

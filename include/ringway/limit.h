@@ -82,9 +82,10 @@ uint64_t limit_remaining(const limit_pool_t *pool, const limit_shard_t *shard, u
  * load of a total quota already used. Before any thread uses the pool. */
 void limit_pool_set(limit_pool_t *pool, uint64_t granted);
 
-/* Starts a pool without windows afresh at `granted` while threads use it (a
- * quota that changed): its window number moves on, so every lease of
- * before is void, and takes must pass limit_pool_window as their window. */
+/* Starts a pool without windows afresh while threads use it (a quota that
+ * changed): its window number moves on, so every lease of before is void,
+ * and takes must pass limit_pool_window as their window. It counts
+ * `granted` or what it had granted, the larger. */
 void limit_pool_restart(limit_pool_t *pool, uint64_t granted);
 uint32_t limit_pool_window(const limit_pool_t *pool);
 

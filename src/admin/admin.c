@@ -691,6 +691,13 @@ static bool admin_key_settings(admin_request_t *request, store_key_update_t *upd
         update->token_quota = quota;
         update->fields |= STORE_KEY_FIELD_TOKEN_QUOTA;
     }
+    if (update->token_quota != 0 && request->context->config->billing_mode == CONFIG_BILLING_OFF) {
+        /* The store counts a key's tokens at settlement, which billing off
+         * has none of: the quota would count from zero at every start. */
+        admin_refuse(request, 400, "invalid_request_error", "invalid_value", "token_quota",
+                     "token quotas need [billing] mode = on: the store counts the tokens when it settles");
+        return false;
+    }
     int64_t expires_at_ms = 0;
     if (!admin_member_time(request, "expires_at", &expires_at_ms, &present)) return false;
     if (present) {

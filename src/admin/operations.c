@@ -428,15 +428,18 @@ bool admin_key_update(admin_context_t *context, account_key_t *key, const store_
         for (uint32_t kind = 0; kind < STORE_KEY_LIMITS; kind++) account_key_set_limit(key, kind, update->limits[kind]);
     }
     if (update->fields & STORE_KEY_FIELD_TOKEN_QUOTA) {
-        /* A quota counts from what the store settled: without one the
-         * relay counts nothing, and leases taken under the old value must
-         * not outlive it, so the pool restarts (requests in flight settle
-         * into the store's count, not into the new pool). */
-        store_key_record_t record;
-        if (store_key_get(context->store, key->id, &record) == 0) {
-            limit_pool_restart(&key->quota_pool, record.tokens_used);
-        }
+        /* The new quota first, then a fresh pool: a lease taken in between
+         * is of the old pool, and void. The fresh pool counts at least what
+         * the store settled (without a quota the relay counts nothing in
+         * the pool) and at least what the old pool had granted (requests in
+         * flight are in it, not yet in the store). */
         account_key_set_token_quota(key, update->token_quota);
+        store_key_record_t record;
+        uint64_t settled = store_key_get(context->store, key->id, &record) == 0 ? record.tokens_used : 0;
+        limit_pool_restart(&key->quota_pool, settled);
+    }
+    if (update->fields & (STORE_KEY_FIELD_TIER | STORE_KEY_FIELD_LIMITS | STORE_KEY_FIELD_TOKEN_QUOTA)) {
+        atomic_fetch_add_explicit(&key->limits_generation, 1, memory_order_release);
     }
     if (update->fields & STORE_KEY_FIELD_SPEND_CAP) ledger_key_set_cap(key, update->spend_cap_micros);
     if (update->fields & STORE_KEY_FIELD_MODELS) account_key_set_models(key, update->all_models, model_bits);

@@ -208,8 +208,8 @@ void limit_pool_restart(limit_pool_t *pool, uint64_t granted) {
     uint64_t old = atomic_load_explicit(&pool->word, memory_order_relaxed);
     for (;;) {
         uint32_t next = (limit_word_window(old) % LIMIT_WINDOW_MASK) + 1;
-        if (atomic_compare_exchange_weak_explicit(&pool->word, &old,
-                                                  limit_word(next, RW_MIN(granted, LIMIT_GRANTED_MASK)),
+        uint64_t counted = RW_MAX(RW_MIN(granted, LIMIT_GRANTED_MASK), limit_word_granted(old));
+        if (atomic_compare_exchange_weak_explicit(&pool->word, &old, limit_word(next, counted),
                                                   memory_order_relaxed, memory_order_relaxed)) {
             return;
         }

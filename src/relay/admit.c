@@ -186,6 +186,9 @@ void relay_admit_on_wait_timeout(relay_stream_t *stream) {
 /* ---- the hold ------------------------------------------------------------ */
 
 static void relay_admit_refuse_wallet(relay_stream_t *stream, ledger_result_t result) {
+    /* The request is not run: its limits go back before the answer, whose
+     * rate-limit headers then do not count it. */
+    relay_limits_cancel(stream);
     if (result == LEDGER_SUSPENDED) {
         relay_reply_error(stream, 402, "insufficient_quota",
                           "Your wallet is suspended. Contact your administrator to resume it.", NULL,
@@ -257,8 +260,11 @@ static bool relay_admit_hold(relay_stream_t *stream, const json_chat_request_t *
         relay_admit_refuse_wallet(stream, LEDGER_INSUFFICIENT);
         return false;
     }
-    int64_t hold = ledger_hold(stream->route->model, stream->exchange->body_length,
-                               output_tokens * stream->facts.completions);
+    uint64_t held_output = 0;
+    if (__builtin_mul_overflow(output_tokens, (uint64_t)stream->facts.completions, &held_output)) {
+        held_output = UINT64_MAX; /* the ledger saturates: no wallet covers it */
+    }
+    int64_t hold = ledger_hold(stream->route->model, stream->exchange->body_length, held_output);
     RW_ASSERT(hold >= 0);
     ledger_result_t result = ledger_reserve(stream->user, stream->key, hold);
     if (result != LEDGER_OK) {
@@ -304,10 +310,7 @@ static void relay_admit_run(relay_stream_t *stream, bool resuming) {
         relay_reply_rate_limited(stream, &refusal);
         return;
     }
-    if (billing && !relay_admit_hold(stream, request)) {
-        relay_limits_cancel(stream);
-        return;
-    }
+    if (billing && !relay_admit_hold(stream, request)) return; /* its limits went back with the 402 */
     relay_plan(stream);
 }
 

@@ -137,10 +137,12 @@ int relay_limits_init(relay_worker_t *worker, char *error, size_t error_size) {
                                     -1, 0);
     worker->limit_user_shards = mmap(NULL, user_bytes, PROT_READ | PROT_WRITE,
                                      MAP_ANONYMOUS | MAP_PRIVATE | MAP_NORESERVE, -1, 0);
+    worker->limit_key_generations = mmap(NULL, (size_t)config->keys_max * sizeof(uint32_t), PROT_READ | PROT_WRITE,
+                                         MAP_ANONYMOUS | MAP_PRIVATE | MAP_NORESERVE, -1, 0);
     worker->limit_list_max = 2 * RELAY_LIMIT_KINDS * config->streams_per_thread;
     worker->limit_list = calloc(worker->limit_list_max, sizeof(uint32_t));
     if (worker->limit_key_shards == MAP_FAILED || worker->limit_user_shards == MAP_FAILED ||
-        worker->limit_list == NULL) {
+        worker->limit_key_generations == MAP_FAILED || worker->limit_list == NULL) {
         snprintf(error, error_size, "cannot allocate the rate-limit shards (%zu bytes)", key_bytes + user_bytes);
         return -1;
     }
@@ -253,14 +255,34 @@ static uint64_t relay_limit_estimate(const relay_stream_t *stream, const json_ch
         } else if (request->max_completion_tokens.present && request->max_completion_tokens.type == JSON_TYPE_NUMBER) {
             output = request->max_completion_tokens_value;
         }
-        tokens += RW_MIN(output, LIMIT_VALUE_MAX) * stream->facts.completions;
+        uint64_t requested = 0;
+        if (__builtin_mul_overflow(RW_MIN(output, LIMIT_VALUE_MAX), (uint64_t)stream->facts.completions, &requested)) {
+            requested = LIMIT_VALUE_MAX;
+        }
+        tokens += RW_MIN(requested, LIMIT_VALUE_MAX);
     }
     return RW_MAX(1u, RW_MIN(tokens, LIMIT_VALUE_MAX));
+}
+
+/* The key's tier, limits or quota changed since this thread last used it:
+ * its leases of the key go back to the pools (unused budget, so exact), and
+ * the next takes lease under the new values. */
+static void relay_limit_key_changed(relay_stream_t *stream) {
+    relay_worker_t *worker = stream->worker;
+    uint32_t slot = (uint32_t)(stream->key - worker->shared->tables->keys);
+    uint32_t generation = atomic_load_explicit(&stream->key->limits_generation, memory_order_acquire);
+    if (worker->limit_key_generations[slot] == generation) return;
+    worker->limit_key_generations[slot] = generation;
+    for (uint32_t kind = 0; kind < RELAY_LIMIT_KINDS; kind++) {
+        uint32_t number = relay_limit_shard_number(stream, RELAY_LIMIT_KEY, kind);
+        limit_trim(relay_limit_pool(stream, RELAY_LIMIT_KEY, kind), relay_limit_shard_at(worker, number), 0);
+    }
 }
 
 bool relay_limits_admit(relay_stream_t *stream, const json_chat_request_t *request, relay_limit_refusal_t *refusal) {
     relay_worker_t *worker = stream->worker;
     RW_ASSERT(stream->limits_taken == 0);
+    relay_limit_key_changed(stream);
     uint64_t now_ms = (uint64_t)text_wall_ms();
     stream->limit_tokens = relay_limit_estimate(stream, request);
     for (uint32_t subject = RELAY_LIMIT_KEY; subject <= RELAY_LIMIT_ACCOUNT; subject++) {

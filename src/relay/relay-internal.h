@@ -257,6 +257,7 @@ struct relay_worker {
      * ticks until they give it back. */
     limit_shard_t *limit_key_shards;
     limit_shard_t *limit_user_shards;
+    uint32_t *limit_key_generations; /* keys_max: each key's limits_generation this thread last saw */
     uint32_t *limit_list;
     uint32_t limit_list_count;
     uint32_t limit_list_max;

@@ -378,6 +378,23 @@ def test_key_tier_and_overrides_apply_at_once_on_every_thread(relay_factory):
     assert limits_seen() == {"1000"}
 
 
+def test_a_lowered_limit_applies_at_once(relay_factory):
+    """Budget the threads leased under the old value is not spent under the new one."""
+    relay = limited_relay(relay_factory, "limits-lowered", "tokens")
+    wait_for_fresh_window(20)
+    user_id, api_key = make_customer(relay, "lowered@limits.test")
+    for _ in range(6):  # new connections: both threads lease under 1000 per minute
+        assert post_chat(relay, api_key=api_key)[0] == 200
+    status, keys = relay.admin("GET", f"/admin/keys?user_id={user_id}")
+    key_id = keys["data"][0]["id"]
+    assert relay.admin("PATCH", f"/admin/keys/{key_id}", {"limits": {"requests_per_minute": 8}})[0] == 200
+    # A thread gives its old leases back at its next request for the key, or within two ticks
+    # (100 ms) when it gets none; either way never more than 8 in the minute.
+    time.sleep(0.3)
+    statuses = [post_chat(relay, api_key=api_key)[0] for _ in range(6)]
+    assert statuses == [200, 200] + [429] * 4, statuses
+
+
 def test_token_quota_exhausted_and_kept_across_a_restart(relay_factory, ringway_bin, workdir):
     relay = limited_relay(relay_factory, "limits-quota", "tokens")
     user_id, _ = make_customer(relay, "quota-owner@limits.test")
@@ -459,3 +476,15 @@ def _quietly(function, *arguments):
         return function(*arguments)
     except (ConnectionError, OSError) as error:
         return error
+
+
+def test_token_quota_needs_billing(relay_factory):
+    """With billing off nothing settles, so the store could not count a quota: it is refused."""
+    relay = limited_relay(relay_factory, "limits-nobill", "small", billing={"mode": "off"})
+    status, payload = relay.admin("POST", "/admin/keys", {"user_id": relay.user_id, "token_quota": 1000})
+    assert status == 400 and payload["error"]["param"] == "token_quota"
+    assert "billing" in payload["error"]["message"]
+    # The other limits still apply without billing.
+    wait_for_fresh_window(20)
+    statuses = [post_chat(relay)[0] for _ in range(6)]
+    assert statuses == [200] * 5 + [429], statuses

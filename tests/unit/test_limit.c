@@ -226,10 +226,15 @@ static void test_pool_restart_voids_old_leases(void) {
     CHECK(!limit_take(&pool, &busy, 1000, &window, 11, 2));
     window = epoch;
     CHECK(limit_take(&pool, &other, 1000, &window, 10, 2));
-    /* A caller that read the epoch before the restart joins the new one. */
+    /* A restart never counts less than the pool had granted (requests in
+     * flight are in it); a caller that read the epoch before the restart
+     * joins the new one. */
     limit_pool_restart(&pool, 0);
+    CHECK_EQ_INT(limit_pool_window(&pool), 2);
     window = epoch;
-    CHECK(limit_take(&pool, &busy, 1000, &window, 1, 2));
+    CHECK(!limit_take(&pool, &busy, 1000, &window, 1, 2));
+    window = epoch;
+    CHECK(limit_take(&pool, &busy, 1001, &window, 1, 2));
     CHECK_EQ_INT(window, 2);
     /* Leases of an old epoch neither go back nor trip the count. */
     limit_shard_t stale = other;
