@@ -47,7 +47,7 @@ typedef struct guard {
     uint64_t seed;
     guard_table_t registrations;  /* by client address: [0] the hour, [1] the day */
     guard_table_t login_failures; /* by client address: [0] the minute */
-    guard_table_t accounts;       /* by email: the failure streak and the backoff */
+    guard_table_t accounts;       /* by email and client network: the failure streak and the backoff */
 } guard_t;
 
 /* Why a request is refused (GUARD_ALLOW: it is not). */

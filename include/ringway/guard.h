@@ -34,13 +34,15 @@ guard_verdict_t guard_login_check(guard_t *guard, const address_t *client, const
                                   int64_t now_ms, uint32_t *retry_after_s);
 
 /* A failed login: one more for the address's minute, one more in the
- * account's streak. From login_failures_before_backoff failures on, the
- * account is refused for base * 2^(streak - before) seconds, at most
+ * streak of the account from the client's network (an IPv4 address, an
+ * IPv6 /64). From login_failures_before_backoff failures on, the account
+ * is refused from that network for base * 2^(streak - before) seconds, at most
  * login_backoff_max_s. A streak is forgotten a day after its last failure. */
 void guard_login_failed(guard_t *guard, const address_t *client, const char *email, size_t email_length,
                         int64_t now_ms);
 
-/* A successful login ends the account's streak. */
-void guard_login_succeeded(guard_t *guard, const char *email, size_t email_length, int64_t now_ms);
+/* A successful login ends the account's streak from that network. */
+void guard_login_succeeded(guard_t *guard, const address_t *client, const char *email, size_t email_length,
+                           int64_t now_ms);
 
 #endif

@@ -56,8 +56,14 @@ void guard_destroy(guard_t **pointer) {
     *pointer = NULL;
 }
 
+/* Counters go by network, not by address: an IPv4 address, or the /64 of an
+ * IPv6 one (a single customer line gets a whole /64, so counting /128s
+ * would give one attacker 2^64 fresh counters). */
 static uint64_t guard_key_of_address(const guard_t *guard, const address_t *address) {
-    uint64_t key = address_hash(address, guard->seed);
+    static const uint8_t mapped_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    address_t network = *address;
+    if (memcmp(network.bytes, mapped_prefix, sizeof mapped_prefix) != 0) memset(network.bytes + 8, 0, 8);
+    uint64_t key = address_hash(&network, guard->seed);
     return key != 0 ? key : 1;
 }
 
@@ -160,9 +166,14 @@ void guard_registration_record(guard_t *guard, const address_t *client, int64_t 
     entry->last_ms = now_ms;
 }
 
-/* The account's entry with a streak older than the memory forgotten. */
-static guard_entry_t *guard_account(guard_t *guard, const char *email, size_t length, int64_t now_ms, bool make) {
-    uint64_t key = guard_key_of_email(guard, email, length);
+/* The streak of one account from one network (see guard_key_of_address),
+ * with a streak older than the memory forgotten. By network and not by
+ * account alone: failures from anywhere would otherwise let anyone keep
+ * the owner out, one wrong password every backoff. */
+static guard_entry_t *guard_account(guard_t *guard, const address_t *client, const char *email, size_t length,
+                                    int64_t now_ms, bool make) {
+    uint64_t key = guard_key_of_email(guard, email, length) ^ (guard_key_of_address(guard, client) * 0x9e3779b97f4a7c15ull);
+    if (key == 0) key = 1;
     guard_entry_t *entry = make ? guard_take(&guard->accounts, key, now_ms) : guard_find(&guard->accounts, key);
     if (entry != NULL && now_ms - entry->last_ms > GUARD_STREAK_MEMORY_MS) {
         entry->counts[0] = 0;
@@ -184,7 +195,7 @@ guard_verdict_t guard_login_check(guard_t *guard, const address_t *client, const
             return GUARD_LOGIN_LIMITED;
         }
     }
-    const guard_entry_t *account = guard_account(guard, email, email_length, now_ms, false);
+    const guard_entry_t *account = guard_account(guard, client, email, email_length, now_ms, false);
     if (account != NULL && account->blocked_until_ms > now_ms) {
         int64_t seconds = (account->blocked_until_ms - now_ms + 999) / 1000;
         *retry_after_s = (uint32_t)RW_MAX(seconds, (int64_t)1);
@@ -211,7 +222,7 @@ void guard_login_failed(guard_t *guard, const address_t *client, const char *ema
         entry->last_ms = now_ms;
     }
     if (limits->login_failures_before_backoff == 0) return;
-    guard_entry_t *account = guard_account(guard, email, email_length, now_ms, true);
+    guard_entry_t *account = guard_account(guard, client, email, email_length, now_ms, true);
     if (account->counts[0] < UINT32_MAX) account->counts[0]++;
     account->last_ms = now_ms;
     uint32_t streak = account->counts[0];
@@ -222,9 +233,10 @@ void guard_login_failed(guard_t *guard, const address_t *client, const char *ema
     }
 }
 
-void guard_login_succeeded(guard_t *guard, const char *email, size_t email_length, int64_t now_ms) {
-    RW_ASSERT(guard != NULL);
-    guard_entry_t *account = guard_account(guard, email, email_length, now_ms, false);
+void guard_login_succeeded(guard_t *guard, const address_t *client, const char *email, size_t email_length,
+                           int64_t now_ms) {
+    RW_ASSERT(guard != NULL && client != NULL);
+    guard_entry_t *account = guard_account(guard, client, email, email_length, now_ms, false);
     if (account == NULL) return;
     account->counts[0] = 0;
     account->blocked_until_ms = 0;

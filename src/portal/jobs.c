@@ -233,7 +233,7 @@ static uint16_t jobs_login(admin_context_t *context, guard_t *guard, const porta
         guard_login_failed(guard, &job->client, subject, subject_length, now_ms);
         return jobs_refuse(out, 401, "invalid_request_error", "invalid_credentials", NULL, wrong);
     }
-    guard_login_succeeded(guard, subject, subject_length, now_ms);
+    guard_login_succeeded(guard, &job->client, subject, subject_length, now_ms);
 
     char token[JWT_TOKEN_BYTES_MAX + 1];
     int64_t expires_at_s = 0;

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -1031,8 +1032,13 @@ int server_init(server_t **result, loop_t *loop, const server_config_t *config, 
         snprintf(error, error_size, "cannot map the server's pools: %s", strerror(errno));
         return -1;
     }
-    address_counts_init(&server->peer_counts, peer_memory, peer_slots,
-                        ((uint64_t)config->instance << 32 | config->thread_index) * 0x9e3779b97f4a7c15ull);
+    /* A seed nobody can guess, so no client can choose addresses that
+     * collide in the table (the instance and thread numbers are not secret). */
+    uint64_t seed = 0;
+    if (getrandom(&seed, sizeof seed, 0) != (ssize_t)sizeof seed) {
+        seed = ((uint64_t)config->instance << 32 | config->thread_index) ^ (uint64_t)(uintptr_t)server;
+    }
+    address_counts_init(&server->peer_counts, peer_memory, peer_slots, seed * 0x9e3779b97f4a7c15ull | 1);
     for (uint32_t index = config->connections_max; index-- > 0;) {
         server->connections[index].fd = -1;
         server->connections[index].next_free = server->free_connections;

@@ -91,12 +91,11 @@ static void test_account_backoff_doubles_to_its_cap_and_resets(void) {
     size_t length = sizeof email - 1;
     uint32_t retry_s = 0;
     int64_t now = TEST_T0_MS;
+    address_t client = test_address(99);
     for (uint32_t index = 0; index < 4; index++) {
-        address_t client = test_address(index); /* spread over addresses: the streak is the account's */
         CHECK_EQ_INT(guard_login_check(guard, &client, email, length, now, &retry_s), GUARD_ALLOW);
         guard_login_failed(guard, &client, email, length, now);
     }
-    address_t client = test_address(99);
     CHECK_EQ_INT(guard_login_check(guard, &client, email, length, now, &retry_s), GUARD_ALLOW);
     /* The fifth failure: refused for 1 s, then 2, 4, ... 60 at most. */
     uint32_t expected[] = {1, 2, 4, 8, 16, 32, 60, 60};
@@ -110,9 +109,16 @@ static void test_account_backoff_doubles_to_its_cap_and_resets(void) {
         now += (int64_t)expected[index] * 1000;
         CHECK_EQ_INT(guard_login_check(guard, &client, email, length, now, &retry_s), GUARD_ALLOW);
     }
+    /* The streak is the account's from that network: the owner elsewhere is
+     * not kept out by it. */
+    guard_login_failed(guard, &client, email, length, now);
+    CHECK_EQ_INT(guard_login_check(guard, &client, email, length, now, &retry_s), GUARD_ACCOUNT_BACKOFF);
+    address_t owner = test_address(7);
+    CHECK_EQ_INT(guard_login_check(guard, &owner, email, length, now, &retry_s), GUARD_ALLOW);
+    now += 60 * 1000;
     /* Another account is not affected; a success ends the streak. */
     CHECK_EQ_INT(guard_login_check(guard, &client, "other@example.com", 17, now, &retry_s), GUARD_ALLOW);
-    guard_login_succeeded(guard, email, length, now);
+    guard_login_succeeded(guard, &client, email, length, now);
     guard_login_failed(guard, &client, email, length, now);
     CHECK_EQ_INT(guard_login_check(guard, &client, email, length, now, &retry_s), GUARD_ALLOW);
     /* A streak is forgotten a day after its last failure. */
@@ -120,6 +126,31 @@ static void test_account_backoff_doubles_to_its_cap_and_resets(void) {
     now += 24 * 60 * 60 * 1000 + 1;
     guard_login_failed(guard, &client, email, length, now);
     CHECK_EQ_INT(guard_login_check(guard, &client, email, length, now, &retry_s), GUARD_ALLOW);
+    guard_destroy(&guard);
+}
+
+/* IPv6 addresses count by /64: every address of one customer line shares
+ * the line's counter, the next /64 has its own. */
+static void test_ipv6_counts_by_64(void) {
+    guard_t *guard = NULL;
+    guard_limits_t limits = test_limits;
+    limits.login_failures_before_backoff = 0;
+    CHECK(guard_create(&guard, &limits, 64, 7) == 0);
+    uint32_t retry_s = 0;
+    int64_t now = TEST_T0_MS + 15 * 1000;
+    char text[64];
+    for (int index = 0; index < 10; index++) {
+        int length = snprintf(text, sizeof text, "2001:db8:1:2::%x", index + 1);
+        address_t client;
+        CHECK(address_parse(text, (size_t)length, &client));
+        guard_login_failed(guard, &client, "a@example.com", 13, now);
+    }
+    address_t sibling;
+    CHECK(address_parse("2001:db8:1:2:ffff::9", 20, &sibling));
+    CHECK_EQ_INT(guard_login_check(guard, &sibling, "a@example.com", 13, now, &retry_s), GUARD_LOGIN_LIMITED);
+    address_t next_line;
+    CHECK(address_parse("2001:db8:1:3::1", 15, &next_line));
+    CHECK_EQ_INT(guard_login_check(guard, &next_line, "a@example.com", 13, now, &retry_s), GUARD_ALLOW);
     guard_destroy(&guard);
 }
 
@@ -167,6 +198,7 @@ int main(void) {
     RUN_TEST(test_registrations_per_hour_and_day);
     RUN_TEST(test_failed_logins_per_address_per_minute);
     RUN_TEST(test_account_backoff_doubles_to_its_cap_and_resets);
+    RUN_TEST(test_ipv6_counts_by_64);
     RUN_TEST(test_backoff_cap_does_not_overflow);
     RUN_TEST(test_eviction_keeps_the_newest);
     return UNIT_REPORT();
