@@ -378,14 +378,12 @@ static void relay_limit_duration(text_buffer_t *out, uint32_t seconds) {
 
 /* The subject whose limit of `kind` the headers show: the key's when its
  * tier has one, else the account's; false when neither has. */
-static bool relay_limit_shown(const relay_stream_t *stream, config_limit_kind_t kind, uint32_t *subject,
-                              uint64_t *limit) {
+static bool relay_limit_shown(uint64_t values[2][RELAY_LIMIT_KINDS], config_limit_kind_t kind,
+                              uint32_t *subject, uint64_t *limit) {
     for (uint32_t candidate = RELAY_LIMIT_KEY; candidate <= RELAY_LIMIT_ACCOUNT; candidate++) {
-        uint64_t values[RELAY_LIMIT_KINDS];
-        relay_limit_values(stream, candidate, values);
-        if (values[kind] != 0) {
+        if (values[candidate][kind] != 0) {
             *subject = candidate;
-            *limit = values[kind];
+            *limit = values[candidate][kind];
             return true;
         }
     }
@@ -402,10 +400,13 @@ size_t relay_limits_headers(relay_stream_t *stream, char *out, size_t capacity) 
     uint32_t minute = limit_window_of(now_ms, worker->limit_minute_ms);
     uint32_t seconds_left = relay_limit_seconds_left(now_ms, worker->limit_minute_ms);
     text_buffer_t buffer = text_buffer_over(out, RELAY_LIMIT_HEADERS_BYTES - 1); /* and the caller's NUL */
+    uint64_t values[2][RELAY_LIMIT_KINDS];
+    relay_limit_values(stream, RELAY_LIMIT_KEY, values[RELAY_LIMIT_KEY]);
+    relay_limit_values(stream, RELAY_LIMIT_ACCOUNT, values[RELAY_LIMIT_ACCOUNT]);
     for (uint32_t kind = CONFIG_LIMIT_REQUESTS_PER_MINUTE; kind <= CONFIG_LIMIT_TOKENS_PER_MINUTE; kind++) {
         uint32_t subject = 0;
         uint64_t limit = 0;
-        if (!relay_limit_shown(stream, (config_limit_kind_t)kind, &subject, &limit)) continue;
+        if (!relay_limit_shown(values, (config_limit_kind_t)kind, &subject, &limit)) continue;
         uint32_t number = relay_limit_shard_number(stream, subject, kind);
         uint64_t remaining = limit_remaining(relay_limit_pool(stream, subject, kind),
                                              relay_limit_shard_at(worker, number), limit, minute);

@@ -666,12 +666,17 @@ static bool ringctl_body_models(ringctl_body_t *body, const char *models) {
     return true;
 }
 
+/* A setting's word for "none" (never, none, default) sends the member as
+ * null: true when `text` is that word. */
+static bool ringctl_body_null_word(ringctl_body_t *body, const char *member, const char *text, const char *word) {
+    if (strcmp(text, word) != 0) return false;
+    ringctl_body_raw(body, member, "null");
+    return true;
+}
+
 /* --expires: "never" (null) or a time. */
 static bool ringctl_body_expires(ringctl_body_t *body, const char *expires) {
-    if (strcmp(expires, "never") == 0) {
-        ringctl_body_raw(body, "expires_at", "null");
-        return true;
-    }
+    if (ringctl_body_null_word(body, "expires_at", expires, "never")) return true;
     int64_t ms = 0;
     if (!ringctl_time("--expires", expires, &ms)) return false;
     ringctl_body_u64(body, "expires_at", (uint64_t)ms);
@@ -680,10 +685,7 @@ static bool ringctl_body_expires(ringctl_body_t *body, const char *expires) {
 
 /* --cap: "none" (null) or an amount. */
 static bool ringctl_body_cap(ringctl_body_t *body, const char *cap) {
-    if (strcmp(cap, "none") == 0) {
-        ringctl_body_raw(body, "spend_cap", "null");
-        return true;
-    }
+    if (ringctl_body_null_word(body, "spend_cap", cap, "none")) return true;
     int64_t micros = 0;
     if (!ringctl_money("--cap", cap, &micros)) return false;
     ringctl_body_string(body, "spend_cap", cap);
@@ -692,10 +694,7 @@ static bool ringctl_body_cap(ringctl_body_t *body, const char *cap) {
 
 /* --tier: a [tier NAME] of the relay's config, or "default". */
 static bool ringctl_body_tier(ringctl_body_t *body, const char *tier) {
-    if (strcmp(tier, "default") == 0) {
-        ringctl_body_raw(body, "tier", "null");
-        return true;
-    }
+    if (ringctl_body_null_word(body, "tier", tier, "default")) return true;
     if (tier[0] == '\0') {
         ringctl_error("--tier: name a [tier NAME] of the config, or default");
         return false;
@@ -706,10 +705,7 @@ static bool ringctl_body_tier(ringctl_body_t *body, const char *tier) {
 
 /* --quota: a number of tokens, or "none". */
 static bool ringctl_body_quota(ringctl_body_t *body, const char *quota) {
-    if (strcmp(quota, "none") == 0) {
-        ringctl_body_raw(body, "token_quota", "null");
-        return true;
-    }
+    if (ringctl_body_null_word(body, "token_quota", quota, "none")) return true;
     uint64_t value = 0;
     if (!ringctl_count("--quota", quota, LIMIT_VALUE_MAX, &value)) return false;
     if (value == 0) {
