@@ -8,15 +8,20 @@
  *   (m/next_usage is no longer written: the next usage id is the last s/ id + 1,
  *   which store_open always took as a floor; a value left by older versions is
  *   read and never ahead of it)
- *   m/schema = "1"; m/jwt_secret and other meta values written with store_meta_put
+ *   m/schema = "2" (store_open migrates a schema 1 store: there a usage record was
+ *   one JSON object at r/<user id>/<usage id>, indexed by s/<usage id> -> that r/ key);
+ *   m/jwt_secret and other meta values written with store_meta_put
  *   u/<user id>      user record (binary, versioned; store_user_encode)
  *   e/<email, ASCII lower-cased> -> user id (8 bytes, big-endian)
  *   k/<key id>       key record (binary, versioned; store_key_encode)
  *   h/<request id>   open hold (binary, versioned; store_hold_encode): only holds a
  *                    producer chose to record (see STORE_MESSAGE_FLAG_HOLD_NOT_RECORDED)
- *   r/<user id>/<usage id>  usage record, one JSON object (store_usage_encode)
- *   q/<request id>   -> the r/ key of that request's usage record (index; recorded holds only)
- *   s/<usage id>     -> the r/ key (index: all usage, oldest to newest)
+ *   s/<usage id>     usage block: the usage records one store round wrote, the
+ *                    key's id the block's first (store_usage_block_*: binary, versioned)
+ *   r/<user id>/<usage id>  -> u16 little-endian: how many of the s/<usage id> block's
+ *                    records are that user's (index: a user's blocks, oldest to newest)
+ *   q/<request id>   -> the usage id of that request's record, big-endian u64 (index;
+ *                    recorded holds only); schema 1 wrote its r/ key, which ends in it
  *   a/<audit id>     audit entry, one JSON object (store_audit_encode)
  * Usage ids and audit ids are global sequences handed out by the store
  * thread; usage created_ms is stamped by the store thread and never
@@ -107,6 +112,41 @@ typedef struct store_usage_record {
     bool capped;                                   /* the cost was capped at the hold */
 } store_usage_record_t;
 
+/* Usage blocks. A block holds up to STORE_USAGE_BLOCK_RECORDS_MAX records,
+ * ids ascending from the block's first id (its key's), as: tag 'B', version
+ * 1, the base created_ms (i64 little-endian), then per record varints
+ * (unsigned LEB128; the cost zigzag) of the id's and created_ms's offsets
+ * from the block's, user_id, key_id, the four token counts, cost_micros,
+ * latency_ms, a flags byte (estimated, capped) and the four strings
+ * (request_id, model, upstream, status) as a u8 length and the bytes. Each
+ * record decodes on its own from its offset. */
+enum {
+    STORE_USAGE_BLOCK_HEADER_BYTES = 10,
+    STORE_USAGE_BLOCK_RECORDS_MAX = 64,
+    STORE_USAGE_RECORD_BYTES_MAX = 10 * 10 + 1 + 4 + STORE_REQUEST_ID_BYTES + STORE_MODEL_BYTES +
+                                   STORE_UPSTREAM_BYTES + STORE_USAGE_STATUS_BYTES,
+    STORE_USAGE_BLOCK_BYTES_MAX = STORE_USAGE_BLOCK_HEADER_BYTES +
+                                  STORE_USAGE_BLOCK_RECORDS_MAX * STORE_USAGE_RECORD_BYTES_MAX,
+};
+
+typedef struct store_usage_block_writer {
+    uint8_t *out;
+    size_t capacity;
+    size_t length;                                 /* the block's bytes so far */
+    uint64_t first_id;
+    int64_t base_created_ms;
+    uint32_t count;
+} store_usage_block_writer_t;
+
+typedef struct store_usage_block_reader {
+    const uint8_t *bytes;
+    size_t length;
+    size_t position;                               /* of the next record */
+    uint64_t first_id;
+    int64_t base_created_ms;
+    uint32_t index;                                /* records read so far */
+} store_usage_block_reader_t;
+
 typedef struct store_audit_record {
     uint64_t id;                                   /* set by the store thread */
     int64_t time_ms;                               /* set by the store thread (wall clock) */
@@ -121,7 +161,7 @@ typedef struct store_audit_record {
 typedef enum store_message_kind {
     STORE_MESSAGE_HOLD_OPEN = 1,   /* put h/<request id> (a recorded hold) */
     STORE_MESSAGE_HOLD_RELEASE,    /* delete h/<request id>: nothing charged, no usage record */
-    STORE_MESSAGE_SETTLE,          /* put r/ s/ u/ k/; and q/ + delete h/ unless FLAG_HOLD_NOT_RECORDED */
+    STORE_MESSAGE_SETTLE,          /* the record in the round's s/ block (+ r/), put u/ k/; q/ + delete h/ unless FLAG_HOLD_NOT_RECORDED */
     STORE_MESSAGE_USER_CREATE,     /* put u/ e/ m/next_user */
     STORE_MESSAGE_USER_UPDATE,     /* put u/ (status, password hash) */
     STORE_MESSAGE_BALANCE_ADJUST,  /* put u/ with balance + delta */

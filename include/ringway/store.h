@@ -40,6 +40,20 @@ int store_key_decode(const uint8_t *bytes, size_t length, store_key_record_t *re
 int store_hold_encode(const store_hold_record_t *record, uint8_t *out, size_t capacity);
 int store_hold_decode(const uint8_t *bytes, size_t length, store_hold_record_t *record);
 
+/* Usage blocks (the layout is in store-t.h). begin starts a block in out
+ * (capacity >= STORE_USAGE_BLOCK_HEADER_BYTES; STORE_USAGE_BLOCK_BYTES_MAX
+ * always holds a full block); add appends a record whose id and created_ms
+ * are at least the block's (asserted): 0, or -1 when it does not fit (the
+ * block is unchanged). open starts reading a block stored under first_id:
+ * 0, or -1 when the header is not a block's; next decodes the next record:
+ * 1, 0 at the end, -1 for a malformed record. */
+void store_usage_block_begin(store_usage_block_writer_t *block, uint8_t *out, size_t capacity, uint64_t first_id,
+                             int64_t base_created_ms);
+int store_usage_block_add(store_usage_block_writer_t *block, const store_usage_record_t *record);
+int store_usage_block_open(store_usage_block_reader_t *block, const uint8_t *bytes, size_t length,
+                           uint64_t first_id);
+int store_usage_block_next(store_usage_block_reader_t *block, store_usage_record_t *record);
+
 /* JSON, one object per record (exported as JSON lines by the ops tool):
  * {"id":..,"request_id":"..","key_id":..,"user_id":..,"model":"..",
  *  "upstream":"..","prompt_tokens":..,"completion_tokens":..,

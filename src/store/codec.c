@@ -16,6 +16,7 @@ enum {
     STORE_TAG_USER = 'U',
     STORE_TAG_KEY = 'K',
     STORE_TAG_HOLD = 'H',
+    STORE_TAG_USAGE_BLOCK = 'B',
     STORE_RECORD_VERSION = 1,
     /* Key records since rate limits: the tier by name, the limit overrides,
      * the token quota and the tokens used. Version 1 key records still
@@ -255,6 +256,168 @@ int store_hold_decode(const uint8_t *bytes, size_t length, store_hold_record_t *
     store_reader_text(&reader, record->request_id, sizeof record->request_id);
     store_reader_text(&reader, record->model, sizeof record->model);
     return store_reader_finish(&reader);
+}
+
+/* ---- Usage blocks ---- */
+
+/* Unsigned LEB128: seven bits per byte, low first, the high bit set on every
+ * byte but the last. At most ten bytes for a u64. */
+static void store_writer_varint(store_writer_t *writer, uint64_t value) {
+    uint8_t bytes[10];
+    size_t length = 0;
+    while (value >= 0x80) {
+        bytes[length++] = (uint8_t)(value | 0x80);
+        value >>= 7;
+    }
+    bytes[length++] = (uint8_t)value;
+    store_writer_bytes(writer, bytes, length);
+}
+
+/* Signed values as zigzag varints (0, -1, 1, -2 ... as 0, 1, 2, 3 ...). */
+static void store_writer_signed(store_writer_t *writer, int64_t value) {
+    store_writer_varint(writer, ((uint64_t)value << 1) ^ (uint64_t)(value >> 63));
+}
+
+/* A string of at most 255 bytes as a u8 length and the bytes. */
+static void store_writer_short_text(store_writer_t *writer, const char *text, size_t array_bytes) {
+    size_t length = strnlen(text, array_bytes);
+    RW_ASSERT(length < array_bytes && length <= UINT8_MAX);
+    store_writer_u8(writer, (uint8_t)length);
+    store_writer_bytes(writer, text, length);
+}
+
+static uint64_t store_reader_varint(store_reader_t *reader) {
+    uint64_t value = 0;
+    for (uint32_t shift = 0; shift < 64; shift += 7) {
+        uint8_t byte = store_reader_u8(reader);
+        if (reader->failed) return 0;
+        if (shift == 63 && byte > 1) break; /* more than 64 bits */
+        value |= (uint64_t)(byte & 0x7f) << shift;
+        if ((byte & 0x80) == 0) return value;
+    }
+    reader->failed = true;
+    return 0;
+}
+
+static int64_t store_reader_signed(store_reader_t *reader) {
+    uint64_t value = store_reader_varint(reader);
+    return (int64_t)((value >> 1) ^ (0 - (value & 1)));
+}
+
+static void store_reader_short_text(store_reader_t *reader, char *out, size_t out_bytes) {
+    out[0] = '\0';
+    size_t length = store_reader_u8(reader);
+    if (reader->failed) return;
+    if (length >= out_bytes) {
+        reader->failed = true;
+        return;
+    }
+    const uint8_t *bytes = store_reader_take(reader, length);
+    if (bytes == NULL) return;
+    if (memchr(bytes, '\0', length) != NULL) {
+        reader->failed = true;
+        return;
+    }
+    memcpy(out, bytes, length);
+    out[length] = '\0';
+}
+
+enum {
+    STORE_USAGE_FLAG_ESTIMATED = 1u << 0,
+    STORE_USAGE_FLAG_CAPPED = 1u << 1,
+};
+
+void store_usage_block_begin(store_usage_block_writer_t *block, uint8_t *out, size_t capacity, uint64_t first_id,
+                             int64_t base_created_ms) {
+    RW_ASSERT(block != NULL && out != NULL && capacity >= STORE_USAGE_BLOCK_HEADER_BYTES);
+    block->out = out;
+    block->capacity = capacity;
+    block->first_id = first_id;
+    block->base_created_ms = base_created_ms;
+    block->count = 0;
+    store_writer_t writer = {out, capacity, 0, false};
+    store_writer_u8(&writer, STORE_TAG_USAGE_BLOCK);
+    store_writer_u8(&writer, STORE_RECORD_VERSION);
+    store_writer_u64(&writer, (uint64_t)base_created_ms);
+    RW_ASSERT(!writer.overflow && writer.length == STORE_USAGE_BLOCK_HEADER_BYTES);
+    block->length = writer.length;
+}
+
+int store_usage_block_add(store_usage_block_writer_t *block, const store_usage_record_t *record) {
+    RW_ASSERT(block != NULL && record != NULL);
+    RW_ASSERT(record->id >= block->first_id && record->created_ms >= block->base_created_ms);
+    store_writer_t writer = {block->out, block->capacity, block->length, false};
+    store_writer_varint(&writer, record->id - block->first_id);
+    store_writer_varint(&writer, (uint64_t)(record->created_ms - block->base_created_ms));
+    store_writer_varint(&writer, record->user_id);
+    store_writer_varint(&writer, record->key_id);
+    store_writer_varint(&writer, record->prompt_tokens);
+    store_writer_varint(&writer, record->completion_tokens);
+    store_writer_varint(&writer, record->cached_tokens);
+    store_writer_varint(&writer, record->reasoning_tokens);
+    store_writer_signed(&writer, record->cost_micros);
+    store_writer_varint(&writer, record->latency_ms);
+    store_writer_u8(&writer, (uint8_t)((record->estimated ? STORE_USAGE_FLAG_ESTIMATED : 0) |
+                                       (record->capped ? STORE_USAGE_FLAG_CAPPED : 0)));
+    store_writer_short_text(&writer, record->request_id, sizeof record->request_id);
+    store_writer_short_text(&writer, record->model, sizeof record->model);
+    store_writer_short_text(&writer, record->upstream, sizeof record->upstream);
+    store_writer_short_text(&writer, record->status, sizeof record->status);
+    if (writer.overflow) return -1;
+    block->length = writer.length;
+    block->count++;
+    return 0;
+}
+
+int store_usage_block_open(store_usage_block_reader_t *block, const uint8_t *bytes, size_t length,
+                           uint64_t first_id) {
+    RW_ASSERT(block != NULL && (bytes != NULL || length == 0));
+    memset(block, 0, sizeof *block);
+    store_reader_t reader = {bytes, length, 0, false};
+    store_reader_header(&reader, STORE_TAG_USAGE_BLOCK);
+    int64_t base_created_ms = store_reader_i64(&reader);
+    if (reader.failed) return -1;
+    block->bytes = bytes;
+    block->length = length;
+    block->position = reader.position;
+    block->first_id = first_id;
+    block->base_created_ms = base_created_ms;
+    return 0;
+}
+
+int store_usage_block_next(store_usage_block_reader_t *block, store_usage_record_t *record) {
+    RW_ASSERT(block != NULL && record != NULL);
+    if (block->position == block->length) return 0;
+    memset(record, 0, sizeof *record);
+    store_reader_t reader = {block->bytes, block->length, block->position, false};
+    uint64_t id_offset = store_reader_varint(&reader);
+    uint64_t created_offset = store_reader_varint(&reader);
+    record->user_id = store_reader_varint(&reader);
+    record->key_id = store_reader_varint(&reader);
+    record->prompt_tokens = store_reader_varint(&reader);
+    record->completion_tokens = store_reader_varint(&reader);
+    record->cached_tokens = store_reader_varint(&reader);
+    record->reasoning_tokens = store_reader_varint(&reader);
+    record->cost_micros = store_reader_signed(&reader);
+    record->latency_ms = store_reader_varint(&reader);
+    uint8_t flags = store_reader_u8(&reader);
+    store_reader_short_text(&reader, record->request_id, sizeof record->request_id);
+    store_reader_short_text(&reader, record->model, sizeof record->model);
+    store_reader_short_text(&reader, record->upstream, sizeof record->upstream);
+    store_reader_short_text(&reader, record->status, sizeof record->status);
+    if ((flags & ~(STORE_USAGE_FLAG_ESTIMATED | STORE_USAGE_FLAG_CAPPED)) != 0) reader.failed = true;
+    if (__builtin_add_overflow(block->first_id, id_offset, &record->id) || record->id == 0) reader.failed = true;
+    if (created_offset > (uint64_t)INT64_MAX ||
+        __builtin_add_overflow(block->base_created_ms, (int64_t)created_offset, &record->created_ms)) {
+        reader.failed = true;
+    }
+    if (record->user_id == 0) reader.failed = true;
+    if (reader.failed) return -1;
+    record->estimated = (flags & STORE_USAGE_FLAG_ESTIMATED) != 0;
+    record->capped = (flags & STORE_USAGE_FLAG_CAPPED) != 0;
+    block->position = reader.position;
+    block->index++;
+    return 1;
 }
 
 /* ---- JSON ---- */

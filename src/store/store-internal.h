@@ -120,6 +120,7 @@ typedef struct store_thread_state {
     uint32_t round_hold_count;
     store_usage_record_t *round_usages;                 /* settlements of the round, ids assigned */
     bool *round_usage_indexed;                          /* [i]: its hold was recorded: a q/ entry too */
+    uint8_t *usage_block;                               /* STORE_USAGE_BLOCK_BYTES_MAX: a block being put */
     uint32_t round_usage_count;
     store_round_undo_t *round_undo;
     uint32_t round_undo_count;

@@ -15,7 +15,7 @@ enum {
     /* kPointInTimeRecovery: replay the WAL up to the first torn or corrupt
      * record, which a kill -9 or power loss can leave at its tail. */
     STORE_WAL_RECOVERY_POINT_IN_TIME = 2,
-    STORE_SCHEMA_VERSION = 1,
+    STORE_SCHEMA_VERSION = 2,
 };
 
 /* ---- Helpers shared with thread.c ---- */
@@ -212,6 +212,41 @@ static int store_scan_close(store_scan_t *scan, const char *what) {
     return 0;
 }
 
+/* ---- Usage blocks ---- */
+
+/* The start of each record of a block, oldest first: the count (at most
+ * STORE_USAGE_BLOCK_RECORDS_MAX), or -1 when the block does not decode. */
+static int store_usage_block_offsets(const uint8_t *bytes, size_t length, uint64_t first_id,
+                                     size_t offsets[STORE_USAGE_BLOCK_RECORDS_MAX]) {
+    store_usage_block_reader_t block;
+    if (store_usage_block_open(&block, bytes, length, first_id) != 0) return -1;
+    int count = 0;
+    for (;;) {
+        size_t offset = block.position;
+        store_usage_record_t record;
+        int read = store_usage_block_next(&block, &record);
+        if (read == 0) break;
+        if (read < 0 || count == STORE_USAGE_BLOCK_RECORDS_MAX) return -1;
+        offsets[count++] = offset;
+    }
+    return count == 0 ? -1 : count;
+}
+
+/* Decodes the record of a block that starts at offset (one of
+ * store_usage_block_offsets'). */
+static int store_usage_block_record_at(const uint8_t *bytes, size_t length, uint64_t first_id, size_t offset,
+                                       store_usage_record_t *record) {
+    store_usage_block_reader_t block;
+    if (store_usage_block_open(&block, bytes, length, first_id) != 0) return -1;
+    block.position = offset;
+    return store_usage_block_next(&block, record) == 1 ? 0 : -1;
+}
+
+/* The first usage id of an s/ key (STORE_KEY_ID_BYTES long). */
+static uint64_t store_usage_block_first_id(const uint8_t *key, size_t length) {
+    return length == STORE_KEY_ID_BYTES ? store_read_be64(key + 2) : 0;
+}
+
 /* ---- Open and close ---- */
 
 static int store_make_directories(const char *path, char *error, size_t error_size) {
@@ -268,6 +303,115 @@ static int store_last_id(store_t *store, char prefix, uint64_t *id) {
     return store_scan_close(&scan, "finding the last id");
 }
 
+/* Schema 1 to 2: moves the usage records, oldest first, in groups of
+ * STORE_USAGE_BLOCK_RECORDS_MAX, each group in one batch (its block and r/
+ * index entries put, its schema 1 s/ and r/ keys deleted), then writes
+ * m/schema = "2" (synced). A crash in between leaves a store that migrates
+ * from where it stopped: a schema 1 s/ value is an r/ key, a schema 2 one a
+ * block. q/ entries stay as they are (store_usage_get_by_request reads
+ * both forms). Runs at open, before any thread: it may allocate. */
+static int store_migrate_usage(store_t *store, char *error, size_t error_size) {
+    store_usage_record_t *group = calloc(STORE_USAGE_BLOCK_RECORDS_MAX, sizeof *group);
+    uint8_t *block = malloc(STORE_USAGE_BLOCK_BYTES_MAX);
+    rocksdb_writebatch_t *batch = rocksdb_writebatch_create();
+    int status = group != NULL && block != NULL ? 0 : -1;
+    if (status != 0) snprintf(error, error_size, "out of memory for the schema 2 migration");
+    uint64_t next_id = 0;
+    uint64_t moved = 0;
+    while (status == 0) {
+        uint8_t lower[STORE_KEY_ID_BYTES];
+        uint8_t upper[2] = {'s', '/' + 1};
+        store_key_id(lower, 's', next_id);
+        store_scan_t scan;
+        store_scan_open(store, &scan, lower, sizeof lower, upper, sizeof upper, false);
+        uint32_t count = 0;
+        for (; store_scan_valid(&scan) && count < STORE_USAGE_BLOCK_RECORDS_MAX; store_scan_next(&scan)) {
+            size_t key_length = 0;
+            size_t value_length = 0;
+            const uint8_t *key = store_scan_key(&scan, &key_length);
+            const uint8_t *value = store_scan_value(&scan, &value_length);
+            uint64_t id = store_usage_block_first_id(key, key_length);
+            next_id = id + 1;
+            if (value_length > 0 && value[0] == 'B') continue; /* moved before a crash */
+            char json[STORE_JSON_BYTES_MAX];
+            size_t json_length = 0;
+            store_usage_record_t *record = &group[count];
+            if (id == 0 || value_length != STORE_KEY_USAGE_BYTES || value[0] != 'r' ||
+                store_get(store, value, value_length, (uint8_t *)json, sizeof json, &json_length,
+                          "a schema 1 usage record") != 0 ||
+                json_length > sizeof json || store_usage_decode(json, json_length, record) != 0 ||
+                record->id != id) {
+                snprintf(error, error_size, "while migrating usage record %llu to schema 2: it does not read",
+                         (unsigned long long)id);
+                status = -1;
+                break;
+            }
+            count++;
+        }
+        if (store_scan_close(&scan, "migrating usage to schema 2") != 0 && status == 0) {
+            snprintf(error, error_size, "while migrating usage to schema 2: the scan failed");
+            status = -1;
+        }
+        if (status != 0 || count == 0) break;
+        int64_t base_created_ms = group[0].created_ms;
+        for (uint32_t index = 1; index < count; index++) base_created_ms = RW_MIN(base_created_ms, group[index].created_ms);
+        store_usage_block_writer_t writer;
+        store_usage_block_begin(&writer, block, STORE_USAGE_BLOCK_BYTES_MAX, group[0].id, base_created_ms);
+        rocksdb_writebatch_clear(batch);
+        for (uint32_t index = 0; index < count; index++) {
+            int added = store_usage_block_add(&writer, &group[index]);
+            RW_ASSERT(added == 0);
+            uint8_t key[STORE_KEY_USAGE_BYTES];
+            store_key_id(key, 's', group[index].id);
+            rocksdb_writebatch_delete(batch, (const char *)key, STORE_KEY_ID_BYTES);
+            store_key_usage(key, group[index].user_id, group[index].id);
+            rocksdb_writebatch_delete(batch, (const char *)key, sizeof key);
+        }
+        /* After the deletes: s/<first> and perhaps r/<user>/<first> are
+         * among the keys deleted above. */
+        uint8_t block_key[STORE_KEY_ID_BYTES];
+        store_key_id(block_key, 's', group[0].id);
+        rocksdb_writebatch_put(batch, (const char *)block_key, sizeof block_key, (const char *)block, writer.length);
+        for (uint32_t index = 0; index < count; index++) {
+            bool first_of_user = true;
+            uint16_t user_count = 0;
+            for (uint32_t other = 0; other < count; other++) {
+                if (group[other].user_id != group[index].user_id) continue;
+                if (other < index) first_of_user = false;
+                user_count++;
+            }
+            if (!first_of_user) continue;
+            uint8_t key[STORE_KEY_USAGE_BYTES];
+            store_key_usage(key, group[index].user_id, group[0].id);
+            uint8_t value[2] = {(uint8_t)user_count, (uint8_t)(user_count >> 8)};
+            rocksdb_writebatch_put(batch, (const char *)key, sizeof key, (const char *)value, sizeof value);
+        }
+        char failure[STORE_ERROR_BYTES];
+        if (store_write(store, batch, false, failure, sizeof failure) != 0) {
+            snprintf(error, error_size, "while migrating usage to schema 2: %s", failure);
+            status = -1;
+        }
+        moved += count;
+    }
+    if (status == 0) {
+        char *failure = NULL;
+        uint8_t key[16];
+        size_t key_length = store_key_meta(key, sizeof key, "schema");
+        rocksdb_put(store->state->db, store->state->write_options_sync, (const char *)key, key_length, "2", 1, &failure);
+        if (failure != NULL) {
+            snprintf(error, error_size, "while writing the schema version: %s", failure);
+            rocksdb_free(failure);
+            status = -1;
+        } else {
+            store_log("migrated %llu usage records to schema 2", (unsigned long long)moved);
+        }
+    }
+    rocksdb_writebatch_destroy(batch);
+    free(block);
+    free(group);
+    return status;
+}
+
 static int store_open_meta(store_t *store, char *error, size_t error_size) {
     uint8_t schema[16];
     int schema_length = store_meta_get(store, "schema", schema, sizeof schema);
@@ -275,12 +419,14 @@ static int store_open_meta(store_t *store, char *error, size_t error_size) {
         char *failure = NULL;
         uint8_t key[16];
         size_t key_length = store_key_meta(key, sizeof key, "schema");
-        rocksdb_put(store->state->db, store->state->write_options_sync, (const char *)key, key_length, "1", 1, &failure);
+        rocksdb_put(store->state->db, store->state->write_options_sync, (const char *)key, key_length, "2", 1, &failure);
         if (failure != NULL) {
             snprintf(error, error_size, "while writing the schema version: %s", failure);
             rocksdb_free(failure);
             return -1;
         }
+    } else if (schema_length == 1 && schema[0] == '1') {
+        if (store_migrate_usage(store, error, error_size) != 0) return -1;
     } else if (schema_length != 1 || schema[0] != '0' + STORE_SCHEMA_VERSION) {
         snprintf(error, error_size, "the store at %s has an unknown schema version (this relay reads version %d)",
                  store->state->path, STORE_SCHEMA_VERSION);
@@ -305,24 +451,24 @@ static int store_open_meta(store_t *store, char *error, size_t error_size) {
     store->state->next_audit_id = RW_MAX(store->state->next_audit_id, last_audit + 1);
     store->state->usage_created_ms_last = 0;
     if (last_usage != 0) {
-        uint8_t index_key[STORE_KEY_ID_BYTES];
-        uint8_t usage_key[STORE_KEY_USAGE_BYTES];
+        /* last_usage is the newest block's first id: its last record is the
+         * newest. */
+        uint8_t block_key[STORE_KEY_ID_BYTES];
+        store_key_id(block_key, 's', last_usage);
+        static _Thread_local uint8_t block[STORE_USAGE_BLOCK_BYTES_MAX];
         size_t length = 0;
-        store_key_id(index_key, 's', last_usage);
-        if (store_get(store, index_key, sizeof index_key, usage_key, sizeof usage_key, &length,
-                      "the last usage index entry") != 0 ||
-            length != sizeof usage_key) {
-            snprintf(error, error_size, "while reading the last usage record: the s/ index entry is bad");
-            return -1;
-        }
-        char json[STORE_JSON_BYTES_MAX];
+        size_t offsets[STORE_USAGE_BLOCK_RECORDS_MAX];
+        int count = -1;
         store_usage_record_t record;
-        if (store_get(store, usage_key, sizeof usage_key, (uint8_t *)json, sizeof json, &length,
-                      "the last usage record") != 0 ||
-            length > sizeof json || store_usage_decode(json, length, &record) != 0) {
-            snprintf(error, error_size, "while reading the last usage record: it does not decode");
+        if (store_get(store, block_key, sizeof block_key, block, sizeof block, &length, "the last usage block") == 0 &&
+            length <= sizeof block) {
+            count = store_usage_block_offsets(block, length, last_usage, offsets);
+        }
+        if (count < 0 || store_usage_block_record_at(block, length, last_usage, offsets[count - 1], &record) != 0) {
+            snprintf(error, error_size, "while reading the last usage record: its block does not decode");
             return -1;
         }
+        store->state->next_usage_id = RW_MAX(store->state->next_usage_id, record.id + 1);
         store->state->usage_created_ms_last = record.created_ms;
     }
     return 0;
@@ -733,34 +879,61 @@ int store_hold_get(store_t *store, const char *request_id, store_hold_record_t *
     return store_record_get(store, key, key_length, store_hold_decode_any, record, "a hold");
 }
 
-/* Reads the usage record at an r/ key. */
-static int store_usage_get_at(store_t *store, const uint8_t *usage_key, size_t usage_key_length,
-                              store_usage_record_t *record, char *json, size_t json_capacity, size_t *json_length) {
-    int status = store_get(store, usage_key, usage_key_length, (uint8_t *)json, json_capacity, json_length,
-                           "a usage record");
-    if (status != 0) return status;
-    if (*json_length > json_capacity || store_usage_decode(json, *json_length, record) != 0) {
-        store_log("while reading a usage record: it does not decode");
-        return -EIO;
+/* Finds the record with usage id `id`: in the block whose first id is the
+ * greatest at or below it. 0, -ENOENT, or -EIO. */
+static int store_usage_get_by_id(store_t *store, uint64_t id, store_usage_record_t *record) {
+    store_scan_t scan;
+    uint8_t upper[STORE_KEY_ID_BYTES];
+    store_key_id(upper, 's', id);
+    /* [s/, s/<id + 1>): the last key is the block at or below id. */
+    uint8_t lower[2] = {'s', '/'};
+    RW_ASSERT(id < UINT64_MAX);
+    store_key_id(upper, 's', id + 1);
+    store_scan_open(store, &scan, lower, sizeof lower, upper, sizeof upper, true);
+    int status = -ENOENT;
+    if (store_scan_valid(&scan)) {
+        size_t key_length = 0;
+        size_t value_length = 0;
+        const uint8_t *key = store_scan_key(&scan, &key_length);
+        const uint8_t *value = store_scan_value(&scan, &value_length);
+        uint64_t first_id = store_usage_block_first_id(key, key_length);
+        store_usage_block_reader_t block;
+        if (first_id == 0 || store_usage_block_open(&block, value, value_length, first_id) != 0) {
+            store_log("while reading usage record %llu: its block does not decode", (unsigned long long)id);
+            status = -EIO;
+        } else {
+            for (;;) {
+                int read = store_usage_block_next(&block, record);
+                if (read < 0) {
+                    store_log("while reading usage record %llu: its block does not decode", (unsigned long long)id);
+                    status = -EIO;
+                }
+                if (read <= 0 || record->id > id) break;
+                if (record->id == id) {
+                    status = 0;
+                    break;
+                }
+            }
+        }
     }
-    return 0;
+    if (store_scan_close(&scan, "reading a usage record") != 0) status = -EIO;
+    return status;
 }
 
 int store_usage_get_by_request(store_t *store, const char *request_id, store_usage_record_t *record) {
     uint8_t key[STORE_KEY_TEXT_BYTES];
     size_t key_length = store_lookup_key_text(key, 'q', request_id, STORE_REQUEST_ID_BYTES, false);
     if (key_length == 0) return -ENOENT;
-    uint8_t usage_key[STORE_KEY_USAGE_BYTES];
+    uint8_t entry[STORE_KEY_USAGE_BYTES];
     size_t length = 0;
-    int status = store_get(store, key, key_length, usage_key, sizeof usage_key, &length, "a request index entry");
+    int status = store_get(store, key, key_length, entry, sizeof entry, &length, "a request index entry");
     if (status != 0) return status;
-    if (length != sizeof usage_key) {
+    /* Schema 2 holds the usage id; schema 1 held the r/ key, which ends in it. */
+    if (length != 8 && length != STORE_KEY_USAGE_BYTES) {
         store_log("while reading the request index of %s: the entry is %zu bytes", request_id, length);
         return -EIO;
     }
-    char json[STORE_JSON_BYTES_MAX];
-    size_t json_length = 0;
-    status = store_usage_get_at(store, usage_key, sizeof usage_key, record, json, sizeof json, &json_length);
+    status = store_usage_get_by_id(store, store_read_be64(entry + length - 8), record);
     return status == -ENOENT ? -EIO : status; /* an index entry without its record */
 }
 
@@ -774,6 +947,50 @@ static int store_usage_filter(const store_usage_query_t *query, const store_usag
     return 1;
 }
 
+typedef struct store_usage_listing {
+    const store_usage_query_t *query;
+    uint64_t user_id;                              /* 0 = every user */
+    store_usage_visit_t visit;
+    void *context;
+    int visited;
+    bool done;
+} store_usage_listing_t;
+
+/* Visits one block's records newest first. 0, or -EIO when it does not
+ * decode. */
+static int store_usage_list_block(store_usage_listing_t *listing, const uint8_t *bytes, size_t length,
+                                  uint64_t first_id) {
+    size_t offsets[STORE_USAGE_BLOCK_RECORDS_MAX];
+    int count = store_usage_block_offsets(bytes, length, first_id, offsets);
+    if (count < 0) {
+        store_log("while listing usage: the block of usage record %llu does not decode", (unsigned long long)first_id);
+        return -EIO;
+    }
+    char json[STORE_JSON_BYTES_MAX];
+    for (int index = count - 1; index >= 0 && !listing->done; index--) {
+        const store_usage_query_t *query = listing->query;
+        if (query->limit != 0 && (uint32_t)listing->visited >= query->limit) {
+            listing->done = true;
+            break;
+        }
+        store_usage_record_t record;
+        int status = store_usage_block_record_at(bytes, length, first_id, offsets[index], &record);
+        RW_ASSERT(status == 0); /* store_usage_block_offsets decoded it */
+        if (listing->user_id != 0 && record.user_id != listing->user_id) continue;
+        int verdict = store_usage_filter(query, &record);
+        if (verdict < 0) {
+            listing->done = true;
+            break;
+        }
+        if (verdict == 0) continue;
+        int json_length = store_usage_encode(&record, json, sizeof json);
+        RW_ASSERT(json_length > 0);
+        listing->visited++;
+        if (listing->visit(listing->context, &record, json, (size_t)json_length) != 0) listing->done = true;
+    }
+    return 0;
+}
+
 int store_usage_list(store_t *store, const store_usage_query_t *query, store_usage_visit_t visit,
                      void *context) {
     RW_ASSERT(store != NULL && query != NULL && visit != NULL);
@@ -784,6 +1001,7 @@ int store_usage_list(store_t *store, const store_usage_query_t *query, store_usa
         if (status != 0) return status;
         user_id = key.user_id;
     }
+    store_usage_listing_t listing = {query, user_id, visit, context, 0, false};
     store_scan_t scan;
     if (user_id != 0) {
         uint8_t lower[11];
@@ -795,43 +1013,39 @@ int store_usage_list(store_t *store, const store_usage_query_t *query, store_usa
     } else {
         store_scan_open_prefix(store, &scan, 's', true);
     }
-    int visited = 0;
     int status = 0;
-    char json[STORE_JSON_BYTES_MAX];
-    for (; store_scan_valid(&scan); store_scan_next(&scan)) {
-        if (query->limit != 0 && (uint32_t)visited >= query->limit) break;
-        size_t value_length = 0;
-        const uint8_t *value = store_scan_value(&scan, &value_length);
-        store_usage_record_t record;
-        size_t json_length = 0;
-        if (user_id != 0) {
-            if (value_length > sizeof json || store_usage_decode((const char *)value, value_length, &record) != 0) {
-                store_log("while listing usage: a record does not decode");
-                status = -EIO;
-                break;
-            }
-            memcpy(json, value, value_length);
-            json_length = value_length;
-        } else {
-            if (value_length != STORE_KEY_USAGE_BYTES) {
-                store_log("while listing usage: an s/ index entry is %zu bytes", value_length);
-                status = -EIO;
-                break;
-            }
-            status = store_usage_get_at(store, value, value_length, &record, json, sizeof json, &json_length);
-            if (status != 0) {
-                status = -EIO;
-                break;
-            }
+    /* A block is at most STORE_USAGE_BLOCK_BYTES_MAX: read by id (a user's
+     * index entry names it) into this buffer. */
+    static _Thread_local uint8_t block[STORE_USAGE_BLOCK_BYTES_MAX];
+    for (; store_scan_valid(&scan) && !listing.done && status == 0; store_scan_next(&scan)) {
+        size_t key_length = 0;
+        const uint8_t *key = store_scan_key(&scan, &key_length);
+        if (user_id == 0) {
+            size_t value_length = 0;
+            const uint8_t *value = store_scan_value(&scan, &value_length);
+            status = store_usage_list_block(&listing, value, value_length, store_usage_block_first_id(key, key_length));
+            continue;
         }
-        int verdict = store_usage_filter(query, &record);
-        if (verdict < 0) break;
-        if (verdict == 0) continue;
-        visited++;
-        if (visit(context, &record, json, json_length) != 0) break;
+        if (key_length != STORE_KEY_USAGE_BYTES) {
+            store_log("while listing usage: an r/ index key is %zu bytes", key_length);
+            status = -EIO;
+            break;
+        }
+        uint64_t first_id = store_read_be64(key + 11);
+        uint8_t block_key[STORE_KEY_ID_BYTES];
+        store_key_id(block_key, 's', first_id);
+        size_t block_length = 0;
+        status = store_get(store, block_key, sizeof block_key, block, sizeof block, &block_length, "a usage block");
+        if (status == 0 && block_length > sizeof block) status = -EIO;
+        if (status == -ENOENT) {
+            store_log("while listing usage: the r/ index names block %llu, which is missing",
+                      (unsigned long long)first_id);
+            status = -EIO;
+        }
+        if (status == 0) status = store_usage_list_block(&listing, block, block_length, first_id);
     }
     if (store_scan_close(&scan, "listing usage") != 0) status = -EIO;
-    return status != 0 ? status : visited;
+    return status != 0 ? status : listing.visited;
 }
 
 int store_audit_list(store_t *store, uint32_t limit, store_audit_visit_t visit, void *context) {

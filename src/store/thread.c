@@ -314,7 +314,7 @@ static int store_settle_find_hold(store_thread_state_t *thread, const store_sett
     return 0;
 }
 
-/* Settlement: the usage record and its two index entries, the user's new
+/* Settlement: the usage record (put in the round's block), the user's new
  * settled balance and the key's new spent (their records are put at the
  * end of the round), and the recorded hold's deletion, all in the round's
  * batch. A settlement is a fact (the request happened), so the only
@@ -657,40 +657,62 @@ static void store_round_take(store_thread_state_t *thread, uint32_t producer_ind
     atomic_fetch_add_explicit(&thread->messages, 1, memory_order_relaxed);
 }
 
-/* Puts the round's usage records, their s/ index entries and, for recorded
- * holds, their q/ entries,
- * grouped by prefix: the memtable's skip list inserts a key cheaply when it
- * lands next to the one inserted before (RocksDB keeps the last insert's
- * position, the "splice"), and r/ and s/ keys grow with the usage id and q/
- * keys with each worker's request counter, while interleaving the three
- * prefixes would make every insert search from the top. */
+/* Puts the round's usage records as blocks of up to
+ * STORE_USAGE_BLOCK_RECORDS_MAX (one s/ key each, however many requests the
+ * round settled: a memtable insert costs the same for a record as for a
+ * block), each block's r/ entry per user in it, and for recorded holds their
+ * q/ entries, grouped by prefix: the memtable's skip list inserts a key
+ * cheaply when it lands next to the one inserted before (RocksDB keeps the
+ * last insert's position, the "splice"), and s/ keys grow with the usage id
+ * and q/ keys with each worker's request counter. */
 static void store_round_put_usage(store_thread_state_t *thread) {
     rocksdb_writebatch_t *batch = thread->batch;
-    uint8_t usage_key[STORE_KEY_USAGE_BYTES];
     for (uint32_t index = 0; index < thread->round_usage_count; index++) {
         if (!thread->round_usage_indexed[index]) continue;
         const store_usage_record_t *record = &thread->round_usages[index];
-        store_key_usage(usage_key, record->user_id, record->id);
         uint8_t request_key[STORE_KEY_TEXT_BYTES];
         size_t request_key_length = store_key_text(request_key, 'q', record->request_id, false);
-        rocksdb_writebatch_put(batch, (const char *)request_key, request_key_length, (const char *)usage_key,
-                               sizeof usage_key);
+        uint8_t usage_id[8];
+        store_write_be64(usage_id, record->id);
+        rocksdb_writebatch_put(batch, (const char *)request_key, request_key_length, (const char *)usage_id,
+                               sizeof usage_id);
     }
-    char json[STORE_JSON_BYTES_MAX];
-    for (uint32_t index = 0; index < thread->round_usage_count; index++) {
-        const store_usage_record_t *record = &thread->round_usages[index];
-        int json_length = store_usage_encode(record, json, sizeof json);
-        RW_ASSERT(json_length > 0);
-        store_key_usage(usage_key, record->user_id, record->id);
-        rocksdb_writebatch_put(batch, (const char *)usage_key, sizeof usage_key, json, (size_t)json_length);
+    for (uint32_t first = 0; first < thread->round_usage_count; first += STORE_USAGE_BLOCK_RECORDS_MAX) {
+        uint32_t end = RW_MIN(thread->round_usage_count, first + (uint32_t)STORE_USAGE_BLOCK_RECORDS_MAX);
+        const store_usage_record_t *oldest = &thread->round_usages[first];
+        store_usage_block_writer_t block;
+        store_usage_block_begin(&block, thread->usage_block, STORE_USAGE_BLOCK_BYTES_MAX, oldest->id,
+                                oldest->created_ms);
+        for (uint32_t index = first; index < end; index++) {
+            int added = store_usage_block_add(&block, &thread->round_usages[index]);
+            RW_ASSERT(added == 0 && "STORE_USAGE_BLOCK_BYTES_MAX holds a full block");
+        }
+        uint8_t block_key[STORE_KEY_ID_BYTES];
+        store_key_id(block_key, 's', oldest->id);
+        rocksdb_writebatch_put(batch, (const char *)block_key, sizeof block_key, (const char *)block.out,
+                               block.length);
     }
-    for (uint32_t index = 0; index < thread->round_usage_count; index++) {
-        const store_usage_record_t *record = &thread->round_usages[index];
-        store_key_usage(usage_key, record->user_id, record->id);
-        uint8_t sequence_key[STORE_KEY_ID_BYTES];
-        store_key_id(sequence_key, 's', record->id);
-        rocksdb_writebatch_put(batch, (const char *)sequence_key, sizeof sequence_key, (const char *)usage_key,
-                               sizeof usage_key);
+    for (uint32_t first = 0; first < thread->round_usage_count; first += STORE_USAGE_BLOCK_RECORDS_MAX) {
+        uint32_t end = RW_MIN(thread->round_usage_count, first + (uint32_t)STORE_USAGE_BLOCK_RECORDS_MAX);
+        uint64_t users[STORE_USAGE_BLOCK_RECORDS_MAX];
+        uint16_t counts[STORE_USAGE_BLOCK_RECORDS_MAX];
+        uint32_t user_count = 0;
+        for (uint32_t index = first; index < end; index++) {
+            uint64_t user_id = thread->round_usages[index].user_id;
+            uint32_t slot = 0;
+            while (slot < user_count && users[slot] != user_id) slot++;
+            if (slot == user_count) {
+                users[user_count] = user_id;
+                counts[user_count++] = 0;
+            }
+            counts[slot]++;
+        }
+        for (uint32_t slot = 0; slot < user_count; slot++) {
+            uint8_t user_key[STORE_KEY_USAGE_BYTES];
+            store_key_usage(user_key, users[slot], thread->round_usages[first].id);
+            uint8_t count[2] = {(uint8_t)counts[slot], (uint8_t)(counts[slot] >> 8)};
+            rocksdb_writebatch_put(batch, (const char *)user_key, sizeof user_key, (const char *)count, sizeof count);
+        }
     }
 }
 
@@ -991,11 +1013,13 @@ int store_thread_create(store_thread_t *thread, store_t *store, uint32_t produce
     state->round_holds = calloc(round_max, sizeof *state->round_holds);
     state->round_usages = calloc(round_max, sizeof *state->round_usages);
     state->round_usage_indexed = calloc(round_max, sizeof *state->round_usage_indexed);
+    state->usage_block = malloc(STORE_USAGE_BLOCK_BYTES_MAX);
     state->round_undo = calloc((size_t)round_max * STORE_THREAD_UNDO_PER_MESSAGE, sizeof *state->round_undo);
     state->cached_users = calloc(STORE_THREAD_RECORD_CACHE_SLOTS, sizeof *state->cached_users);
     state->cached_keys = calloc(STORE_THREAD_RECORD_CACHE_SLOTS, sizeof *state->cached_keys);
     if (state->producers == NULL || state->round_acks == NULL || state->round_users == NULL ||
         state->round_keys == NULL || state->round_holds == NULL || state->round_usages == NULL || state->round_usage_indexed == NULL ||
+        state->usage_block == NULL ||
         state->round_undo == NULL || state->cached_users == NULL || state->cached_keys == NULL) {
         snprintf(error, error_size, "out of memory for %u store producers", producer_count);
         store_thread_destroy(thread);
@@ -1098,6 +1122,7 @@ void store_thread_destroy(store_thread_t *thread) {
     free(state->round_keys);
     free(state->round_holds);
     free(state->round_usages);
+    free(state->usage_block);
     free(state->round_usage_indexed);
     free(state->round_undo);
     free(state->cached_users);

@@ -606,6 +606,112 @@ static void test_codec_usage_mutations(void) {
     CHECK(accepted > 0);
 }
 
+/* A block of records decodes back to them, record by record; every cut of
+ * it reads the records wholly before the cut and then ends (a cut at a
+ * record's end) or fails (anywhere else). */
+static void test_codec_usage_block(void) {
+    enum { RECORDS = 3 };
+    store_usage_record_t records[RECORDS];
+    for (int index = 0; index < RECORDS; index++) test_sample_usage(&records[index]);
+    records[0].id = 100;
+    records[1].id = 101;
+    records[1].created_ms += 7;
+    records[1].prompt_tokens = UINT64_MAX;
+    records[1].cost_micros = INT64_MAX;
+    records[1].estimated = false;
+    records[1].capped = true;
+    memset(records[1].request_id, 'r', sizeof records[1].request_id - 1);
+    memset(records[1].model, 'm', sizeof records[1].model - 1);
+    memset(records[1].upstream, 'u', sizeof records[1].upstream - 1);
+    memset(records[1].status, 's', sizeof records[1].status - 1);
+    records[2].id = 160; /* ids need not be consecutive */
+    records[2].created_ms += 9;
+    records[2].user_id = UINT64_MAX;
+    records[2].key_id = 0;
+    records[2].cost_micros = -5;
+    memset(records[2].model, 0, sizeof records[2].model);
+    uint8_t bytes[STORE_USAGE_BLOCK_BYTES_MAX];
+    store_usage_block_writer_t writer;
+    store_usage_block_begin(&writer, bytes, sizeof bytes, 100, records[0].created_ms);
+    size_t ends[RECORDS];
+    for (int index = 0; index < RECORDS; index++) {
+        CHECK_EQ_INT(store_usage_block_add(&writer, &records[index]), 0);
+        ends[index] = writer.length;
+    }
+    CHECK_EQ_INT(writer.count, RECORDS);
+    /* Too little room: refused, the block unchanged. */
+    store_usage_block_writer_t small;
+    uint8_t small_bytes[STORE_USAGE_BLOCK_HEADER_BYTES + 20];
+    store_usage_block_begin(&small, small_bytes, sizeof small_bytes, 100, records[0].created_ms);
+    CHECK_EQ_INT(store_usage_block_add(&small, &records[1]), -1);
+    CHECK_EQ_INT(small.length, STORE_USAGE_BLOCK_HEADER_BYTES);
+    CHECK_EQ_INT(small.count, 0);
+
+    store_usage_block_reader_t reader;
+    store_usage_record_t decoded;
+    CHECK_EQ_INT(store_usage_block_open(&reader, bytes, writer.length, 100), 0);
+    for (int index = 0; index < RECORDS; index++) {
+        CHECK_EQ_INT(store_usage_block_next(&reader, &decoded), 1);
+        CHECK(memcmp(&decoded, &records[index], sizeof decoded) == 0);
+    }
+    CHECK_EQ_INT(store_usage_block_next(&reader, &decoded), 0);
+    for (size_t cut = 0; cut < writer.length; cut++) {
+        if (cut < STORE_USAGE_BLOCK_HEADER_BYTES) {
+            CHECK_EQ_INT(store_usage_block_open(&reader, bytes, cut, 100), -1);
+            continue;
+        }
+        CHECK_EQ_INT(store_usage_block_open(&reader, bytes, cut, 100), 0);
+        int whole = 0;
+        while (whole < RECORDS && ends[whole] <= cut) whole++;
+        for (int index = 0; index < whole; index++) CHECK_EQ_INT(store_usage_block_next(&reader, &decoded), 1);
+        bool at_end = cut == STORE_USAGE_BLOCK_HEADER_BYTES || (whole > 0 && ends[whole - 1] == cut);
+        CHECK_EQ_INT(store_usage_block_next(&reader, &decoded), at_end ? 0 : -1);
+    }
+    /* Not a block: another tag, another version. */
+    uint8_t changed[STORE_USAGE_BLOCK_BYTES_MAX];
+    memcpy(changed, bytes, writer.length);
+    changed[0] = 'U';
+    CHECK_EQ_INT(store_usage_block_open(&reader, changed, writer.length, 100), -1);
+    changed[0] = bytes[0];
+    changed[1] = 2;
+    CHECK_EQ_INT(store_usage_block_open(&reader, changed, writer.length, 100), -1);
+    /* A flag bit nobody writes, a NUL inside a string, a user 0, a varint
+     * past 64 bits: refused. The first record's flags byte is the 11th of
+     * its fields; its request id follows with its length byte. */
+    store_usage_block_writer_t one;
+    store_usage_record_t plain;
+    test_sample_usage(&plain);
+    plain.id = 100;
+    store_usage_block_begin(&one, changed, sizeof changed, 100, plain.created_ms);
+    CHECK_EQ_INT(store_usage_block_add(&one, &plain), 0);
+    size_t flags_at = 0;
+    {
+        /* Every varint of the sample but created_ms, latency_ms and cost is
+         * one byte: id 0, created 0, user 4, key 3, tokens 11 22 3 4, cost
+         * 1234 (zigzag 2468: two bytes), latency 250 (two bytes). */
+        flags_at = STORE_USAGE_BLOCK_HEADER_BYTES + 8 + 2 + 2;
+        CHECK_EQ_INT(changed[flags_at], 1); /* estimated */
+    }
+    changed[flags_at] = 4;
+    CHECK_EQ_INT(store_usage_block_open(&reader, changed, one.length, 100), 0);
+    CHECK_EQ_INT(store_usage_block_next(&reader, &decoded), -1);
+    changed[flags_at] = 1;
+    changed[flags_at + 2] = '\0'; /* inside the request id */
+    CHECK_EQ_INT(store_usage_block_open(&reader, changed, one.length, 100), 0);
+    CHECK_EQ_INT(store_usage_block_next(&reader, &decoded), -1);
+    changed[flags_at + 2] = plain.request_id[0];
+    changed[STORE_USAGE_BLOCK_HEADER_BYTES + 2] = 0; /* user_id */
+    CHECK_EQ_INT(store_usage_block_open(&reader, changed, one.length, 100), 0);
+    CHECK_EQ_INT(store_usage_block_next(&reader, &decoded), -1);
+    uint8_t overlong[STORE_USAGE_BLOCK_HEADER_BYTES + 11];
+    memcpy(overlong, changed, STORE_USAGE_BLOCK_HEADER_BYTES);
+    memset(overlong + STORE_USAGE_BLOCK_HEADER_BYTES, 0xff, 9);
+    overlong[STORE_USAGE_BLOCK_HEADER_BYTES + 9] = 0x02; /* bit 64 */
+    overlong[STORE_USAGE_BLOCK_HEADER_BYTES + 10] = 0;
+    CHECK_EQ_INT(store_usage_block_open(&reader, overlong, sizeof overlong, 100), 0);
+    CHECK_EQ_INT(store_usage_block_next(&reader, &decoded), -1);
+}
+
 static void test_codec_audit(void) {
     store_audit_record_t audit;
     memset(&audit, 0, sizeof audit);
@@ -679,7 +785,7 @@ static void test_open_and_load(void) {
     CHECK_EQ_INT(env.store.state->next_usage_id, 1);
     uint8_t schema[8];
     CHECK_EQ_INT(store_meta_get(&env.store, "schema", schema, sizeof schema), 1);
-    CHECK(schema[0] == '1');
+    CHECK(schema[0] == '2');
 
     store_ack_t ack;
     /* Created out of order: loading follows id order. */
@@ -1565,6 +1671,226 @@ static void test_check_reload(test_env_t *env, const store_options_t *options, u
     CHECK_EQ_INT(result.next_audit_id, next_audit_id);
 }
 
+/* The s/ keys of a store (usage blocks). */
+static uint32_t test_count_blocks(store_t *store) {
+    rocksdb_readoptions_t *options = rocksdb_readoptions_create();
+    rocksdb_iterator_t *iterator = rocksdb_create_iterator(store_db(store), options);
+    uint32_t count = 0;
+    for (rocksdb_iter_seek(iterator, "s/", 2); rocksdb_iter_valid(iterator); rocksdb_iter_next(iterator)) {
+        size_t length = 0;
+        const char *key = rocksdb_iter_key(iterator, &length);
+        if (length < 2 || key[0] != 's' || key[1] != '/') break;
+        count++;
+    }
+    rocksdb_iter_destroy(iterator);
+    rocksdb_readoptions_destroy(options);
+    return count;
+}
+
+/* Settlements submitted together are written as a few blocks (rounds of
+ * several records, more than a block's worth split), and every read of
+ * usage sees each record once: all newest first, by user, by key, by
+ * request, and after a reopen the next id follows the newest. */
+static void test_usage_blocks(void) {
+    enum { SETTLEMENTS = 150 };
+    test_env_t env;
+    memset(&env, 0, sizeof env);
+    store_options_t options = test_options();
+    CHECK(test_env_start(&env, &options, 1, 10));
+    store_ack_t ack;
+    for (uint64_t user = 1; user <= 3; user++) {
+        char email[32];
+        snprintf(email, sizeof email, "u%llu@example.com", (unsigned long long)user);
+        store_message_t message = test_user_create(user, email, 1000000);
+        CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+        message = test_key_create(user, user);
+        CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    }
+    /* Holds of every tenth request are recorded first (one round), then all
+     * settlements go at once: the store thread takes up to a producer's
+     * share per round. */
+    for (int index = 0; index < SETTLEMENTS; index += 10) {
+        char request_id[32];
+        snprintf(request_id, sizeof request_id, "req_block_%d", index);
+        store_message_t message = test_hold_open(request_id, (uint64_t)(index % 3 + 1), (uint64_t)(index % 3 + 1), 100);
+        CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    }
+    store_thread_statistics_t before = test_statistics(&env.thread);
+    static store_ack_t acks[SETTLEMENTS];
+    for (int index = 0; index < SETTLEMENTS; index++) {
+        char request_id[32];
+        snprintf(request_id, sizeof request_id, "req_block_%d", index);
+        uint64_t user = (uint64_t)(index % 3 + 1);
+        store_message_t message = test_settle(request_id, user, user, index % 97 + 1, 100);
+        if (index % 10 == 0) message.flags &= ~STORE_MESSAGE_FLAG_HOLD_NOT_RECORDED;
+        test_submit(&env, &message, (uint64_t)index);
+    }
+    CHECK(test_collect(&env, acks, SETTLEMENTS));
+    for (int index = 0; index < SETTLEMENTS; index++) CHECK_EQ_INT(acks[index].status, 0);
+    store_thread_statistics_t after = test_statistics(&env.thread);
+    uint64_t rounds = after.rounds - before.rounds;
+    uint32_t blocks = test_count_blocks(&env.store);
+    CHECK(rounds < SETTLEMENTS);
+    /* One block per round, or more when a round took more than a block. */
+    CHECK(blocks >= rounds && blocks >= (SETTLEMENTS + STORE_USAGE_BLOCK_RECORDS_MAX - 1) / STORE_USAGE_BLOCK_RECORDS_MAX);
+    CHECK(blocks < SETTLEMENTS);
+
+    /* All, newest first: ids SETTLEMENTS .. 1, the 64 newest checked. */
+    test_usage_seen_t seen;
+    memset(&seen, 0, sizeof seen);
+    store_usage_query_t query = {0};
+    CHECK_EQ_INT(store_usage_list(&env.store, &query, test_on_usage, &seen), SETTLEMENTS);
+    for (int index = 0; index < 64; index++) CHECK_EQ_INT(seen.ids[index], SETTLEMENTS - index);
+    /* By user and by key: 50 each, all theirs, newest first. */
+    for (uint64_t user = 1; user <= 3; user++) {
+        memset(&seen, 0, sizeof seen);
+        memset(&query, 0, sizeof query);
+        query.user_id = user;
+        CHECK_EQ_INT(store_usage_list(&env.store, &query, test_on_usage, &seen), SETTLEMENTS / 3);
+        for (int index = 0; index < 50; index++) {
+            CHECK_EQ_INT(seen.users[index], user);
+            if (index > 0) CHECK(seen.ids[index] < seen.ids[index - 1]);
+        }
+        memset(&seen, 0, sizeof seen);
+        memset(&query, 0, sizeof query);
+        query.key_id = user;
+        query.limit = 7;
+        CHECK_EQ_INT(store_usage_list(&env.store, &query, test_on_usage, &seen), 7);
+        for (int index = 0; index < 7; index++) CHECK_EQ_INT(seen.keys[index], user);
+    }
+    /* By request: the recorded ones. */
+    for (int index = 0; index < SETTLEMENTS; index += 10) {
+        char request_id[32];
+        snprintf(request_id, sizeof request_id, "req_block_%d", index);
+        store_usage_record_t record;
+        CHECK_EQ_INT(store_usage_get_by_request(&env.store, request_id, &record), 0);
+        CHECK_EQ_INT(record.id, acks[index].id);
+        CHECK_EQ_INT(record.cost_micros, index % 97 + 1);
+        CHECK(strcmp(record.request_id, request_id) == 0);
+    }
+    store_usage_record_t record;
+    CHECK_EQ_INT(store_usage_get_by_request(&env.store, "req_block_1", &record), -ENOENT);
+    int64_t newest_created = env.store.state->usage_created_ms_last;
+    test_env_stop(&env);
+    store_close(&env.store);
+    CHECK(test_env_open_and_start(&env, &options, 1, 10));
+    CHECK_EQ_INT(env.store.state->next_usage_id, SETTLEMENTS + 1);
+    CHECK_EQ_INT(env.store.state->usage_created_ms_last, newest_created);
+    store_message_t message = test_settle("req_after", 1, 1, 1, 100);
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    CHECK_EQ_INT(ack.id, SETTLEMENTS + 1);
+    test_env_finish(&env);
+}
+
+/* Puts one schema 1 usage record: r/<user>/<id> its JSON, s/<id> that key. */
+static void test_put_schema_1_usage(rocksdb_writebatch_t *batch, const store_usage_record_t *record) {
+    char json[STORE_JSON_BYTES_MAX];
+    int length = store_usage_encode(record, json, sizeof json);
+    RW_ASSERT(length > 0);
+    uint8_t usage_key[STORE_KEY_USAGE_BYTES];
+    store_key_usage(usage_key, record->user_id, record->id);
+    rocksdb_writebatch_put(batch, (const char *)usage_key, sizeof usage_key, json, (size_t)length);
+    uint8_t sequence_key[STORE_KEY_ID_BYTES];
+    store_key_id(sequence_key, 's', record->id);
+    rocksdb_writebatch_put(batch, (const char *)sequence_key, sizeof sequence_key, (const char *)usage_key,
+                           sizeof usage_key);
+}
+
+/* A schema 1 store, part of it already moved to blocks as a migration
+ * stopped by a crash would leave it, opens as schema 2 with every record
+ * readable once, its old request index still answering, and the next usage
+ * id after the newest. */
+static void test_migrate_schema_1(void) {
+    enum { RECORDS = 100, MOVED = 40 };
+    test_env_t env;
+    memset(&env, 0, sizeof env);
+    store_options_t options = test_options();
+    CHECK(test_env_start(&env, &options, 1, 10));
+    store_ack_t ack;
+    store_message_t message = test_user_create(1, "a@example.com", 1000000);
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    message = test_user_create(2, "b@example.com", 1000000);
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    test_env_stop(&env);
+
+    static store_usage_record_t records[RECORDS + 1];
+    rocksdb_writebatch_t *batch = rocksdb_writebatch_create();
+    store_usage_block_writer_t writer;
+    static uint8_t block[STORE_USAGE_BLOCK_BYTES_MAX];
+    for (uint64_t id = 1; id <= RECORDS; id++) {
+        store_usage_record_t *record = &records[id];
+        memset(record, 0, sizeof *record);
+        record->id = id;
+        record->user_id = id % 4 == 0 ? 2 : 1;
+        snprintf(record->request_id, sizeof record->request_id, "req_old_%llu", (unsigned long long)id);
+        snprintf(record->model, sizeof record->model, "gpt-old");
+        snprintf(record->status, sizeof record->status, "completed");
+        record->prompt_tokens = id;
+        record->cost_micros = (int64_t)id * 3;
+        record->created_ms = 1700000000000 + (int64_t)id;
+        if (id == 1) store_usage_block_begin(&writer, block, sizeof block, 1, record->created_ms);
+        if (id <= MOVED) {
+            CHECK_EQ_INT(store_usage_block_add(&writer, record), 0);
+        } else {
+            test_put_schema_1_usage(batch, record);
+        }
+    }
+    uint8_t key[STORE_KEY_USAGE_BYTES];
+    store_key_id(key, 's', 1);
+    rocksdb_writebatch_put(batch, (const char *)key, STORE_KEY_ID_BYTES, (const char *)block, writer.length);
+    store_key_usage(key, 1, 1);
+    rocksdb_writebatch_put(batch, (const char *)key, sizeof key, "\x1e\x00", 2);
+    store_key_usage(key, 2, 1);
+    rocksdb_writebatch_put(batch, (const char *)key, sizeof key, "\x0a\x00", 2);
+    /* Schema 1's request index held the r/ key. */
+    uint8_t request_key[STORE_KEY_TEXT_BYTES];
+    size_t request_key_length = store_key_text(request_key, 'q', "req_old_77", false);
+    store_key_usage(key, records[77].user_id, 77);
+    rocksdb_writebatch_put(batch, (const char *)request_key, request_key_length, (const char *)key, sizeof key);
+    uint8_t schema_key[16];
+    size_t schema_key_length = store_key_meta(schema_key, sizeof schema_key, "schema");
+    rocksdb_writebatch_put(batch, (const char *)schema_key, schema_key_length, "1", 1);
+    char failure[STORE_ERROR_BYTES];
+    CHECK_EQ_INT(store_write(&env.store, batch, true, failure, sizeof failure), 0);
+    rocksdb_writebatch_destroy(batch);
+    store_close(&env.store);
+
+    CHECK(test_env_open_and_start(&env, &options, 1, 10));
+    uint8_t schema[8];
+    CHECK_EQ_INT(store_meta_get(&env.store, "schema", schema, sizeof schema), 1);
+    CHECK(schema[0] == '2');
+    CHECK_EQ_INT(env.store.state->next_usage_id, RECORDS + 1);
+    CHECK_EQ_INT(env.store.state->usage_created_ms_last, records[RECORDS].created_ms);
+    CHECK(test_count_blocks(&env.store) < RECORDS - MOVED);
+    /* Every record once, as it was. */
+    test_usage_seen_t seen;
+    memset(&seen, 0, sizeof seen);
+    store_usage_query_t query = {0};
+    CHECK_EQ_INT(store_usage_list(&env.store, &query, test_on_usage, &seen), RECORDS);
+    for (int index = 0; index < 64; index++) CHECK_EQ_INT(seen.ids[index], RECORDS - index);
+    memset(&seen, 0, sizeof seen);
+    query.user_id = 2;
+    CHECK_EQ_INT(store_usage_list(&env.store, &query, test_on_usage, &seen), RECORDS / 4);
+    for (int index = 0; index < RECORDS / 4; index++) CHECK_EQ_INT(seen.ids[index], RECORDS - 4 * index);
+    store_usage_record_t record;
+    for (uint64_t id = 1; id <= RECORDS; id += 11) {
+        /* Each record reads back whole (through a fresh request index). */
+        memset(&seen, 0, sizeof seen);
+        memset(&query, 0, sizeof query);
+        query.user_id = records[id].user_id;
+        query.from_ms = records[id].created_ms;
+        query.to_ms = records[id].created_ms + 1;
+        CHECK_EQ_INT(store_usage_list(&env.store, &query, test_on_usage, &seen), 1);
+        CHECK_EQ_INT(seen.ids[0], id);
+    }
+    CHECK_EQ_INT(store_usage_get_by_request(&env.store, "req_old_77", &record), 0);
+    CHECK(memcmp(&record, &records[77], sizeof record) == 0);
+    message = test_settle("req_new", 1, 0, 1, 100);
+    CHECK_EQ_INT(test_call(&env, &message, &ack), 0);
+    CHECK_EQ_INT(ack.id, RECORDS + 1);
+    test_env_finish(&env);
+}
+
 static void test_group_commit(void) {
     test_env_t env;
     memset(&env, 0, sizeof env);
@@ -2115,11 +2441,14 @@ int main(void) {
     RUN_TEST(test_codec_usage_decode_variants);
     RUN_TEST(test_codec_usage_mutations);
     RUN_TEST(test_codec_audit);
+    RUN_TEST(test_codec_usage_block);
     RUN_TEST(test_open_and_load);
     RUN_TEST(test_user_email_and_updates);
     RUN_TEST(test_settlement_atomic);
     RUN_TEST(test_restart_resolves_holds);
     RUN_TEST(test_usage_listing);
+    RUN_TEST(test_usage_blocks);
+    RUN_TEST(test_migrate_schema_1);
     RUN_TEST(test_balance_adjust_sync);
     RUN_TEST(test_write_faults);
     RUN_TEST(test_record_cache_after_failed_write);
