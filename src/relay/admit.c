@@ -232,18 +232,25 @@ static bool relay_admit_output_tokens(relay_stream_t *stream, const json_chat_re
     const json_member_t *null_limit = request->max_tokens.present              ? &request->max_tokens
                                       : request->max_completion_tokens.present ? &request->max_completion_tokens
                                                                                : NULL;
-    int length;
+    /* Built without printf: this runs for every billed request. */
+    static const char member[] = "\"max_tokens\":";
+    char digits[TEXT_DECIMAL_BYTES];
+    size_t digits_length = text_format_u64(max_tokens, digits);
+    size_t length = 0;
     if (null_limit != NULL) {
-        length = snprintf(facts->max_tokens_text, sizeof facts->max_tokens_text, "%llu", (unsigned long long)max_tokens);
         facts->max_tokens_offset = null_limit->value.offset;
         facts->max_tokens_removed = null_limit->value.length;
     } else {
-        length = snprintf(facts->max_tokens_text, sizeof facts->max_tokens_text, "\"max_tokens\":%llu,",
-                          (unsigned long long)max_tokens);
+        memcpy(facts->max_tokens_text, member, sizeof member - 1);
+        length = sizeof member - 1;
         facts->max_tokens_offset = request->members_offset;
         facts->max_tokens_removed = 0;
     }
-    RW_ASSERT(length > 0 && (size_t)length < sizeof facts->max_tokens_text);
+    RW_ASSERT(length + digits_length + 1 < sizeof facts->max_tokens_text);
+    memcpy(facts->max_tokens_text + length, digits, digits_length);
+    length += digits_length;
+    if (null_limit == NULL) facts->max_tokens_text[length++] = ',';
+    facts->max_tokens_text[length] = '\0';
     facts->max_tokens_length = (uint32_t)length;
     *tokens = max_tokens;
     return true;

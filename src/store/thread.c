@@ -38,6 +38,7 @@ enum {
     /* Messages taken from one producer per round, so one busy producer
      * cannot starve the others. */
     STORE_THREAD_MESSAGES_PER_PRODUCER = 64,
+    STORE_MESSAGE_DESCRIPTION_BYTES = 160,
     /* In-memory changes one message can make (a settlement: balance,
      * spent; a creation: present flag and amount). */
     STORE_THREAD_UNDO_PER_MESSAGE = 4,
@@ -55,11 +56,40 @@ enum {
 
 /* ---- The round's in-memory state ---- */
 
-/* What applying one message produced for its ack and its log lines. */
+/* What applying one message produced for its ack. */
 typedef struct store_apply {
     store_ack_t ack;
-    char what[160];                /* "the settlement of req_..." for error logs */
 } store_apply_t;
+
+/* Names a message for an error log ("the settlement of req_..."): formatted
+ * only when a line is logged, never on the way of a message applied. */
+static void store_message_describe(const store_message_t *message, char *out, size_t size) {
+    switch (message->kind) {
+    case STORE_MESSAGE_HOLD_OPEN: snprintf(out, size, "the hold of %.64s", message->body.hold_open.request_id); return;
+    case STORE_MESSAGE_HOLD_RELEASE:
+        snprintf(out, size, "the release of the hold of %.64s", message->body.hold_release.request_id);
+        return;
+    case STORE_MESSAGE_SETTLE: snprintf(out, size, "the settlement of %.64s", message->body.settle.usage.request_id); return;
+    case STORE_MESSAGE_USER_CREATE:
+        snprintf(out, size, "the creation of user %llu", (unsigned long long)message->body.user_create.id);
+        return;
+    case STORE_MESSAGE_USER_UPDATE:
+        snprintf(out, size, "the update of user %llu", (unsigned long long)message->body.user_update.user_id);
+        return;
+    case STORE_MESSAGE_BALANCE_ADJUST:
+        snprintf(out, size, "a balance change of %lld micros for user %llu",
+                 (long long)message->body.balance_adjust.delta_micros, (unsigned long long)message->body.balance_adjust.user_id);
+        return;
+    case STORE_MESSAGE_KEY_CREATE:
+        snprintf(out, size, "the creation of key %llu", (unsigned long long)message->body.key_create.id);
+        return;
+    case STORE_MESSAGE_KEY_UPDATE:
+        snprintf(out, size, "the update of key %llu", (unsigned long long)message->body.key_update.key_id);
+        return;
+    case STORE_MESSAGE_AUDIT: snprintf(out, size, "the audit entry %.48s", message->body.audit.action); return;
+    default: snprintf(out, size, "a message of kind %d", (int)message->kind); return;
+    }
+}
 
 /* The scalars a round may change, as they were when it began. */
 typedef struct store_round_start {
@@ -238,7 +268,6 @@ static void store_batch_put_meta_u64(rocksdb_writebatch_t *batch, const char *na
 static int store_apply_hold_open(store_thread_state_t *thread, const store_hold_record_t *hold,
                                  store_apply_t *apply) {
     store_state_t *state = thread->store->state;
-    snprintf(apply->what, sizeof apply->what, "the hold of %.64s", hold->request_id);
     if (!store_text_terminated(hold->request_id, sizeof hold->request_id) || hold->request_id[0] == '\0' ||
         !store_text_terminated(hold->model, sizeof hold->model) || hold->amount_micros < 0) {
         return -EINVAL;
@@ -258,7 +287,6 @@ static int store_apply_hold_open(store_thread_state_t *thread, const store_hold_
 
 static int store_apply_hold_release(store_thread_state_t *thread, const store_hold_release_t *release,
                                     store_apply_t *apply) {
-    snprintf(apply->what, sizeof apply->what, "the release of the hold of %.64s", release->request_id);
     if (!store_text_terminated(release->request_id, sizeof release->request_id) || release->request_id[0] == '\0') {
         return -EINVAL;
     }
@@ -328,7 +356,6 @@ static int store_apply_settle(store_thread_state_t *thread, const store_message_
     store_state_t *state = thread->store->state;
     const store_settle_t *settle = &message->body.settle;
     const store_usage_record_t *usage = &settle->usage;
-    snprintf(apply->what, sizeof apply->what, "the settlement of %.64s", usage->request_id);
     if (!store_text_terminated(usage->request_id, sizeof usage->request_id) || usage->request_id[0] == '\0' ||
         !store_text_terminated(usage->model, sizeof usage->model) ||
         !store_text_terminated(usage->upstream, sizeof usage->upstream) ||
@@ -336,7 +363,9 @@ static int store_apply_settle(store_thread_state_t *thread, const store_message_
         return -EINVAL;
     }
     if (usage->cost_micros < 0 || settle->hold_micros < 0 || usage->cost_micros > settle->hold_micros) {
-        store_log("while applying %s: cost %lld micros outside the hold of %lld", apply->what,
+        char what[STORE_MESSAGE_DESCRIPTION_BYTES];
+        store_message_describe(message, what, sizeof what);
+        store_log("while applying %s: cost %lld micros outside the hold of %lld", what,
                   (long long)usage->cost_micros, (long long)settle->hold_micros);
         return -EINVAL;
     }
@@ -425,7 +454,6 @@ static int store_apply_settle(store_thread_state_t *thread, const store_message_
 static int store_apply_user_create(store_thread_state_t *thread, const store_user_record_t *user,
                                    store_apply_t *apply) {
     store_state_t *state = thread->store->state;
-    snprintf(apply->what, sizeof apply->what, "the creation of user %llu", (unsigned long long)user->id);
     if (user->id == 0 || user->id > state->config.users_max || user->balance_micros < 0 ||
         !store_text_terminated(user->email, sizeof user->email) || user->email[0] == '\0' ||
         !store_text_terminated(user->password_hash, sizeof user->password_hash)) {
@@ -468,7 +496,6 @@ static int store_apply_user_create(store_thread_state_t *thread, const store_use
 static int store_apply_user_update(store_thread_state_t *thread, const store_user_update_t *update,
                                    store_apply_t *apply) {
     store_state_t *state = thread->store->state;
-    snprintf(apply->what, sizeof apply->what, "the update of user %llu", (unsigned long long)update->user_id);
     if (!store_text_terminated(update->password_hash, sizeof update->password_hash)) return -EINVAL;
     if (!store_user_known(state, update->user_id)) return -ENOENT;
     store_round_user_t *user = NULL;
@@ -487,8 +514,6 @@ static int store_apply_user_update(store_thread_state_t *thread, const store_use
 static int store_apply_balance_adjust(store_thread_state_t *thread, const store_balance_adjust_t *adjust,
                                       store_apply_t *apply) {
     store_state_t *state = thread->store->state;
-    snprintf(apply->what, sizeof apply->what, "a balance change of %lld micros for user %llu",
-             (long long)adjust->delta_micros, (unsigned long long)adjust->user_id);
     if (!store_user_known(state, adjust->user_id)) return -ENOENT;
     int64_t balance = state->user_balance_micros[adjust->user_id - 1];
     int64_t new_balance = 0;
@@ -509,7 +534,6 @@ static int store_apply_balance_adjust(store_thread_state_t *thread, const store_
 static int store_apply_key_create(store_thread_state_t *thread, const store_key_record_t *key,
                                   store_apply_t *apply) {
     store_state_t *state = thread->store->state;
-    snprintf(apply->what, sizeof apply->what, "the creation of key %llu", (unsigned long long)key->id);
     if (key->id == 0 || key->id > state->config.keys_max || !store_text_terminated(key->name, sizeof key->name) ||
         !store_text_terminated(key->prefix, sizeof key->prefix) ||
         !store_text_terminated(key->last4, sizeof key->last4) ||
@@ -535,7 +559,6 @@ static int store_apply_key_create(store_thread_state_t *thread, const store_key_
 static int store_apply_key_update(store_thread_state_t *thread, const store_key_update_t *update,
                                   store_apply_t *apply) {
     store_state_t *state = thread->store->state;
-    snprintf(apply->what, sizeof apply->what, "the update of key %llu", (unsigned long long)update->key_id);
     if (!store_text_terminated(update->name, sizeof update->name) ||
         !store_text_terminated(update->models, sizeof update->models) ||
         !store_text_terminated(update->tier, sizeof update->tier)) {
@@ -566,7 +589,6 @@ static int store_apply_key_update(store_thread_state_t *thread, const store_key_
 static int store_apply_audit(store_thread_state_t *thread, const store_audit_record_t *audit,
                              store_apply_t *apply) {
     store_state_t *state = thread->store->state;
-    snprintf(apply->what, sizeof apply->what, "the audit entry %.48s", audit->action);
     if (!store_text_terminated(audit->admin, sizeof audit->admin) ||
         !store_text_terminated(audit->action, sizeof audit->action) ||
         !store_text_terminated(audit->target, sizeof audit->target) ||
@@ -644,7 +666,11 @@ static void store_round_take(store_thread_state_t *thread, uint32_t producer_ind
     apply.ack.kind = message->kind;
     int status = store_apply_message(thread, message, &apply);
     if (status == 0 && (message->flags & STORE_MESSAGE_FLAG_SYNC)) thread->round_sync = true;
-    if (status == -EINVAL) store_log("while applying %s: the message is malformed", apply.what);
+    if (status == -EINVAL) {
+        char what[STORE_MESSAGE_DESCRIPTION_BYTES];
+        store_message_describe(message, what, sizeof what);
+        store_log("while applying %s: the message is malformed", what);
+    }
     /* -ENOENT, -EEXIST, -ERANGE are answers to the producer; a read's -EIO
      * was logged where it happened. */
     apply.ack.status = status;
