@@ -87,6 +87,7 @@ struct server_exchange {
     bool chunked_response;
     bool continue_sent;
     bool first_on_connection; /* the connection's first request */
+    const char *interim_head; /* a whole 1xx head (a literal) that goes out just before the response's */
     uint16_t response_status;
     uint64_t started_ms;
     char request_id[SERVER_REQUEST_ID_BYTES];

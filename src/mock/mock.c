@@ -55,6 +55,7 @@ typedef struct mock_directives {
     bool cr;
     bool comments;
     bool echo;
+    bool interim;
 } mock_directives_t;
 
 typedef enum mock_phase {
@@ -141,6 +142,7 @@ static void mock_parse_directives(mock_directives_t *directives, const char *tex
             else if (mock_key_is(pair, key_length, "cr")) directives->cr = value != 0;
             else if (mock_key_is(pair, key_length, "comments")) directives->comments = value != 0;
             else if (mock_key_is(pair, key_length, "echo")) directives->echo = value != 0;
+            else if (mock_key_is(pair, key_length, "interim")) directives->interim = value != 0;
         }
         position = end + 1;
     }
@@ -448,6 +450,9 @@ static void mock_handle_embeddings(mock_stream_t *stream) {
 /* Runs the request once any first-byte delay has passed. */
 static void mock_dispatch(mock_stream_t *stream) {
     server_exchange_t *exchange = stream->exchange;
+    /* An interim response in the same write as the final head (and, for a
+     * short response, its body): a relay must parse on past it. */
+    if (stream->directives.interim) exchange->interim_head = "HTTP/1.1 103 Early Hints\r\nLink: </x.css>; rel=preload\r\n\r\n";
     if (stream->directives.status >= 400 && stream->directives.status <= 599) {
         char message[64];
         char code[32];
@@ -640,7 +645,7 @@ static void mock_usage(FILE *out) {
             "An OpenAI-compatible mock upstream for Ringway's tests and benchmarks.\n"
             "Per-request directives (x-mock header \"k=v;k=v\", body \"mock\" string, or model suffix\n"
             "\":k=v\"): chunks, gap_ms, first_byte_ms, status, disconnect_after, line_bytes, split,\n"
-            "usage_on_last, crlf, cr, comments, echo.\n");
+            "usage_on_last, crlf, cr, comments, echo, interim.\n");
 }
 
 static int mock_parse_listen(const char *text, char *host, size_t host_size, uint16_t *port) {

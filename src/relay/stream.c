@@ -277,13 +277,7 @@ static void relay_copy_header(const relay_stream_t *stream, const char *name, ch
 static bool relay_on_response_head(relay_stream_t *stream) {
     const http_response_t *response = &stream->response;
     uint16_t status = response->status;
-    if (status >= 100 && status < 200) {
-        /* An interim response: skip it and parse the real head after it. */
-        memmove(stream->buffer, stream->buffer + response->head_length, stream->filled - response->head_length);
-        stream->filled -= response->head_length;
-        http_response_parser_init(&stream->response_parser, stream->worker->config->header_bytes_max);
-        return true;
-    }
+    RW_ASSERT(status >= 200 && "interim heads are skipped before");
     if (!relay_status_passes_through(status)) {
         relay_release_upstream(stream, false);
         if (stream->client_gone) {
@@ -361,12 +355,32 @@ static bool relay_retry(relay_stream_t *stream);
 /* New response bytes at buffer[filled, filled + bytes). Returns true when
  * the caller should read more now; false when the stream waits for
  * something else (a client send) or is over. */
+/* Parses the response head in buffer[0, filled), skipping interim (1xx)
+ * heads: the final head may have arrived in the same read as one, and
+ * nothing more may come until it is answered. A 101 is refused: the relay
+ * never asks an upstream to switch protocols. */
+static http_parse_result_t relay_parse_final_head(relay_stream_t *stream) {
+    for (;;) {
+        http_parse_result_t result =
+            http_response_parse(&stream->response_parser, &stream->response, stream->buffer, stream->filled);
+        if (result != HTTP_PARSE_DONE) return result;
+        uint16_t status = stream->response.status;
+        if (status >= 200) return result;
+        if (status == 101) return HTTP_PARSE_ERROR;
+        size_t head_length = stream->response.head_length;
+        RW_ASSERT(head_length <= stream->filled);
+        memmove(stream->buffer, stream->buffer + head_length, stream->filled - head_length);
+        stream->filled -= head_length;
+        memset(&stream->response, 0, sizeof stream->response);
+        http_response_parser_init(&stream->response_parser, stream->worker->config->header_bytes_max);
+    }
+}
+
 static bool relay_on_bytes(relay_stream_t *stream, size_t bytes) {
     stream->filled += bytes;
     if (stream->phase == RELAY_PHASE_WAITING_HEAD ||
         (stream->phase == RELAY_PHASE_DRAINING && !stream->head_begun && stream->response.status == 0)) {
-        http_parse_result_t result =
-            http_response_parse(&stream->response_parser, &stream->response, stream->buffer, stream->filled);
+        http_parse_result_t result = relay_parse_final_head(stream);
         if (result == HTTP_PARSE_ERROR || (result == HTTP_PARSE_AGAIN && stream->filled == stream->capacity)) {
             if (stream->client_gone) {
                 relay_release_upstream(stream, false);
@@ -391,7 +405,6 @@ static bool relay_on_bytes(relay_stream_t *stream, size_t bytes) {
             if (stream->response.body_absent || stream->response.content_length == 0) relay_body_ended(stream);
         } else {
             if (!relay_on_response_head(stream)) return false;
-            if (stream->phase == RELAY_PHASE_WAITING_HEAD) return true; /* an interim 1xx was skipped */
         }
     } else if (stream->phase == RELAY_PHASE_RELAYING) {
         relay_timer_start(stream, &stream->pool->idle_gap_timers);

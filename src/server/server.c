@@ -235,6 +235,10 @@ static void server_queue_piece(server_exchange_t *exchange, const void *bytes, s
 
 static void server_queue_head(server_exchange_t *exchange) {
     if (exchange->head_length == 0) return;
+    if (exchange->interim_head != NULL) {
+        server_queue_piece(exchange, exchange->interim_head, strlen(exchange->interim_head));
+        exchange->interim_head = NULL;
+    }
     server_queue_piece(exchange, exchange->head, exchange->head_length);
     exchange->head_length = 0;
 }

@@ -70,3 +70,34 @@ def test_request_on_a_connection_the_upstream_closed_is_retried(idle_closing):
     # Each request needed a fresh connection: the stale one was detected and the request sent again.
     assert after["connections"] - before["connections"] >= 3
     assert after["requests"] - before["requests"] == 3 + 1
+
+
+@pytest.fixture(scope="module")
+def patient_relay(relay_factory):
+    """The default upstreams with a long first-byte timeout: a stalled head shows as a slow answer."""
+    return relay_factory("relay-interim", {"timeouts": {"upstream_first_byte_ms": 20000}})
+
+
+@pytest.mark.parametrize("model", ["plain-demo", "ringway-demo"], ids=["http", "tls"])
+@pytest.mark.parametrize("streaming", [False, True], ids=["json", "sse"])
+def test_interim_head_in_the_same_read_as_the_final_response(patient_relay, model, streaming):
+    """The mock writes `103 Early Hints` and the whole final response in one write (over plain http the relay
+    reads them in one receive): the relay parses on past the interim head instead of waiting for bytes that
+    never come (which stalled it until the first-byte timeout)."""
+    relay = patient_relay
+    for _ in range(3):
+        started = time.monotonic()
+        body = chat_body(model=model, stream=streaming, mock="interim=1;chunks=2")
+        status, headers, data = http_request(relay.url + "/v1/chat/completions", "POST",
+                                             body=json.dumps(body).encode(),
+                                             headers={"Content-Type": "application/json", **relay.auth},
+                                             timeout_s=15)
+        elapsed = time.monotonic() - started
+        assert status == 200, data
+        assert elapsed < 5, f"the answer took {elapsed:.1f} s: the relay waited past the interim head"
+        text = data.decode()
+        assert "Early Hints" not in text and "rel=preload" not in text
+        if streaming:
+            assert text.rstrip().endswith("data: [DONE]"), text[-200:]
+        else:
+            assert json.loads(text)["choices"][0]["message"]["content"], text
