@@ -303,12 +303,26 @@ static int store_last_id(store_t *store, char prefix, uint64_t *id) {
     return store_scan_close(&scan, "finding the last id");
 }
 
+/* Writes m/schema (synced). 0, or -1 with `error`. */
+static int store_write_schema(store_t *store, const char *version, char *error, size_t error_size) {
+    char *failure = NULL;
+    uint8_t key[16];
+    size_t key_length = store_key_meta(key, sizeof key, "schema");
+    rocksdb_put(store->state->db, store->state->write_options_sync, (const char *)key, key_length, version,
+                strlen(version), &failure);
+    if (failure == NULL) return 0;
+    snprintf(error, error_size, "while writing the schema version: %s", failure);
+    rocksdb_free(failure);
+    return -1;
+}
+
 /* Schema 1 to 2: moves the usage records, oldest first, in groups of
  * STORE_USAGE_BLOCK_RECORDS_MAX, each group in one batch (its block and r/
  * index entries put, its schema 1 s/ and r/ keys deleted), then writes
- * m/schema = "2" (synced). A crash in between leaves a store that migrates
- * from where it stopped: a schema 1 s/ value is an r/ key, a schema 2 one a
- * block. q/ entries stay as they are (store_usage_get_by_request reads
+ * m/schema = "2" (synced). It begins by writing m/schema = "2m" (synced),
+ * which an earlier relay refuses to open: a half-moved store is never read
+ * as schema 1. A crash in between leaves a store that migrates from where
+ * it stopped: a schema 1 s/ value is an r/ key, a schema 2 one a block. q/ entries stay as they are (store_usage_get_by_request reads
  * both forms). Runs at open, before any thread: it may allocate. */
 static int store_migrate_usage(store_t *store, char *error, size_t error_size) {
     store_usage_record_t *group = calloc(STORE_USAGE_BLOCK_RECORDS_MAX, sizeof *group);
@@ -316,6 +330,7 @@ static int store_migrate_usage(store_t *store, char *error, size_t error_size) {
     rocksdb_writebatch_t *batch = rocksdb_writebatch_create();
     int status = group != NULL && block != NULL ? 0 : -1;
     if (status != 0) snprintf(error, error_size, "out of memory for the schema 2 migration");
+    if (status == 0 && store_write_schema(store, "2m", error, error_size) != 0) status = -1;
     uint64_t next_id = 0;
     uint64_t moved = 0;
     while (status == 0) {
@@ -394,17 +409,8 @@ static int store_migrate_usage(store_t *store, char *error, size_t error_size) {
         moved += count;
     }
     if (status == 0) {
-        char *failure = NULL;
-        uint8_t key[16];
-        size_t key_length = store_key_meta(key, sizeof key, "schema");
-        rocksdb_put(store->state->db, store->state->write_options_sync, (const char *)key, key_length, "2", 1, &failure);
-        if (failure != NULL) {
-            snprintf(error, error_size, "while writing the schema version: %s", failure);
-            rocksdb_free(failure);
-            status = -1;
-        } else {
-            store_log("migrated %llu usage records to schema 2", (unsigned long long)moved);
-        }
+        status = store_write_schema(store, "2", error, error_size);
+        if (status == 0) store_log("migrated %llu usage records to schema 2", (unsigned long long)moved);
     }
     rocksdb_writebatch_destroy(batch);
     free(block);
@@ -416,16 +422,10 @@ static int store_open_meta(store_t *store, char *error, size_t error_size) {
     uint8_t schema[16];
     int schema_length = store_meta_get(store, "schema", schema, sizeof schema);
     if (schema_length == -ENOENT) {
-        char *failure = NULL;
-        uint8_t key[16];
-        size_t key_length = store_key_meta(key, sizeof key, "schema");
-        rocksdb_put(store->state->db, store->state->write_options_sync, (const char *)key, key_length, "2", 1, &failure);
-        if (failure != NULL) {
-            snprintf(error, error_size, "while writing the schema version: %s", failure);
-            rocksdb_free(failure);
-            return -1;
-        }
-    } else if (schema_length == 1 && schema[0] == '1') {
+        if (store_write_schema(store, "2", error, error_size) != 0) return -1;
+    } else if ((schema_length == 1 && schema[0] == '1') ||
+               (schema_length == 2 && schema[0] == '2' && schema[1] == 'm')) {
+        /* "2m": a migration that a crash stopped. */
         if (store_migrate_usage(store, error, error_size) != 0) return -1;
     } else if (schema_length != 1 || schema[0] != '0' + STORE_SCHEMA_VERSION) {
         snprintf(error, error_size, "the store at %s has an unknown schema version (this relay reads version %d)",
@@ -882,12 +882,13 @@ int store_hold_get(store_t *store, const char *request_id, store_hold_record_t *
 /* Finds the record with usage id `id`: in the block whose first id is the
  * greatest at or below it. 0, -ENOENT, or -EIO. */
 static int store_usage_get_by_id(store_t *store, uint64_t id, store_usage_record_t *record) {
+    /* The id comes from the disk (a q/ entry): 0 and the largest are no
+     * record's. */
+    if (id == 0 || id == UINT64_MAX) return -EIO;
     store_scan_t scan;
-    uint8_t upper[STORE_KEY_ID_BYTES];
-    store_key_id(upper, 's', id);
     /* [s/, s/<id + 1>): the last key is the block at or below id. */
     uint8_t lower[2] = {'s', '/'};
-    RW_ASSERT(id < UINT64_MAX);
+    uint8_t upper[STORE_KEY_ID_BYTES];
     store_key_id(upper, 's', id + 1);
     store_scan_open(store, &scan, lower, sizeof lower, upper, sizeof upper, true);
     int status = -ENOENT;
@@ -987,6 +988,7 @@ static int store_usage_list_block(store_usage_listing_t *listing, const uint8_t 
         RW_ASSERT(json_length > 0);
         listing->visited++;
         if (listing->visit(listing->context, &record, json, (size_t)json_length) != 0) listing->done = true;
+        if (query->limit != 0 && (uint32_t)listing->visited >= query->limit) listing->done = true;
     }
     return 0;
 }
@@ -1015,8 +1017,9 @@ int store_usage_list(store_t *store, const store_usage_query_t *query, store_usa
     }
     int status = 0;
     /* A block is at most STORE_USAGE_BLOCK_BYTES_MAX: read by id (a user's
-     * index entry names it) into this buffer. */
-    static _Thread_local uint8_t block[STORE_USAGE_BLOCK_BYTES_MAX];
+     * index entry names it) into this buffer, on the stack so a visitor may
+     * list usage itself. */
+    uint8_t block[STORE_USAGE_BLOCK_BYTES_MAX];
     for (; store_scan_valid(&scan) && !listing.done && status == 0; store_scan_next(&scan)) {
         size_t key_length = 0;
         const uint8_t *key = store_scan_key(&scan, &key_length);
