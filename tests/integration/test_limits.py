@@ -426,8 +426,21 @@ def test_token_quota_exhausted_and_kept_across_a_restart(relay_factory, ringway_
         relay.process = process
         status, shown = relay.admin("GET", f"/admin/keys/{key['id']}")
         assert shown["tokens_used"] == used and shown["token_quota"] == 150
-        status, _, payload = post_chat(relay, api_key=api_key)
-        assert status == 429 and error_of(payload)["code"] == "token_quota_exhausted"
+        # The quota holds across the restart. Before it, the refusal may have come a request early:
+        # tokens leased to a thread and not yet handed back count against the quota. After it the
+        # pool counts what the store settled, so one more request may fit; never two (about 31 each),
+        # and never past the quota by more than the last one's overshoot.
+        admitted = 0
+        while True:
+            status, _, payload = post_chat(relay, api_key=api_key)
+            if status == 429:
+                break
+            assert status == 200, payload
+            admitted += 1
+            assert admitted <= 1, "the restarted relay admitted two more requests past the quota"
+        assert error_of(payload)["code"] == "token_quota_exhausted"
+        status, shown = relay.admin("GET", f"/admin/keys/{key['id']}")
+        assert shown["tokens_used"] <= 150 + 10, shown
         # A larger quota applies at once.
         assert relay.admin("PATCH", f"/admin/keys/{key['id']}", {"token_quota": 100000})[0] == 200
         assert post_chat(relay, api_key=api_key)[0] == 200
