@@ -165,6 +165,10 @@ typedef struct config {
 
     /* [relay] */
     config_disconnect_policy_t client_disconnect;
+    /* [relay] sse_keepalive_ms: while an SSE response's upstream is silent
+     * this long between events, the client gets a ": keep-alive" comment;
+     * 0 = never. */
+    uint32_t sse_keepalive_ms;
 
     /* [billing] */
     config_billing_mode_t billing_mode; /* off: keys checked, no holds, records or wallet */

@@ -171,6 +171,7 @@ _Static_assert(sizeof(config_disconnect_policy_t) == sizeof(int) && sizeof(confi
 
 static const config_key_t config_relay_keys[] = {
     CONFIG_KEY_CHOICE(config_t, client_disconnect, config_disconnect_words, "drain or cancel"),
+    CONFIG_KEY(config_t, sse_keepalive_ms, CONFIG_VALUE_INTEGER, 0, CONFIG_TIMEOUT_MS_MAX),
 };
 
 /* [billing]: users_max and keys_max stop at 2^24, the most the account

@@ -69,7 +69,7 @@ enum {
     /* Retry-After, in seconds, of a 503 server_busy. */
     RELAY_BUSY_RETRY_AFTER_S = 1,
     /* drain, hold records, store waits */
-    RELAY_WORKER_TIMER_LISTS = 3,
+    RELAY_WORKER_TIMER_LISTS = 4,
     /* Room for the rate-limit headers of one response (limits.c). */
     RELAY_LIMIT_HEADERS_BYTES = 512,
     /* Rate limits a request can take: a key's five and its quota, an
@@ -172,6 +172,14 @@ typedef struct relay_stream {
     bool event_partly_forwarded; /* the event in progress was flushed early: never strip it */
     bool done_seen;              /* the upstream sent data: [DONE]; it waits for the settlement */
     bool head_begun;
+    /* SSE keep-alives (stream.c): the upstream's silence so far, counted in
+     * sse_keepalive_ms ticks; a comment in flight to the client; and a send
+     * that waits for it (its pieces in scratch.send_pieces). */
+    uint32_t silence_ms;
+    bool keepalive_in_flight;
+    bool send_deferred;
+    bool deferred_last;
+    uint32_t deferred_count;
     uint8_t retries;
     uint32_t request_piece_count;
     /* The upstream response. */
@@ -226,6 +234,7 @@ struct relay_worker {
     loop_timer_list_t drain_timers;
     loop_timer_list_t hold_record_timers; /* hold_record_after_ms */
     loop_timer_list_t store_wait_timers;  /* store_wait_ms */
+    loop_timer_list_t keepalive_timers;   /* sse_keepalive_ms (when on) */
     atomic_bool stop_requested;
     void (*server_tick)(loop_t *loop);
     /* Messages from the store and control threads arrive as a msg_ring CQE

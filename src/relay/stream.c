@@ -37,6 +37,34 @@ static void relay_timer_start(relay_stream_t *stream, loop_timer_list_t *list) {
     loop_timer_start(&stream->worker->loop, list, &stream->timer);
 }
 
+/* Sends scratch.send_pieces[0, count) to the client, or, while a keep-alive
+ * comment is in flight (one send at a time), as soon as it has gone. */
+static void relay_client_send(relay_stream_t *stream, uint32_t count, bool last) {
+    if (stream->keepalive_in_flight) {
+        RW_ASSERT(!stream->send_deferred);
+        stream->send_deferred = true;
+        stream->deferred_count = count;
+        stream->deferred_last = last;
+        return;
+    }
+    server_send(stream->exchange, stream->scratch.send_pieces, count, last);
+}
+
+static bool relay_keepalive_on(const relay_stream_t *stream) {
+    return stream->mode == RELAY_MODE_SSE && stream->worker->config->sse_keepalive_ms > 0;
+}
+
+/* Mid-response, the upstream just sent bytes (or its head): the idle gap
+ * starts again. With keep-alives on it is counted in their ticks. */
+static void relay_relaying_timer_start(relay_stream_t *stream) {
+    if (relay_keepalive_on(stream)) {
+        stream->silence_ms = 0;
+        relay_timer_start(stream, &stream->worker->keepalive_timers);
+    } else {
+        relay_timer_start(stream, &stream->pool->idle_gap_timers);
+    }
+}
+
 
 /* The request failed before its response began: the hold is settled (an
  * error costs nothing) and the client gets an OpenAI error. */
@@ -113,7 +141,7 @@ static void relay_upstream_broken(relay_stream_t *stream, const char *reason) {
     stream->ready_count = 0;
     stream->pending_count = 0;
     stream->scratch.send_pieces[count++] = (struct iovec){.iov_base = stream->scratch.error_event, .iov_len = length};
-    server_send(stream->exchange, stream->scratch.send_pieces, count, true);
+    relay_client_send(stream, count, true);
 }
 
 /* ---- forwarding to the client ------------------------------------------- */
@@ -147,7 +175,7 @@ static void relay_forward(relay_stream_t *stream) {
     }
     stream->ready_count = 0;
     for (uint32_t index = 0; index < count; index++) stream->forwarded_bytes += stream->scratch.send_pieces[index].iov_len;
-    server_send(stream->exchange, stream->scratch.send_pieces, count, stream->upstream_done);
+    relay_client_send(stream, count, stream->upstream_done);
 }
 
 /* After a send: pending (unfinished event) bytes and undecoded raw bytes
@@ -296,7 +324,6 @@ static bool relay_on_response_head(relay_stream_t *stream) {
         return false;
     }
     stream->phase = RELAY_PHASE_RELAYING;
-    relay_timer_start(stream, &stream->pool->idle_gap_timers);
     /* The media type may carry parameters ("; charset=utf-8"). */
     static const char event_stream_type[] = "text/event-stream";
     const uint32_t event_stream_length = sizeof event_stream_type - 1;
@@ -305,6 +332,7 @@ static bool relay_on_response_head(relay_stream_t *stream) {
                                                      (http_span_t){response->content_type.offset, event_stream_length},
                                                      event_stream_type);
     stream->mode = (status == 200 && event_stream) ? RELAY_MODE_SSE : RELAY_MODE_PASS;
+    relay_relaying_timer_start(stream);
     if (stream->mode == RELAY_MODE_SSE) {
         sse_scanner_init(&stream->sse);
         rw_copy_text(stream->scratch.content_type, sizeof stream->scratch.content_type, "text/event-stream");
@@ -407,7 +435,7 @@ static bool relay_on_bytes(relay_stream_t *stream, size_t bytes) {
             if (!relay_on_response_head(stream)) return false;
         }
     } else if (stream->phase == RELAY_PHASE_RELAYING) {
-        relay_timer_start(stream, &stream->pool->idle_gap_timers);
+        relay_relaying_timer_start(stream);
     }
     if (!relay_decode(stream)) {
         relay_upstream_broken(stream, "the upstream's chunked framing is invalid");
@@ -618,6 +646,32 @@ void relay_stream_on_settled(relay_stream_t *stream, const store_ack_t *ack) {
 
 /* ---- the server's callbacks, by way of worker.c ---------------------------- */
 
+/* A keep-alive tick of a relaying SSE response. The upstream's silence
+ * grows by a tick unless the relay is the one waiting (on the client, for a
+ * comment or a deferred send); past the upstream's idle gap the stream is
+ * broken as without keep-alives. Otherwise, when the relay waits on the
+ * upstream between whole events (nothing of the event in progress has
+ * reached the client), a comment goes out: SSE clients ignore it, and
+ * proxies and clients that time out silent connections see bytes. */
+static void relay_keepalive_tick(relay_stream_t *stream) {
+    uint32_t tick = stream->worker->config->sse_keepalive_ms;
+    if (!stream->keepalive_in_flight && !stream->send_deferred) {
+        stream->silence_ms = stream->silence_ms > UINT32_MAX - tick ? UINT32_MAX : stream->silence_ms + tick;
+        if (stream->silence_ms >= stream->pool->upstream->idle_ms) {
+            relay_upstream_broken(stream, "the upstream stalled mid-response");
+            return;
+        }
+        bool waiting_on_upstream = stream->upstream != NULL && stream->upstream->receiving && !stream->upstream_done;
+        if (waiting_on_upstream && !stream->event_partly_forwarded && stream->ready_count == 0) {
+            static const char comment[] = ": keep-alive\n\n";
+            struct iovec piece = {.iov_base = (void *)comment, .iov_len = sizeof comment - 1};
+            stream->keepalive_in_flight = true;
+            server_send(stream->exchange, &piece, 1, false);
+        }
+    }
+    relay_timer_start(stream, &stream->worker->keepalive_timers);
+}
+
 /* The phase's deadline passed. */
 void relay_stream_on_timer(relay_stream_t *stream) {
     switch (stream->phase) {
@@ -628,6 +682,10 @@ void relay_stream_on_timer(relay_stream_t *stream) {
                             "upstream_timeout");
         break;
     case RELAY_PHASE_RELAYING:
+        if (relay_keepalive_on(stream)) {
+            relay_keepalive_tick(stream);
+            break;
+        }
         relay_upstream_broken(stream, "the upstream stalled mid-response");
         break;
     case RELAY_PHASE_DRAINING:
@@ -640,6 +698,16 @@ void relay_stream_on_timer(relay_stream_t *stream) {
 
 /* A send to the client completed: read on. */
 void relay_stream_on_sent(relay_stream_t *stream) {
+    if (stream->keepalive_in_flight) {
+        /* The upstream receive is still armed; a send that waited goes now,
+         * and its own completion reads on. */
+        stream->keepalive_in_flight = false;
+        if (stream->send_deferred) {
+            stream->send_deferred = false;
+            server_send(stream->exchange, stream->scratch.send_pieces, stream->deferred_count, stream->deferred_last);
+        }
+        return;
+    }
     RW_ASSERT(stream->phase == RELAY_PHASE_RELAYING);
     relay_compact(stream);
     relay_read(stream);

@@ -166,6 +166,7 @@ relay_worker_t *relay_worker_create(const relay_shared_t *shared, uint32_t index
     loop_timer_list_init(&worker->loop, &worker->drain_timers, config->drain_ms);
     loop_timer_list_init(&worker->loop, &worker->hold_record_timers, config->hold_record_after_ms);
     loop_timer_list_init(&worker->loop, &worker->store_wait_timers, config->store_wait_ms);
+    loop_timer_list_init(&worker->loop, &worker->keepalive_timers, RW_MAX(config->sse_keepalive_ms, 1u));
     if (relay_worker_budgets(worker, error, error_size) != 0) return NULL;
     if (relay_limits_init(worker, error, error_size) != 0) return NULL;
     server_config_t server_config = {

@@ -8,8 +8,10 @@ import time
 
 import pytest
 
+from conftest import make_customer
 from helpers import (DEFAULT_CHUNKS, SPLICED_MAX_TOKENS_DEFAULT, RawConnection, chat_json, content_of_chunk_dicts,
-                     curl, curl_key, decode_chunk_events, expected_tokens, parse_sse, raw_request)
+                     curl, curl_key, decode_chunk_events, expected_tokens, http_request, parse_sse, raw_request,
+                     usage_records, wait_for)
 
 MESSAGES = [{"role": "user", "content": "Stream please"}]
 
@@ -258,3 +260,67 @@ def test_curl_raw_stream_is_valid_sse(relay, shape, prefix):
         assert got == ["x" * 100000] * 3
     else:
         assert got == expected_tokens(DEFAULT_CHUNKS)
+
+
+# ---- SSE keep-alive comments during upstream silences ----
+
+@pytest.fixture(scope="module")
+def keepalive_relay(relay_factory):
+    return relay_factory("relay-keepalive", {"relay": {"sse_keepalive_ms": 200},
+                                             "timeouts": {"upstream_idle_ms": 1500}})
+
+
+def stream_raw(relay, mock, api_key=None):
+    headers = {"Content-Type": "application/json",
+               **({"Authorization": f"Bearer {api_key}"} if api_key else relay.auth)}
+    started = time.monotonic()
+    status, _, data = http_request(relay.url + "/v1/chat/completions", "POST",
+                                   body=chat_json(stream=True, mock=mock), headers=headers, timeout_s=20)
+    return status, data, time.monotonic() - started
+
+
+def test_keepalive_comments_fill_upstream_silences(keepalive_relay):
+    """Gaps of 700 ms between events with keep-alives every 200 ms: comments arrive between events (never
+    inside one), the events are whole and in order, and the request is billed as usual."""
+    relay = keepalive_relay
+    user_id, key = make_customer(relay, "keepalive@example.com")
+    status, data, _ = stream_raw(relay, "gap_ms=700;chunks=3", api_key=key)
+    assert status == 200, data
+    events, problems = parse_sse(data)
+    assert not problems, problems
+    assert data.count(b": keep-alive\n\n") >= 3, data.decode()
+    objects, saw_done = decode_chunk_events(events)
+    assert saw_done
+    assert "".join(content_of_chunk_dicts(objects)) == "".join(expected_tokens(3))
+    # The comment is a line of its own between events: never inside an event's lines.
+    assert b"\n\n: keep-alive\n\n" in data
+    records = wait_for(lambda: usage_records(relay, user_id), 5)
+    assert len(records) == 1 and records[0]["completion_tokens"] == 3, records
+
+
+def test_keepalive_stream_with_the_sdk(keepalive_relay):
+    stream = keepalive_relay.client().chat.completions.create(
+        model="ringway-demo", messages=MESSAGES, stream=True, extra_body={"mock": "gap_ms=500;chunks=3"})
+    with stream:
+        chunks = list(stream)
+    assert_well_formed(chunks, 3)
+    assert contents(chunks) == expected_tokens(3)
+
+
+def test_silence_past_the_idle_gap_still_ends_the_stream(keepalive_relay):
+    """Keep-alives do not hide a dead upstream: after upstream_idle_ms of silence the stream ends with the
+    final SSE error event, long before the upstream would have gone on."""
+    status, data, elapsed = stream_raw(keepalive_relay, "gap_ms=6000;chunks=2")
+    assert status == 200, data
+    assert elapsed < 5, f"the stalled stream ran {elapsed:.1f} s"
+    events, problems = parse_sse(data)
+    assert not problems, problems
+    assert b": keep-alive" in data
+    last = json.loads(events[-1].data)
+    assert last["error"]["code"] == "upstream_error", events[-1].data
+
+
+def test_no_keepalive_comments_by_default(relay):
+    status, data, _ = stream_raw(relay, "gap_ms=400;chunks=2")
+    assert status == 200, data
+    assert b"keep-alive" not in data
