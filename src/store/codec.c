@@ -116,12 +116,9 @@ static uint64_t store_reader_u64(store_reader_t *reader) {
 
 static int64_t store_reader_i64(store_reader_t *reader) { return (int64_t)store_reader_u64(reader); }
 
-/* Refuses a string that does not fit with its NUL or holds a NUL byte. */
-static void store_reader_text(store_reader_t *reader, char *out, size_t out_bytes) {
-    out[0] = '\0';
-    const uint8_t *prefix = store_reader_take(reader, 2);
-    if (prefix == NULL) return;
-    size_t length = (size_t)prefix[0] | (size_t)prefix[1] << 8;
+/* The `length` bytes of a string whose length prefix was read: refuses one
+ * that does not fit with its NUL or holds a NUL byte. */
+static void store_reader_text_bytes(store_reader_t *reader, size_t length, char *out, size_t out_bytes) {
     if (length >= out_bytes) {
         reader->failed = true;
         return;
@@ -134,6 +131,14 @@ static void store_reader_text(store_reader_t *reader, char *out, size_t out_byte
     }
     memcpy(out, bytes, length);
     out[length] = '\0';
+}
+
+/* A string as a u16 little-endian length and the bytes. */
+static void store_reader_text(store_reader_t *reader, char *out, size_t out_bytes) {
+    out[0] = '\0';
+    const uint8_t *prefix = store_reader_take(reader, 2);
+    if (prefix == NULL) return;
+    store_reader_text_bytes(reader, (size_t)prefix[0] | (size_t)prefix[1] << 8, out, out_bytes);
 }
 
 static void store_reader_header(store_reader_t *reader, uint8_t tag) {
@@ -308,18 +313,7 @@ static void store_reader_short_text(store_reader_t *reader, char *out, size_t ou
     out[0] = '\0';
     size_t length = store_reader_u8(reader);
     if (reader->failed) return;
-    if (length >= out_bytes) {
-        reader->failed = true;
-        return;
-    }
-    const uint8_t *bytes = store_reader_take(reader, length);
-    if (bytes == NULL) return;
-    if (memchr(bytes, '\0', length) != NULL) {
-        reader->failed = true;
-        return;
-    }
-    memcpy(out, bytes, length);
-    out[length] = '\0';
+    store_reader_text_bytes(reader, length, out, out_bytes);
 }
 
 enum {
