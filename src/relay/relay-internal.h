@@ -172,10 +172,10 @@ typedef struct relay_stream {
     bool event_partly_forwarded; /* the event in progress was flushed early: never strip it */
     bool done_seen;              /* the upstream sent data: [DONE]; it waits for the settlement */
     bool head_begun;
-    /* SSE keep-alives (stream.c): the upstream's silence so far, counted in
-     * sse_keepalive_ms ticks; a comment in flight to the client; and a send
-     * that waits for it (its pieces in scratch.send_pieces). */
-    uint32_t silence_ms;
+    /* SSE keep-alives (stream.c): when the upstream last sent bytes (loop
+     * time); a comment in flight to the client; and a send that waits for
+     * it (its pieces in scratch.send_pieces). */
+    uint64_t upstream_heard_ms;
     bool keepalive_in_flight;
     bool send_deferred;
     bool deferred_last;

@@ -55,10 +55,11 @@ static bool relay_keepalive_on(const relay_stream_t *stream) {
 }
 
 /* Mid-response, the upstream just sent bytes (or its head): the idle gap
- * starts again. With keep-alives on it is counted in their ticks. */
+ * starts again. With keep-alives on, their ticks check it against the
+ * time the upstream was last heard. */
 static void relay_relaying_timer_start(relay_stream_t *stream) {
     if (relay_keepalive_on(stream)) {
-        stream->silence_ms = 0;
+        stream->upstream_heard_ms = loop_now_ms(&stream->worker->loop);
         relay_timer_start(stream, &stream->worker->keepalive_timers);
     } else {
         relay_timer_start(stream, &stream->pool->idle_gap_timers);
@@ -646,21 +647,22 @@ void relay_stream_on_settled(relay_stream_t *stream, const store_ack_t *ack) {
 
 /* ---- the server's callbacks, by way of worker.c ---------------------------- */
 
-/* A keep-alive tick of a relaying SSE response. The upstream's silence
- * grows by a tick unless the relay is the one waiting (on the client, for a
- * comment or a deferred send); past the upstream's idle gap the stream is
- * broken as without keep-alives. Otherwise, when the relay waits on the
- * upstream between whole events (nothing of the event in progress has
- * reached the client), a comment goes out: SSE clients ignore it, and
- * proxies and clients that time out silent connections see bytes. */
+/* A keep-alive tick of a relaying SSE response. Past the upstream's idle
+ * gap since it was last heard, the stream is broken as without keep-alives
+ * (measured in time, whatever the client does: a client that stops reading
+ * must not keep a dead upstream's connection and hold). Otherwise, when the
+ * relay waits on the upstream between whole events (nothing of the event in
+ * progress has reached the client) and no comment is still on its way, a
+ * comment goes out: SSE clients ignore it, and proxies and clients that
+ * time out silent connections see bytes. Ticks come at the loop's timer
+ * resolution at best. */
 static void relay_keepalive_tick(relay_stream_t *stream) {
-    uint32_t tick = stream->worker->config->sse_keepalive_ms;
+    uint64_t now_ms = loop_now_ms(&stream->worker->loop);
+    if (now_ms - stream->upstream_heard_ms >= stream->pool->upstream->idle_ms) {
+        relay_upstream_broken(stream, "the upstream stalled mid-response");
+        return;
+    }
     if (!stream->keepalive_in_flight && !stream->send_deferred) {
-        stream->silence_ms = stream->silence_ms > UINT32_MAX - tick ? UINT32_MAX : stream->silence_ms + tick;
-        if (stream->silence_ms >= stream->pool->upstream->idle_ms) {
-            relay_upstream_broken(stream, "the upstream stalled mid-response");
-            return;
-        }
         bool waiting_on_upstream = stream->upstream != NULL && stream->upstream->receiving && !stream->upstream_done;
         if (waiting_on_upstream && !stream->event_partly_forwarded && stream->ready_count == 0) {
             static const char comment[] = ": keep-alive\n\n";

@@ -307,7 +307,7 @@ def test_keepalive_stream_with_the_sdk(keepalive_relay):
     assert contents(chunks) == expected_tokens(3)
 
 
-def test_silence_past_the_idle_gap_still_ends_the_stream(keepalive_relay):
+def test_keepalive_silence_past_the_idle_gap_still_ends_the_stream(keepalive_relay):
     """Keep-alives do not hide a dead upstream: after upstream_idle_ms of silence the stream ends with the
     final SSE error event, long before the upstream would have gone on."""
     status, data, elapsed = stream_raw(keepalive_relay, "gap_ms=6000;chunks=2")
@@ -320,7 +320,7 @@ def test_silence_past_the_idle_gap_still_ends_the_stream(keepalive_relay):
     assert last["error"]["code"] == "upstream_error", events[-1].data
 
 
-def test_no_keepalive_comments_by_default(relay):
+def test_keepalive_comments_off_by_default(relay):
     status, data, _ = stream_raw(relay, "gap_ms=400;chunks=2")
     assert status == 200, data
     assert b"keep-alive" not in data
