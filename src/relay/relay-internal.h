@@ -289,6 +289,8 @@ void relay_reply_error(relay_stream_t *stream, uint16_t status, const char *type
                        const char *param, const char *code);
 void relay_reply_error_retry_after(relay_stream_t *stream, uint16_t status, const char *type, const char *message,
                                    const char *code, uint32_t retry_after_s);
+void relay_reply_upstream_failure(relay_stream_t *stream, uint16_t status, const char *message, const char *code,
+                                  bool should_retry);
 struct relay_limit_refusal;
 void relay_reply_rate_limited(relay_stream_t *stream, const struct relay_limit_refusal *refusal);
 

@@ -6,6 +6,7 @@
 #include "relay-internal.h"
 
 #include <stdio.h>
+#include <string.h>
 
 /* Answers with `headers` (lines of "Name: value\r\n", `length` bytes of
  * the scratch's extra_headers) and the rate-limit headers after them. */
@@ -26,6 +27,19 @@ static void relay_reply_with(relay_stream_t *stream, uint16_t status, const char
 void relay_reply_error(relay_stream_t *stream, uint16_t status, const char *type, const char *message,
                        const char *param, const char *code) {
     relay_reply_with(stream, status, type, message, param, code, 0);
+}
+
+/* An upstream failure before the response began, with x-should-retry:
+ * whether the same request may succeed later (the SDKs retry 5xx answers
+ * unless told not to). */
+void relay_reply_upstream_failure(relay_stream_t *stream, uint16_t status, const char *message, const char *code,
+                                  bool should_retry) {
+    static const char retry_yes[] = "x-should-retry: true\r\n";
+    static const char retry_no[] = "x-should-retry: false\r\n";
+    const char *line = should_retry ? retry_yes : retry_no;
+    size_t length = should_retry ? sizeof retry_yes - 1 : sizeof retry_no - 1;
+    memcpy(stream->scratch.extra_headers, line, length);
+    relay_reply_with(stream, status, "upstream_error", message, NULL, code, length);
 }
 
 /* The same with a Retry-After header (for 503s a client should retry). */

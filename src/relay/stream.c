@@ -68,11 +68,12 @@ static void relay_relaying_timer_start(relay_stream_t *stream) {
 
 
 /* The request failed before its response began: the hold is settled (an
- * error costs nothing) and the client gets an OpenAI error. */
-static void relay_stream_fail(relay_stream_t *stream, uint16_t status, const char *type, const char *message,
-                              const char *param, const char *code) {
+ * error costs nothing) and the client gets an OpenAI error saying whether a
+ * retry may help. */
+static void relay_stream_fail(relay_stream_t *stream, uint16_t status, const char *message, const char *code,
+                              bool should_retry) {
     relay_settle(stream, "upstream_error", false);
-    relay_reply_error(stream, status, type, message, param, code); /* stops the timer */
+    relay_reply_upstream_failure(stream, status, message, code, should_retry); /* stops the timer */
 }
 
 static void relay_release_upstream(relay_stream_t *stream, bool reusable) {
@@ -321,7 +322,8 @@ static bool relay_on_response_head(relay_stream_t *stream) {
             snprintf(message, sizeof message, "the upstream '%s' failed with HTTP %u", stream->pool->upstream->name,
                      (unsigned)status);
         }
-        relay_stream_fail(stream, 502, "upstream_error", message, NULL, "upstream_error");
+        /* Our credentials refused: the operator must act, a retry cannot help. */
+        relay_stream_fail(stream, 502, message, "upstream_error", status != 401 && status != 403);
         return false;
     }
     stream->phase = RELAY_PHASE_RELAYING;
@@ -417,8 +419,7 @@ static bool relay_on_bytes(relay_stream_t *stream, size_t bytes) {
                 return false;
             }
             relay_release_upstream(stream, false);
-            relay_stream_fail(stream, 502, "upstream_error", "the upstream sent an invalid HTTP response", NULL,
-                                "upstream_error");
+            relay_stream_fail(stream, 502, "the upstream sent an invalid HTTP response", "upstream_error", true);
             return false;
         }
         if (result == HTTP_PARSE_AGAIN) return true;
@@ -532,8 +533,8 @@ static void relay_on_upstream_received(void *user, size_t bytes) {
         }
         if (stream->phase == RELAY_PHASE_WAITING_HEAD) {
             relay_release_upstream(stream, false);
-            relay_stream_fail(stream, 502, "upstream_error", "the upstream closed the connection without answering",
-                                NULL, "upstream_error");
+            relay_stream_fail(stream, 502, "the upstream closed the connection without answering", "upstream_error",
+                              true);
             return;
         }
         relay_upstream_broken(stream, "the upstream closed the connection");
@@ -579,7 +580,7 @@ static void relay_on_upstream_failed(void *user, const char *reason) {
     if (stream->filled == 0 && relay_retry(stream)) return;
     char message[256];
     snprintf(message, sizeof message, "the upstream '%s' is unavailable: %s", stream->pool->upstream->name, reason);
-    relay_stream_fail(stream, 502, "upstream_error", message, NULL, "upstream_error");
+    relay_stream_fail(stream, 502, message, "upstream_error", true);
 }
 
 static const upstream_events_t relay_upstream_events = {
@@ -680,8 +681,7 @@ void relay_stream_on_timer(relay_stream_t *stream) {
     case RELAY_PHASE_WAITING_HEAD:
     case RELAY_PHASE_SENDING:
         relay_release_upstream(stream, false);
-        relay_stream_fail(stream, 504, "upstream_error", "the upstream did not answer in time", NULL,
-                            "upstream_timeout");
+        relay_stream_fail(stream, 504, "the upstream did not answer in time", "upstream_timeout", true);
         break;
     case RELAY_PHASE_RELAYING:
         if (relay_keepalive_on(stream)) {

@@ -287,7 +287,20 @@ def test_upstream_500_raw_shape(relay):
     status, headers, document, _ = post_raw(relay, chat_json(mock="status=500"))
     assert status == 502
     assert headers.get("x-request-id")
+    assert headers.get("x-should-retry") == "true", headers
     assert_error_shape(document, "upstream_error", code="upstream_error")
+
+
+def test_upstream_refusing_our_key_says_do_not_retry(relay):
+    """Retrying cannot help until the operator fixes the upstream key: x-should-retry false, so the SDKs
+    do not retry the 502; an upstream that is down may come back: true."""
+    status, headers, document, _ = post_raw(relay, chat_json(model="wrongkey-demo"))
+    assert status == 502 and headers.get("x-should-retry") == "false", headers
+    assert_error_shape(document, "upstream_error", code="upstream_error")
+    status, headers, document, _ = post_raw(relay, chat_json(model="dead-demo"))
+    assert status == 502 and headers.get("x-should-retry") == "true", headers
+    status, headers, document, _ = post_raw(relay, chat_json(mock="disconnect_after=1"))
+    assert status == 502 and headers.get("x-should-retry") == "true", headers
 
 
 def test_upstream_refusing_our_key_is_502_not_401(client):
@@ -369,6 +382,7 @@ def test_upstream_first_byte_timeout_is_504(impatient_relay, stream):
                                         extra_body={"mock": "first_byte_ms=4000"})
         elapsed = time.monotonic() - started
     assert caught.value.status_code == 504
+    assert caught.value.response.headers.get("x-should-retry") == "true"
     assert elapsed < 3.5, "the relay waited for the upstream instead of timing out"
     with impatient_relay.client() as sdk:
         completion = sdk.chat.completions.create(model="ringway-demo", messages=MESSAGES,
