@@ -383,9 +383,6 @@ static bool relay_on_response_head(relay_stream_t *stream) {
 
 static bool relay_retry(relay_stream_t *stream);
 
-/* New response bytes at buffer[filled, filled + bytes). Returns true when
- * the caller should read more now; false when the stream waits for
- * something else (a client send) or is over. */
 /* Parses the response head in buffer[0, filled), skipping interim (1xx)
  * heads: the final head may have arrived in the same read as one, and
  * nothing more may come until it is answered. A 101 is refused: the relay
@@ -407,6 +404,9 @@ static http_parse_result_t relay_parse_final_head(relay_stream_t *stream) {
     }
 }
 
+/* New response bytes at buffer[filled, filled + bytes). Returns true when
+ * the caller should read more now; false when the stream waits for
+ * something else (a client send) or is over. */
 static bool relay_on_bytes(relay_stream_t *stream, size_t bytes) {
     stream->filled += bytes;
     if (stream->phase == RELAY_PHASE_WAITING_HEAD ||
@@ -646,8 +646,6 @@ void relay_stream_on_settled(relay_stream_t *stream, const store_ack_t *ack) {
     relay_forward(stream);
 }
 
-/* ---- the server's callbacks, by way of worker.c ---------------------------- */
-
 /* A keep-alive tick of a relaying SSE response. Past the upstream's idle
  * gap since it was last heard, the stream is broken as without keep-alives
  * (measured in time, whatever the client does: a client that stops reading
@@ -674,6 +672,8 @@ static void relay_keepalive_tick(relay_stream_t *stream) {
     }
     relay_timer_start(stream, &stream->worker->keepalive_timers);
 }
+
+/* ---- the server's callbacks, by way of worker.c ---------------------------- */
 
 /* The phase's deadline passed. */
 void relay_stream_on_timer(relay_stream_t *stream) {
