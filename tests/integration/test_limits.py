@@ -184,7 +184,7 @@ def test_account_limit_counts_every_key(relay_factory):
     status, key = relay.admin("POST", "/admin/keys", {"user_id": user_id})
     second = key["key"]
     statuses = [post_chat(relay, api_key=api_key)[0] for api_key in (first, second, first, second, first, second)]
-    assert statuses == [200] * 4 + [429] * 2
+    assert sorted(statuses) == [200] * 4 + [429] * 2, statuses  # order may vary with two threads' leases
     status, _, payload = post_chat(relay, api_key=first)
     assert status == 429 and "your account" in error_of(payload)["message"]
 
@@ -500,5 +500,7 @@ def test_token_quota_needs_billing(relay_factory):
     assert "billing" in payload["error"]["message"]
     # The other limits still apply without billing.
     wait_for_fresh_window(20)
+    # Five of six in the minute, never more. With two threads the refusal may come before the last
+    # request: a thread refuses while the other still holds part of the minute as a lease.
     statuses = [post_chat(relay)[0] for _ in range(6)]
-    assert statuses == [200] * 5 + [429], statuses
+    assert sorted(statuses) == [200] * 5 + [429], statuses
