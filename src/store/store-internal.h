@@ -166,6 +166,14 @@ size_t store_key_meta(uint8_t *out, size_t capacity, const char *name);
 uint64_t store_read_be64(const uint8_t *bytes);
 void store_write_be64(uint8_t *out, uint64_t value);
 
+/* Puts records[0, count) (ascending ids, at most
+ * STORE_USAGE_BLOCK_RECORDS_MAX, one block's) as the block at s/<first id>,
+ * built in buffer (STORE_USAGE_BLOCK_BYTES_MAX); and that block's r/ index
+ * entries, one per user in it. */
+void store_batch_put_usage_block(rocksdb_writebatch_t *batch, const store_usage_record_t *records, uint32_t count,
+                                 uint8_t *buffer);
+void store_batch_put_usage_index(rocksdb_writebatch_t *batch, const store_usage_record_t *records, uint32_t count);
+
 /* Writes a batch (counted for fault injection). Returns 0, or -EIO with the
  * reason in error. */
 int store_write(store_t *store, rocksdb_writebatch_t *batch, bool sync, char *error, size_t error_size);

@@ -303,6 +303,49 @@ static int store_last_id(store_t *store, char prefix, uint64_t *id) {
     return store_scan_close(&scan, "finding the last id");
 }
 
+/* Puts records[0, count) (ascending ids, at most
+ * STORE_USAGE_BLOCK_RECORDS_MAX) as one block at s/<first id>, built in
+ * buffer (STORE_USAGE_BLOCK_BYTES_MAX). */
+void store_batch_put_usage_block(rocksdb_writebatch_t *batch, const store_usage_record_t *records, uint32_t count,
+                                 uint8_t *buffer) {
+    RW_ASSERT(count >= 1 && count <= STORE_USAGE_BLOCK_RECORDS_MAX);
+    int64_t base_created_ms = records[0].created_ms;
+    for (uint32_t index = 1; index < count; index++) base_created_ms = RW_MIN(base_created_ms, records[index].created_ms);
+    store_usage_block_writer_t block;
+    store_usage_block_begin(&block, buffer, STORE_USAGE_BLOCK_BYTES_MAX, records[0].id, base_created_ms);
+    for (uint32_t index = 0; index < count; index++) {
+        int added = store_usage_block_add(&block, &records[index]);
+        RW_ASSERT(added == 0 && "STORE_USAGE_BLOCK_BYTES_MAX holds a full block");
+    }
+    uint8_t key[STORE_KEY_ID_BYTES];
+    store_key_id(key, 's', records[0].id);
+    rocksdb_writebatch_put(batch, (const char *)key, sizeof key, (const char *)block.out, block.length);
+}
+
+/* Puts the block of records[0, count)'s index entries: r/<user>/<first id>
+ * -> how many of its records are that user's (u16 little-endian). */
+void store_batch_put_usage_index(rocksdb_writebatch_t *batch, const store_usage_record_t *records, uint32_t count) {
+    RW_ASSERT(count >= 1 && count <= STORE_USAGE_BLOCK_RECORDS_MAX);
+    uint64_t users[STORE_USAGE_BLOCK_RECORDS_MAX];
+    uint16_t counts[STORE_USAGE_BLOCK_RECORDS_MAX];
+    uint32_t user_count = 0;
+    for (uint32_t index = 0; index < count; index++) {
+        uint32_t slot = 0;
+        while (slot < user_count && users[slot] != records[index].user_id) slot++;
+        if (slot == user_count) {
+            users[user_count] = records[index].user_id;
+            counts[user_count++] = 0;
+        }
+        counts[slot]++;
+    }
+    for (uint32_t slot = 0; slot < user_count; slot++) {
+        uint8_t key[STORE_KEY_USAGE_BYTES];
+        store_key_usage(key, users[slot], records[0].id);
+        uint8_t value[2] = {(uint8_t)counts[slot], (uint8_t)(counts[slot] >> 8)};
+        rocksdb_writebatch_put(batch, (const char *)key, sizeof key, (const char *)value, sizeof value);
+    }
+}
+
 /* Writes m/schema (synced). 0, or -1 with `error`. */
 static int store_write_schema(store_t *store, const char *version, char *error, size_t error_size) {
     char *failure = NULL;
@@ -368,14 +411,8 @@ static int store_migrate_usage(store_t *store, char *error, size_t error_size) {
             status = -1;
         }
         if (status != 0 || count == 0) break;
-        int64_t base_created_ms = group[0].created_ms;
-        for (uint32_t index = 1; index < count; index++) base_created_ms = RW_MIN(base_created_ms, group[index].created_ms);
-        store_usage_block_writer_t writer;
-        store_usage_block_begin(&writer, block, STORE_USAGE_BLOCK_BYTES_MAX, group[0].id, base_created_ms);
         rocksdb_writebatch_clear(batch);
         for (uint32_t index = 0; index < count; index++) {
-            int added = store_usage_block_add(&writer, &group[index]);
-            RW_ASSERT(added == 0);
             uint8_t key[STORE_KEY_USAGE_BYTES];
             store_key_id(key, 's', group[index].id);
             rocksdb_writebatch_delete(batch, (const char *)key, STORE_KEY_ID_BYTES);
@@ -384,23 +421,8 @@ static int store_migrate_usage(store_t *store, char *error, size_t error_size) {
         }
         /* After the deletes: s/<first> and perhaps r/<user>/<first> are
          * among the keys deleted above. */
-        uint8_t block_key[STORE_KEY_ID_BYTES];
-        store_key_id(block_key, 's', group[0].id);
-        rocksdb_writebatch_put(batch, (const char *)block_key, sizeof block_key, (const char *)block, writer.length);
-        for (uint32_t index = 0; index < count; index++) {
-            bool first_of_user = true;
-            uint16_t user_count = 0;
-            for (uint32_t other = 0; other < count; other++) {
-                if (group[other].user_id != group[index].user_id) continue;
-                if (other < index) first_of_user = false;
-                user_count++;
-            }
-            if (!first_of_user) continue;
-            uint8_t key[STORE_KEY_USAGE_BYTES];
-            store_key_usage(key, group[index].user_id, group[0].id);
-            uint8_t value[2] = {(uint8_t)user_count, (uint8_t)(user_count >> 8)};
-            rocksdb_writebatch_put(batch, (const char *)key, sizeof key, (const char *)value, sizeof value);
-        }
+        store_batch_put_usage_block(batch, group, count, block);
+        store_batch_put_usage_index(batch, group, count);
         char failure[STORE_ERROR_BYTES];
         if (store_write(store, batch, false, failure, sizeof failure) != 0) {
             snprintf(error, error_size, "while migrating usage to schema 2: %s", failure);

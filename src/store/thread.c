@@ -704,41 +704,12 @@ static void store_round_put_usage(store_thread_state_t *thread) {
                                sizeof usage_id);
     }
     for (uint32_t first = 0; first < thread->round_usage_count; first += STORE_USAGE_BLOCK_RECORDS_MAX) {
-        uint32_t end = RW_MIN(thread->round_usage_count, first + (uint32_t)STORE_USAGE_BLOCK_RECORDS_MAX);
-        const store_usage_record_t *oldest = &thread->round_usages[first];
-        store_usage_block_writer_t block;
-        store_usage_block_begin(&block, thread->usage_block, STORE_USAGE_BLOCK_BYTES_MAX, oldest->id,
-                                oldest->created_ms);
-        for (uint32_t index = first; index < end; index++) {
-            int added = store_usage_block_add(&block, &thread->round_usages[index]);
-            RW_ASSERT(added == 0 && "STORE_USAGE_BLOCK_BYTES_MAX holds a full block");
-        }
-        uint8_t block_key[STORE_KEY_ID_BYTES];
-        store_key_id(block_key, 's', oldest->id);
-        rocksdb_writebatch_put(batch, (const char *)block_key, sizeof block_key, (const char *)block.out,
-                               block.length);
+        uint32_t count = RW_MIN(thread->round_usage_count - first, (uint32_t)STORE_USAGE_BLOCK_RECORDS_MAX);
+        store_batch_put_usage_block(batch, &thread->round_usages[first], count, thread->usage_block);
     }
     for (uint32_t first = 0; first < thread->round_usage_count; first += STORE_USAGE_BLOCK_RECORDS_MAX) {
-        uint32_t end = RW_MIN(thread->round_usage_count, first + (uint32_t)STORE_USAGE_BLOCK_RECORDS_MAX);
-        uint64_t users[STORE_USAGE_BLOCK_RECORDS_MAX];
-        uint16_t counts[STORE_USAGE_BLOCK_RECORDS_MAX];
-        uint32_t user_count = 0;
-        for (uint32_t index = first; index < end; index++) {
-            uint64_t user_id = thread->round_usages[index].user_id;
-            uint32_t slot = 0;
-            while (slot < user_count && users[slot] != user_id) slot++;
-            if (slot == user_count) {
-                users[user_count] = user_id;
-                counts[user_count++] = 0;
-            }
-            counts[slot]++;
-        }
-        for (uint32_t slot = 0; slot < user_count; slot++) {
-            uint8_t user_key[STORE_KEY_USAGE_BYTES];
-            store_key_usage(user_key, users[slot], thread->round_usages[first].id);
-            uint8_t count[2] = {(uint8_t)counts[slot], (uint8_t)(counts[slot] >> 8)};
-            rocksdb_writebatch_put(batch, (const char *)user_key, sizeof user_key, (const char *)count, sizeof count);
-        }
+        uint32_t count = RW_MIN(thread->round_usage_count - first, (uint32_t)STORE_USAGE_BLOCK_RECORDS_MAX);
+        store_batch_put_usage_index(batch, &thread->round_usages[first], count);
     }
 }
 
