@@ -320,23 +320,32 @@ def test_accuracy_one_client_many_connections_both_threads(ringway_bin, workdir,
         windows = 6
         start = (int(time.time() * 1000) // WINDOW_MS + 1) * WINDOW_MS
         end = start + windows * WINDOW_MS
-        admitted = {}
+        # A request is admitted between the moment it is sent and the moment its answer is read (the
+        # relay reads the same wall clock at admission). When both fall in one window, that is its
+        # window; when they straddle a boundary (a late answer, or a thread that waited for Python's
+        # lock), it could be either, and it counts as "unsure" for both.
+        sure = {}
+        unsure = {}
         lock = threading.Lock()
 
         def sender():
             with RawConnection(port) as connection:
                 while time.time() * 1000 < end:
+                    sent_ms = time.time() * 1000
                     connection.send(request)
                     response = connection.read_response(timeout_s=10)
                     done_ms = time.time() * 1000
                     if response.status not in (200, 429):
                         raise AssertionError(response.status)
-                    # A window's budget is gone within its first moments, so a request is answered
-                    # in the window that admitted it: count it there.
-                    if response.status == 200 and start <= done_ms < end:
-                        with lock:
-                            window = int(done_ms // WINDOW_MS)
-                            admitted[window] = admitted.get(window, 0) + 1
+                    if response.status != 200:
+                        continue
+                    first, last = int(sent_ms // WINDOW_MS), int(done_ms // WINDOW_MS)
+                    with lock:
+                        if first == last:
+                            sure[first] = sure.get(first, 0) + 1
+                        else:
+                            for window in range(first, last + 1):
+                                unsure[window] = unsure.get(window, 0) + 1
 
         time.sleep(max(0, start / 1000 - time.time() - 0.3))
         threads = [threading.Thread(target=sender) for _ in range(40)]
@@ -344,10 +353,12 @@ def test_accuracy_one_client_many_connections_both_threads(ringway_bin, workdir,
             thread.start()
         for thread in threads:
             thread.join(60)
-        counts = [admitted.get(start // WINDOW_MS + index, 0) for index in range(windows)]
-        print("admitted per window:", counts, "limit", ACCURACY_LIMIT)
+        first_window = start // WINDOW_MS
+        counts = [sure.get(first_window + index, 0) for index in range(windows)]
+        possible = [counts[index] + unsure.get(first_window + index, 0) for index in range(windows)]
+        print("admitted per window:", counts, "possibly:", possible, "limit", ACCURACY_LIMIT)
         assert max(counts) <= ACCURACY_LIMIT, counts
-        assert min(counts) >= ACCURACY_LIMIT * 0.98, counts
+        assert min(possible) >= ACCURACY_LIMIT * 0.98, possible
     finally:
         process.stop()
 
