@@ -36,6 +36,7 @@ const relay_sources = [_][]const u8{
     "src/relay/dispatch.c",
     "src/relay/admit.c",
     "src/relay/limits.c",
+    "src/relay/route.c",
     "src/relay/plan.c",
     "src/relay/stream.c",
     "src/relay/settle.c",
@@ -45,6 +46,7 @@ const account_sources = [_][]const u8{"src/account/account.c"};
 const auth_sources = [_][]const u8{ "src/auth/auth.c", "src/auth/jwt.c", "src/auth/password.c" };
 const ledger_sources = [_][]const u8{"src/ledger/ledger.c"};
 const limit_sources = [_][]const u8{"src/limit/limit.c"};
+const breaker_sources = [_][]const u8{"src/breaker/breaker.c"};
 const address_sources = [_][]const u8{"src/address/address.c"};
 const guard_sources = [_][]const u8{"src/guard/guard.c"};
 const store_sources = [_][]const u8{ "src/store/store.c", "src/store/codec.c", "src/store/thread.c" };
@@ -69,7 +71,7 @@ const base_sources = util_sources ++ text_sources ++ address_sources;
 /// The relay and everything it runs: every module but the mock.
 const core_sources = base_sources ++ json_sources ++ http_sources ++ sse_sources ++ tls_sources ++ config_sources ++
     loop_sources ++ router_sources ++ upstream_sources ++ server_sources ++ relay_sources ++ channel_sources ++
-    account_sources ++ auth_sources ++ ledger_sources ++ limit_sources ++ guard_sources ++ store_sources ++ admin_sources ++ portal_sources ++
+    account_sources ++ auth_sources ++ ledger_sources ++ limit_sources ++ breaker_sources ++ guard_sources ++ store_sources ++ admin_sources ++ portal_sources ++
     control_sources;
 const core_libraries = [_][]const u8{ "uring", "wolfssl", "rocksdb", "argon2", "pthread" };
 /// The mock upstream: an HTTP(S) server on the same loop, nothing of the
@@ -98,6 +100,7 @@ const unit_tests = [_][]const u8{
     "auth",
     "ledger",
     "limit",
+    "breaker",
     "store",
     "admin",
     "loop",

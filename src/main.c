@@ -210,8 +210,10 @@ int main(int argc, char **argv) {
         return 1;
     }
     static relay_shared_t shared;
+    static relay_health_t health;
     shared.config = config;
     shared.router = &router;
+    shared.health = &health;
     shared.tables = &tables;
     shared.jwt_secret = jwt_secret;
     shared.jwt_secret_length = jwt_secret_length;

@@ -3,7 +3,7 @@
  * functions are in config.h.
  *
  * Everything is fixed-size so a configuration is one flat value: the caller
- * allocates one config_t (about 555 KiB) at start, e.g.
+ * allocates one config_t (about 1.5 MiB) at start, e.g.
  * `config_t *config = calloc(1, sizeof *config)`, and nothing inside points
  * anywhere else. A later reload parses into a second config_t and swaps. */
 #ifndef RINGWAY_CONFIG_T_H
@@ -19,6 +19,8 @@
 #define CONFIG_MODELS_MAX 256
 #define CONFIG_TIERS_MAX 32
 #define CONFIG_TRUSTED_PROXIES_MAX 32
+#define CONFIG_ROUTES_MAX 8        /* routes of one [model NAME] */
+#define CONFIG_UPSTREAM_KEYS_MAX 8 /* API keys of one [upstream NAME] */
 
 /* Capacities include the terminating NUL: a name[64] holds 63 bytes. */
 #define CONFIG_SOURCE_PATH_BYTES 4096
@@ -80,7 +82,9 @@ typedef struct config_upstream {
     char host[CONFIG_HOST_BYTES];
     uint16_t port;                          /* 443 / 80 unless the URL names one */
     char base_path[CONFIG_BASE_PATH_BYTES]; /* "" or "/v1": no trailing '/' */
-    char api_key[CONFIG_API_KEY_BYTES];     /* sent as "Authorization: Bearer <api_key>" */
+    /* Sent as "Authorization: Bearer <key>", used in turn (route.c). */
+    char api_keys[CONFIG_UPSTREAM_KEYS_MAX][CONFIG_API_KEY_BYTES];
+    uint32_t api_key_count;
     bool has_api_key;                       /* false: no Authorization header upstream */
     char ca_file[CONFIG_PATH_BYTES];        /* "" = the system CA store */
     bool verify;                            /* false only for testing: no certificate check */
@@ -90,14 +94,28 @@ typedef struct config_upstream {
     uint32_t idle_ms;
 } config_upstream_t;
 
+/* One route of a model: an upstream and that upstream's name for the model.
+ * A request goes to the highest priority that has a healthy route, and by
+ * weight among the routes of that priority. */
+typedef struct config_route {
+    char upstream_name[CONFIG_UPSTREAM_NAME_BYTES];
+    uint32_t upstream_index; /* into config_t.upstreams, resolved at the end of the parse */
+    char upstream_model[CONFIG_UPSTREAM_MODEL_BYTES];
+    uint32_t priority;       /* larger first; 0 unless given */
+    uint32_t weight;         /* 1..CONFIG_ROUTE_WEIGHT_MAX; 1 unless given */
+} config_route_t;
+
+#define CONFIG_ROUTE_WEIGHT_MAX 1000
+#define CONFIG_ROUTE_PRIORITY_MAX 1000
+
 /* One [model NAME] section: the public name clients send, where it goes and
  * what it costs. Prices are integer micro-units of the reseller's currency
  * (1 unit = 1,000,000 micros; see ledger.h), each at most
  * LEDGER_MONEY_MICROS_MAX. */
 typedef struct config_model {
     char name[CONFIG_MODEL_NAME_BYTES];
-    uint32_t upstream_index; /* into config_t.upstreams */
-    char upstream_model[CONFIG_UPSTREAM_MODEL_BYTES];
+    config_route_t routes[CONFIG_ROUTES_MAX]; /* in the file's order; at least one */
+    uint32_t route_count;
     char owned_by[CONFIG_OWNED_BY_BYTES];
     int64_t input_price_micros;        /* per 1,000,000 prompt tokens not served from cache */
     int64_t cached_input_price_micros; /* per 1,000,000 cached prompt tokens; defaults to input */
@@ -170,6 +188,16 @@ typedef struct config {
      * 0 = never. */
     uint32_t sse_keepalive_ms;
 
+    /* [routing]: failover and circuit breakers (route.c, src/breaker). */
+    uint32_t attempts_max;            /* routes one request may try, the first included */
+    uint32_t failover_ms;             /* no new attempt starts this long after the first */
+    uint32_t breaker_failures;        /* consecutive failures that open a breaker (at least 2) */
+    uint32_t breaker_error_percent;   /* failures in a window that open it; 0 = off */
+    uint32_t breaker_window_ms;
+    uint32_t breaker_window_requests_min; /* the percentage counts from this many outcomes */
+    uint32_t breaker_open_ms;         /* open this long, then one probe (half-open) */
+    uint32_t key_refused_retry_ms;    /* a key refused with 401/403 is tried again after this; 0 = never */
+
     /* [billing] */
     config_billing_mode_t billing_mode; /* off: keys checked, no holds, records or wallet */
     uint32_t sync_interval_ms;  /* the store's group-commit (fsync) period */
@@ -229,14 +257,16 @@ typedef enum config_section_kind {
     CONFIG_SECTION_AUTH,
     CONFIG_SECTION_RATE_LIMITS,
     CONFIG_SECTION_ACCOUNTS,
+    CONFIG_SECTION_ROUTING,
     CONFIG_SECTION_UPSTREAM,
     CONFIG_SECTION_MODEL,
     CONFIG_SECTION_TIER,
 } config_section_kind_t;
 
-/* Sections the parser tracks lines for: the eight singletons, then one slot
+/* Sections the parser tracks lines for: the nine singletons, then one slot
  * per upstream, one per model, one per tier. */
-#define CONFIG_SECTION_SLOTS (8 + CONFIG_UPSTREAMS_MAX + CONFIG_MODELS_MAX + CONFIG_TIERS_MAX)
+#define CONFIG_SECTION_SINGLETONS 9
+#define CONFIG_SECTION_SLOTS (CONFIG_SECTION_SINGLETONS + CONFIG_UPSTREAMS_MAX + CONFIG_MODELS_MAX + CONFIG_TIERS_MAX)
 
 /* An incremental parser: bytes in (any split), a filled config_t out. It
  * allocates nothing; it is about 40 KiB, so config_parse and config_load keep
@@ -259,8 +289,8 @@ typedef struct config_parser {
     uint32_t section_lines[CONFIG_SECTION_SLOTS];
     uint32_t key_lines[CONFIG_SECTION_SLOTS][CONFIG_SECTION_KEYS_MAX];
 
-    /* The upstream each model names, resolved to an index at the end. */
-    char model_upstream_names[CONFIG_MODELS_MAX][CONFIG_UPSTREAM_NAME_BYTES];
+    /* The line of each model's routes, for errors found at the end. */
+    uint32_t route_lines[CONFIG_MODELS_MAX][CONFIG_ROUTES_MAX];
     /* [rate_limits]' tier names, resolved to indexes at the end. */
     char key_tier_name[CONFIG_TIER_NAME_BYTES];
     char account_tier_name[CONFIG_TIER_NAME_BYTES];

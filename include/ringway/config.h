@@ -6,12 +6,16 @@
  *   - "# ..." is a comment when '#' starts the line (after optional
  *     whitespace) or follows whitespace; elsewhere '#' is data ("a#b").
  *   - "[server]", "[limits]", "[timeouts]", "[relay]", "[billing]", "[auth]",
- *     "[rate_limits]", "[accounts]": at most once each. "[upstream NAME]" (up to 64) and "[model NAME]" (up to 256): NAME unique
+ *     "[rate_limits]", "[accounts]", "[routing]": at most once each.
+ *     "[upstream NAME]" (up to 64) and "[model NAME]" (up to 256): NAME unique
  *     per kind. Upstream names: 1..63 of A-Z a-z 0-9 _ . -. Model names:
  *     1..127 printable ASCII bytes without space, '"' or '\' (so they go into
  *     JSON unescaped).
  *   - "key = value". Keys are lowercase; an unknown key, a key set twice in
- *     one section, a missing value or a bad one is an error.
+ *     one section, a missing value or a bad one is an error. The exception:
+ *     `route` may repeat in a [model NAME] (up to CONFIG_ROUTES_MAX), as
+ *     "UPSTREAM [UPSTREAM_MODEL] [priority=N] [weight=N]", words separated
+ *     by blanks; it excludes the one-route form `upstream`/`upstream_model`.
  *   - Strings run to the end of the line (or the comment) and are trimmed;
  *     "double quotes" keep surrounding spaces and '#'. There are no escapes:
  *     a quoted value cannot contain '"'.
@@ -31,6 +35,8 @@
  *     spaces; each has an _env form naming an environment variable read at
  *     load time (unset or empty is an error); a section may use one form
  *     only. admin_token needs at least 16 bytes, jwt_secret at least 32.
+ *     api_key and api_key_env take up to CONFIG_UPSTREAM_KEYS_MAX keys (or
+ *     variable names) separated by commas and/or spaces.
  *   - Relative paths (data_dir, ca_file) are relative to the working
  *     directory of the process, not to the configuration file.
  *

@@ -110,20 +110,24 @@ typedef struct store_usage_record {
     int64_t created_ms;                            /* set by the store thread (wall clock, never decreasing) */
     bool estimated;                                /* the upstream reported no usage */
     bool capped;                                   /* the cost was capped at the hold */
+    uint32_t attempts;                             /* routes tried, the one that answered included
+                                                    * (0: none could take the request) */
 } store_usage_record_t;
 
 /* Usage blocks. A block holds up to STORE_USAGE_BLOCK_RECORDS_MAX records,
  * ids ascending from the block's first id (its key's), as: tag 'B', version
- * 1, the base created_ms (i64 little-endian), then per record varints
+ * 2, the base created_ms (i64 little-endian), then per record varints
  * (unsigned LEB128; the cost zigzag) of the id's and created_ms's offsets
  * from the block's, user_id, key_id, the four token counts, cost_micros,
  * latency_ms, a flags byte (estimated, capped) and the four strings
- * (request_id, model, upstream, status) as a u8 length and the bytes. Each
- * record decodes on its own from its offset. */
+ * (request_id, model, upstream, status) as a u8 length and the bytes, then
+ * (version 2) the attempts varint. Version 1 blocks, written before there
+ * were routes, read as one attempt per record. Each record decodes on its
+ * own from its offset. */
 enum {
     STORE_USAGE_BLOCK_HEADER_BYTES = 10,
     STORE_USAGE_BLOCK_RECORDS_MAX = 64,
-    STORE_USAGE_RECORD_BYTES_MAX = 10 * 10 + 1 + 4 + STORE_REQUEST_ID_BYTES + STORE_MODEL_BYTES +
+    STORE_USAGE_RECORD_BYTES_MAX = 11 * 10 + 1 + 4 + STORE_REQUEST_ID_BYTES + STORE_MODEL_BYTES +
                                    STORE_UPSTREAM_BYTES + STORE_USAGE_STATUS_BYTES,
     STORE_USAGE_BLOCK_BYTES_MAX = STORE_USAGE_BLOCK_HEADER_BYTES +
                                   STORE_USAGE_BLOCK_RECORDS_MAX * STORE_USAGE_RECORD_BYTES_MAX,
@@ -144,6 +148,7 @@ typedef struct store_usage_block_reader {
     size_t position;                               /* of the next record */
     uint64_t first_id;
     int64_t base_created_ms;
+    uint8_t version;                               /* 1 or 2 */
     uint32_t index;                                /* records read so far */
 } store_usage_block_reader_t;
 

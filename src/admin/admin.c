@@ -862,7 +862,7 @@ static void admin_keys_status(admin_request_t *request, account_key_status_t sta
 
 static const char admin_csv_header[] =
     "id,created_ms,created,request_id,user_id,key_id,model,upstream,prompt_tokens,completion_tokens,"
-    "cached_tokens,reasoning_tokens,cost_micros,cost,status,latency_ms,estimated,capped\r\n";
+    "cached_tokens,reasoning_tokens,cost_micros,cost,status,latency_ms,estimated,capped,attempts\r\n";
 
 typedef struct admin_usage_page {
     admin_exchange_t *state;
@@ -886,8 +886,9 @@ static void admin_usage_csv(text_buffer_t *out, const store_usage_record_t *reco
     text_buffer_money(out, record->cost_micros);
     text_buffer_text(out, ",");
     admin_csv_field(out, record->status, strlen(record->status));
-    text_buffer_format(out, ",%llu,%s,%s\r\n", (unsigned long long)record->latency_ms,
-                        record->estimated ? "true" : "false", record->capped ? "true" : "false");
+    text_buffer_format(out, ",%llu,%s,%s,%u\r\n", (unsigned long long)record->latency_ms,
+                        record->estimated ? "true" : "false", record->capped ? "true" : "false",
+                        (unsigned)record->attempts);
 }
 
 static int admin_usage_visit(void *context, const store_usage_record_t *record, const char *json,

@@ -33,10 +33,12 @@ enum {
     CONFIG_SLOT_AUTH = 5,
     CONFIG_SLOT_RATE_LIMITS = 6,
     CONFIG_SLOT_ACCOUNTS = 7,
-    CONFIG_SLOT_UPSTREAM_FIRST = 8,
-    CONFIG_SLOT_MODEL_FIRST = 8 + CONFIG_UPSTREAMS_MAX,
-    CONFIG_SLOT_TIER_FIRST = 8 + CONFIG_UPSTREAMS_MAX + CONFIG_MODELS_MAX,
+    CONFIG_SLOT_ROUTING = 8,
+    CONFIG_SLOT_UPSTREAM_FIRST = CONFIG_SECTION_SINGLETONS,
+    CONFIG_SLOT_MODEL_FIRST = CONFIG_SECTION_SINGLETONS + CONFIG_UPSTREAMS_MAX,
+    CONFIG_SLOT_TIER_FIRST = CONFIG_SECTION_SINGLETONS + CONFIG_UPSTREAMS_MAX + CONFIG_MODELS_MAX,
 };
+_Static_assert(CONFIG_SLOT_ROUTING + 1 == CONFIG_SECTION_SINGLETONS, "a slot per singleton section");
 
 /* How many bytes of an offending value an error message repeats. */
 #define CONFIG_ECHO_BYTES_MAX 100
@@ -57,6 +59,10 @@ typedef enum config_value_kind {
     CONFIG_VALUE_BASE_URL,      /* upstream only: fills tls, host, port, base_path */
     CONFIG_VALUE_SECRET,        /* a literal secret (api_key, admin_token, jwt_secret) */
     CONFIG_VALUE_SECRET_ENV,    /* the same secret read from a named environment variable */
+    CONFIG_VALUE_SECRET_LIST,   /* up to items_max secrets separated by commas or blanks into
+                                 * char[items_max][size], their number at count_offset */
+    CONFIG_VALUE_SECRET_ENV_LIST, /* the same, each read from a named environment variable */
+    CONFIG_VALUE_ROUTE,         /* model only: UPSTREAM [UPSTREAM_MODEL] [priority=N] [weight=N] */
     CONFIG_VALUE_MONEY,         /* int64_t micros from an exact decimal (ledger_parse_money) */
     CONFIG_VALUE_UPSTREAM_NAME, /* model only: resolved to an index at finish */
     CONFIG_VALUE_TIER_NAME,     /* [rate_limits]: a [tier NAME], resolved to an index at finish */
@@ -71,7 +77,9 @@ typedef struct config_key {
     size_t offset;      /* of the field inside the section's struct */
     size_t size;        /* of that field (capacity for strings) */
     size_t port_offset; /* CONFIG_VALUE_ADDRESS: the uint16_t port field */
-    size_t count_offset; /* CONFIG_VALUE_CIDR_LIST: the uint32_t count field */
+    size_t count_offset; /* lists: the uint32_t count field */
+    uint32_t items_max;  /* secret lists: the array's length (size is one item's) */
+    bool repeatable;     /* may be given more than once in a section (route) */
     uint32_t minimum;   /* integers and bytes; secrets: the shortest length accepted */
     uint32_t maximum;
     /* Secrets: the bool set once the secret is known, and the index (in the
@@ -106,6 +114,13 @@ typedef struct config_section_spec {
     {.name = (key_name), .kind = (value_kind), .offset = offsetof(type, field),           \
      .size = CONFIG_FIELD_SIZE(type, field), .flag_offset = offsetof(type, flag_field),    \
      .pair_index = (other), .minimum = (length_min)}
+
+/* The list form: up to `items` secrets into field[items][...]. */
+#define CONFIG_KEY_SECRET_LIST(type, key_name, value_kind, field, count_field, flag_field, other, items) \
+    {.name = (key_name), .kind = (value_kind), .offset = offsetof(type, field),           \
+     .size = CONFIG_FIELD_SIZE(type, field[0]), .items_max = (items),                     \
+     .count_offset = offsetof(type, count_field), .flag_offset = offsetof(type, flag_field), \
+     .pair_index = (other), .minimum = 1}
 
 #define CONFIG_KEY_MONEY(type, key_name, field)                                          \
     {.name = (key_name), .kind = CONFIG_VALUE_MONEY, .offset = offsetof(type, field),     \
@@ -217,10 +232,10 @@ enum {
 };
 static const config_key_t config_upstream_keys[] = {
     CONFIG_KEY(config_upstream_t, base_url, CONFIG_VALUE_BASE_URL, 0, 0),
-    CONFIG_KEY_SECRET(config_upstream_t, "api_key", CONFIG_VALUE_SECRET, api_key, has_api_key,
-                      CONFIG_UPSTREAM_KEY_API_KEY_ENV, 1),
-    CONFIG_KEY_SECRET(config_upstream_t, "api_key_env", CONFIG_VALUE_SECRET_ENV, api_key,
-                      has_api_key, CONFIG_UPSTREAM_KEY_API_KEY, 1),
+    CONFIG_KEY_SECRET_LIST(config_upstream_t, "api_key", CONFIG_VALUE_SECRET_LIST, api_keys, api_key_count,
+                           has_api_key, CONFIG_UPSTREAM_KEY_API_KEY_ENV, CONFIG_UPSTREAM_KEYS_MAX),
+    CONFIG_KEY_SECRET_LIST(config_upstream_t, "api_key_env", CONFIG_VALUE_SECRET_ENV_LIST, api_keys, api_key_count,
+                           has_api_key, CONFIG_UPSTREAM_KEY_API_KEY, CONFIG_UPSTREAM_KEYS_MAX),
     CONFIG_KEY(config_upstream_t, ca_file, CONFIG_VALUE_PATH, 0, 0),
     CONFIG_KEY(config_upstream_t, verify, CONFIG_VALUE_BOOL, 0, 0),
     CONFIG_KEY(config_upstream_t, sni, CONFIG_VALUE_HOSTNAME, 0, 0),
@@ -229,15 +244,20 @@ static const config_key_t config_upstream_keys[] = {
     CONFIG_KEY(config_upstream_t, idle_ms, CONFIG_VALUE_INTEGER, 0, CONFIG_TIMEOUT_MS_MAX),
 };
 
+/* [model NAME]: `upstream` and `upstream_model` are the one-route form of
+ * `route`, which may repeat; they exclude each other. */
 static const config_key_t config_model_keys[] = {
-    {.name = "upstream", .kind = CONFIG_VALUE_UPSTREAM_NAME},
-    CONFIG_KEY(config_model_t, upstream_model, CONFIG_VALUE_TOKEN, 0, 0),
+    {.name = "upstream", .kind = CONFIG_VALUE_UPSTREAM_NAME, .offset = offsetof(config_model_t, routes[0].upstream_name),
+     .size = CONFIG_UPSTREAM_NAME_BYTES},
+    {.name = "upstream_model", .kind = CONFIG_VALUE_TOKEN, .offset = offsetof(config_model_t, routes[0].upstream_model),
+     .size = CONFIG_UPSTREAM_MODEL_BYTES},
     CONFIG_KEY(config_model_t, owned_by, CONFIG_VALUE_TOKEN, 0, 0),
     CONFIG_KEY_MONEY(config_model_t, "input_price", input_price_micros),
     CONFIG_KEY_MONEY(config_model_t, "cached_input_price", cached_input_price_micros),
     CONFIG_KEY_MONEY(config_model_t, "output_price", output_price_micros),
     CONFIG_KEY_MONEY(config_model_t, "request_price", request_price_micros),
     CONFIG_KEY(config_model_t, max_output_tokens, CONFIG_VALUE_INTEGER, 1, 10000000),
+    {.name = "route", .kind = CONFIG_VALUE_ROUTE, .repeatable = true},
 };
 enum {
     CONFIG_MODEL_KEY_UPSTREAM = 0,
@@ -245,6 +265,20 @@ enum {
     CONFIG_MODEL_KEY_OWNED_BY = 2,
     CONFIG_MODEL_KEY_INPUT_PRICE = 3,
     CONFIG_MODEL_KEY_CACHED_INPUT_PRICE = 4,
+    CONFIG_MODEL_KEY_ROUTE = 8,
+};
+
+/* [routing]: a breaker needs two failures at least, and its error rate two
+ * outcomes, so that one 429 never opens it. */
+static const config_key_t config_routing_keys[] = {
+    CONFIG_KEY(config_t, attempts_max, CONFIG_VALUE_INTEGER, 1, 16),
+    CONFIG_KEY(config_t, failover_ms, CONFIG_VALUE_INTEGER, 1, CONFIG_TIMEOUT_MS_MAX),
+    CONFIG_KEY(config_t, breaker_failures, CONFIG_VALUE_INTEGER, 2, 1000000),
+    CONFIG_KEY(config_t, breaker_error_percent, CONFIG_VALUE_INTEGER, 0, 100),
+    CONFIG_KEY(config_t, breaker_window_ms, CONFIG_VALUE_INTEGER, 100, CONFIG_TIMEOUT_MS_MAX),
+    CONFIG_KEY(config_t, breaker_window_requests_min, CONFIG_VALUE_INTEGER, 2, 1000000),
+    CONFIG_KEY(config_t, breaker_open_ms, CONFIG_VALUE_INTEGER, 1, CONFIG_TIMEOUT_MS_MAX),
+    CONFIG_KEY(config_t, key_refused_retry_ms, CONFIG_VALUE_INTEGER, 0, CONFIG_TIMEOUT_MS_MAX),
 };
 
 /* [rate_limits]: the tier names go to the parser, resolved at the end. */
@@ -297,6 +331,7 @@ static const config_section_spec_t config_sections[] = {
     [CONFIG_SECTION_AUTH] = CONFIG_SECTION("auth", false, config_auth_keys),
     [CONFIG_SECTION_RATE_LIMITS] = CONFIG_SECTION("rate_limits", false, config_rate_limits_keys),
     [CONFIG_SECTION_ACCOUNTS] = CONFIG_SECTION("accounts", false, config_accounts_keys),
+    [CONFIG_SECTION_ROUTING] = CONFIG_SECTION("routing", false, config_routing_keys),
     [CONFIG_SECTION_UPSTREAM] = CONFIG_SECTION("upstream", true, config_upstream_keys),
     [CONFIG_SECTION_MODEL] = CONFIG_SECTION("model", true, config_model_keys),
     [CONFIG_SECTION_TIER] = CONFIG_SECTION("tier", true, config_tier_keys),
@@ -310,6 +345,7 @@ _Static_assert(RW_ARRAY_LENGTH(config_auth_keys) <= CONFIG_SECTION_KEYS_MAX, "au
 _Static_assert(RW_ARRAY_LENGTH(config_accounts_keys) <= CONFIG_SECTION_KEYS_MAX, "accounts keys");
 _Static_assert(RW_ARRAY_LENGTH(config_upstream_keys) <= CONFIG_SECTION_KEYS_MAX, "upstream keys");
 _Static_assert(RW_ARRAY_LENGTH(config_model_keys) <= CONFIG_SECTION_KEYS_MAX, "model keys");
+_Static_assert(RW_ARRAY_LENGTH(config_routing_keys) <= CONFIG_SECTION_KEYS_MAX, "routing keys");
 _Static_assert(CONFIG_MODELS_MAX <= UINT16_MAX, "models_by_name holds uint16_t indexes");
 _Static_assert(CONFIG_UPSTREAM_NAME_BYTES <= CONFIG_OWNED_BY_BYTES, "owned_by defaults to the upstream name");
 _Static_assert(CONFIG_MODEL_NAME_BYTES <= CONFIG_UPSTREAM_MODEL_BYTES, "upstream_model defaults to the model name");
@@ -395,7 +431,8 @@ static void config_section_label(const config_parser_t *parser, uint32_t slot, c
                  config->upstreams[slot - CONFIG_SLOT_UPSTREAM_FIRST].name);
     } else {
         static const char *const singletons[] = {"[server]", "[limits]", "[timeouts]", "[relay]",
-                                                 "[billing]", "[auth]", "[rate_limits]", "[accounts]"};
+                                                 "[billing]", "[auth]", "[rate_limits]", "[accounts]",
+                                                 "[routing]"};
         RW_ASSERT(slot < RW_ARRAY_LENGTH(singletons));
         snprintf(label, label_size, "%s", singletons[slot]);
     }
@@ -669,6 +706,167 @@ static int config_parse_number(const char *text, size_t length, bool allow_suffi
 
 /* Stores `value` for `key` in the section struct at `target`. Reports bad
  * values at the current line and returns -1. */
+/* The next item of a list separated by commas and/or blanks: true with
+ * [start, start + length) of value, false at the end. */
+static bool config_next_item(const char *value, size_t value_length, size_t *position, size_t *start,
+                             size_t *length) {
+    size_t at = *position;
+    while (at < value_length && (value[at] == ',' || config_is_space(value[at]))) at++;
+    size_t first = at;
+    while (at < value_length && value[at] != ',' && !config_is_space(value[at])) at++;
+    *position = at;
+    *start = first;
+    *length = at - first;
+    return at > first;
+}
+
+/* One secret of a secret key: the literal, or (the _env kinds) the
+ * environment variable `value` names, checked and copied into
+ * destination[key->size]. Never echoes the secret. */
+static int config_apply_secret(config_parser_t *parser, const config_key_t *key, const char *label,
+                               const char *value, size_t value_length, char *destination) {
+    uint32_t line = parser->line_number;
+    int echo_length = (int)RW_MIN(value_length, (size_t)CONFIG_ECHO_BYTES_MAX);
+    const char *secret = value;
+    size_t secret_length = value_length;
+    char variable[128];
+    if (key->kind == CONFIG_VALUE_SECRET_ENV || key->kind == CONFIG_VALUE_SECRET_ENV_LIST) {
+        bool name_ok = value_length > 0 && value_length < sizeof variable && !config_is_digit(value[0]);
+        for (size_t i = 0; name_ok && i < value_length; i++) {
+            name_ok = config_is_alnum(value[i]) || value[i] == '_';
+        }
+        if (!name_ok) {
+            return config_fail(parser, line, "bad value '%.*s' for '%s': expected an environment variable name",
+                               echo_length, value, key->name);
+        }
+        config_copy(variable, sizeof variable, value, value_length);
+        secret = getenv(variable);
+        if (secret == NULL) {
+            return config_fail(parser, line, "environment variable '%s' (%s of %s) is not set", variable,
+                               key->name, label);
+        }
+        secret_length = strlen(secret);
+        if (secret_length >= key->size) {
+            return config_fail(parser, line, "environment variable '%s' (%s of %s) is too long (max %u bytes)",
+                               variable, key->name, label, (unsigned)(key->size - 1));
+        }
+        if (!config_secret_is_valid(secret, secret_length)) {
+            return config_fail(parser, line,
+                               "environment variable '%s' (%s of %s) must be non-empty visible "
+                               "ASCII without spaces",
+                               variable, key->name, label);
+        }
+        if (secret_length < key->minimum) {
+            return config_fail(parser, line, "environment variable '%s' (%s of %s) is too short (min %u bytes)",
+                               variable, key->name, label, (unsigned)key->minimum);
+        }
+    } else {
+        if (secret_length >= key->size) {
+            return config_fail(parser, line, "value for '%s' is too long (max %u bytes)", key->name,
+                               (unsigned)(key->size - 1));
+        }
+        if (!config_secret_is_valid(secret, secret_length)) {
+            return config_fail(parser, line, "value for '%s' must be visible ASCII without spaces", key->name);
+        }
+        if (secret_length < key->minimum) {
+            return config_fail(parser, line, "value for '%s' is too short (min %u bytes)", key->name,
+                               (unsigned)key->minimum);
+        }
+    }
+    config_copy(destination, key->size, secret, secret_length);
+    return 0;
+}
+
+/* `route = UPSTREAM [UPSTREAM_MODEL] [priority=N] [weight=N]`, the words
+ * separated by blanks, into the model's next route; the upstream's name is
+ * resolved at the end. */
+static int config_apply_route(config_parser_t *parser, config_model_t *model, const char *label, const char *value,
+                              size_t value_length) {
+    uint32_t line = parser->line_number;
+    uint32_t model_index = parser->section_slot - CONFIG_SLOT_MODEL_FIRST;
+    RW_ASSERT(model_index < CONFIG_MODELS_MAX);
+    const uint32_t *key_lines = parser->key_lines[parser->section_slot];
+    uint32_t shorthand_line = RW_MAX(key_lines[CONFIG_MODEL_KEY_UPSTREAM], key_lines[CONFIG_MODEL_KEY_UPSTREAM_MODEL]);
+    if (shorthand_line != 0) {
+        return config_fail(parser, line, "%s sets both route and upstream/upstream_model (line %u); use one", label,
+                           (unsigned)shorthand_line);
+    }
+    if (model->route_count == CONFIG_ROUTES_MAX) {
+        return config_fail(parser, line, "too many routes in %s (max %u)", label, (unsigned)CONFIG_ROUTES_MAX);
+    }
+    config_route_t *route = &model->routes[model->route_count];
+    memset(route, 0, sizeof *route);
+    route->weight = 1;
+    bool has_model = false, has_priority = false, has_weight = false;
+    uint32_t words = 0;
+    size_t position = 0;
+    while (position < value_length) {
+        while (position < value_length && config_is_space(value[position])) position++;
+        size_t start = position;
+        while (position < value_length && !config_is_space(value[position])) position++;
+        if (position == start) break;
+        const char *word = value + start;
+        size_t length = position - start;
+        int echo = (int)RW_MIN(length, (size_t)CONFIG_ECHO_BYTES_MAX);
+        words++;
+        if (words == 1) {
+            if (!config_upstream_name_is_valid(word, length)) {
+                return config_fail(parser, line,
+                                   "bad route '%.*s': expected an upstream name (1..63 of A-Z a-z 0-9 _ . -) first",
+                                   echo, word);
+            }
+            config_copy(route->upstream_name, sizeof route->upstream_name, word, length);
+            continue;
+        }
+        /* priority=N and weight=N are options; any other second word is
+         * the upstream's model name (which may hold '=' itself). */
+        bool is_priority = length >= 9 && memcmp(word, "priority=", 9) == 0;
+        bool is_weight = length >= 7 && memcmp(word, "weight=", 7) == 0;
+        if (!is_priority && !is_weight) {
+            if (has_model || has_priority || has_weight) {
+                return config_fail(parser, line,
+                                   "bad route word '%.*s': expected priority=N or weight=N (the upstream's model "
+                                   "name comes second)",
+                                   echo, word);
+            }
+            if (length >= sizeof route->upstream_model || !config_token_is_valid(word, length)) {
+                return config_fail(parser, line,
+                                   "bad upstream model '%.*s' in a route: use at most %u bytes of printable ASCII "
+                                   "without spaces, '\"' or '\\'",
+                                   echo, word, (unsigned)(sizeof route->upstream_model - 1));
+            }
+            config_copy(route->upstream_model, sizeof route->upstream_model, word, length);
+            has_model = true;
+            continue;
+        }
+        size_t name_length = is_priority ? 8 : 6;
+        const char *equals = word + name_length;
+        if ((is_priority && has_priority) || (is_weight && has_weight)) {
+            return config_fail(parser, line, "route sets %s twice", is_priority ? "priority" : "weight");
+        }
+        uint64_t number = 0;
+        uint32_t low = is_priority ? 0 : 1;
+        uint32_t high = is_priority ? CONFIG_ROUTE_PRIORITY_MAX : CONFIG_ROUTE_WEIGHT_MAX;
+        if (config_parse_number(equals + 1, length - name_length - 1, false, &number) == 0 || number < low ||
+            number > high) {
+            return config_fail(parser, line, "bad route word '%.*s': %s is an integer in %u..%u", echo, word,
+                               is_priority ? "priority" : "weight", (unsigned)low, (unsigned)high);
+        }
+        if (is_priority) {
+            route->priority = (uint32_t)number;
+            has_priority = true;
+        } else {
+            route->weight = (uint32_t)number;
+            has_weight = true;
+        }
+    }
+    RW_ASSERT(words > 0); /* an empty value was refused before */
+    if (!has_model) config_copy_truncated(route->upstream_model, sizeof route->upstream_model, model->name);
+    parser->route_lines[model_index][model->route_count] = line;
+    model->route_count++;
+    return 0;
+}
+
 static int config_apply_value(config_parser_t *parser, const config_key_t *key, char *target,
                               const char *value, size_t value_length) {
     uint32_t line = parser->line_number;
@@ -775,7 +973,9 @@ static int config_apply_value(config_parser_t *parser, const config_key_t *key, 
         return 0;
     }
     case CONFIG_VALUE_SECRET:
-    case CONFIG_VALUE_SECRET_ENV: {
+    case CONFIG_VALUE_SECRET_ENV:
+    case CONFIG_VALUE_SECRET_LIST:
+    case CONFIG_VALUE_SECRET_ENV_LIST: {
         /* The secret itself is never echoed in an error. */
         const config_section_spec_t *spec = &config_sections[parser->section_kind];
         RW_ASSERT(key->pair_index < spec->key_count);
@@ -783,63 +983,29 @@ static int config_apply_value(config_parser_t *parser, const config_key_t *key, 
         RW_ASSERT(other->pair_index == (uint32_t)(key - spec->keys));
         uint32_t other_line = parser->key_lines[parser->section_slot][key->pair_index];
         if (other_line != 0) {
-            const char *literal_name = key->kind == CONFIG_VALUE_SECRET ? key->name : other->name;
-            const char *env_name = key->kind == CONFIG_VALUE_SECRET ? other->name : key->name;
+            bool literal = key->kind == CONFIG_VALUE_SECRET || key->kind == CONFIG_VALUE_SECRET_LIST;
+            const char *literal_name = literal ? key->name : other->name;
+            const char *env_name = literal ? other->name : key->name;
             return config_fail(parser, line, "%s sets both %s and %s (line %u); use one", label,
                                literal_name, env_name, (unsigned)other_line);
         }
-        const char *secret = value;
-        size_t secret_length = value_length;
-        char variable[128];
-        if (key->kind == CONFIG_VALUE_SECRET_ENV) {
-            bool name_ok = value_length > 0 && value_length < sizeof variable &&
-                           !config_is_digit(value[0]);
-            for (size_t i = 0; name_ok && i < value_length; i++) {
-                name_ok = config_is_alnum(value[i]) || value[i] == '_';
-            }
-            if (!name_ok) {
-                return config_fail(parser, line,
-                                   "bad value '%.*s' for '%s': expected an environment variable name",
-                                   echo_length, value, key->name);
-            }
-            config_copy(variable, sizeof variable, value, value_length);
-            secret = getenv(variable);
-            if (secret == NULL) {
-                return config_fail(parser, line, "environment variable '%s' (%s of %s) is not set",
-                                   variable, key->name, label);
-            }
-            secret_length = strlen(secret);
-            if (secret_length >= key->size) {
-                return config_fail(parser, line,
-                                   "environment variable '%s' (%s of %s) is too long (max %u bytes)",
-                                   variable, key->name, label, (unsigned)(key->size - 1));
-            }
-            if (!config_secret_is_valid(secret, secret_length)) {
-                return config_fail(parser, line,
-                                   "environment variable '%s' (%s of %s) must be non-empty visible "
-                                   "ASCII without spaces",
-                                   variable, key->name, label);
-            }
-            if (secret_length < key->minimum) {
-                return config_fail(parser, line,
-                                   "environment variable '%s' (%s of %s) is too short (min %u bytes)",
-                                   variable, key->name, label, (unsigned)key->minimum);
-            }
+        if (key->kind == CONFIG_VALUE_SECRET || key->kind == CONFIG_VALUE_SECRET_ENV) {
+            if (config_apply_secret(parser, key, label, value, value_length, target + key->offset) != 0) return -1;
         } else {
-            if (secret_length >= key->size) {
-                return config_fail(parser, line, "value for '%s' is too long (max %u bytes)",
-                                   key->name, (unsigned)(key->size - 1));
+            uint32_t count = 0;
+            size_t position = 0, start = 0, item_length = 0;
+            while (config_next_item(value, value_length, &position, &start, &item_length)) {
+                if (count == key->items_max) {
+                    return config_fail(parser, line, "too many values for '%s' (max %u)", key->name,
+                                       (unsigned)key->items_max);
+                }
+                char *item = target + key->offset + (size_t)count * key->size;
+                if (config_apply_secret(parser, key, label, value + start, item_length, item) != 0) return -1;
+                count++;
             }
-            if (!config_secret_is_valid(secret, secret_length)) {
-                return config_fail(parser, line, "value for '%s' must be visible ASCII without spaces",
-                                   key->name);
-            }
-            if (secret_length < key->minimum) {
-                return config_fail(parser, line, "value for '%s' is too short (min %u bytes)",
-                                   key->name, (unsigned)key->minimum);
-            }
+            RW_ASSERT(count > 0);
+            memcpy(target + key->count_offset, &count, sizeof count);
         }
-        config_copy(target + key->offset, key->size, secret, secret_length);
         bool known = true;
         memcpy(target + key->flag_offset, &known, sizeof known);
         return 0;
@@ -871,39 +1037,31 @@ static int config_apply_value(config_parser_t *parser, const config_key_t *key, 
         return -1;
     }
     case CONFIG_VALUE_UPSTREAM_NAME: {
-        RW_ASSERT(parser->section_slot >= CONFIG_SLOT_MODEL_FIRST);
+        RW_ASSERT(parser->section_slot >= CONFIG_SLOT_MODEL_FIRST && key->size == CONFIG_UPSTREAM_NAME_BYTES);
         if (!config_upstream_name_is_valid(value, value_length)) {
             return config_fail(parser, line,
                                "bad value '%.*s' for '%s': expected an upstream name "
                                "(1..63 of A-Z a-z 0-9 _ . -)",
                                echo_length, value, key->name);
         }
-        uint32_t model_index = parser->section_slot - CONFIG_SLOT_MODEL_FIRST;
-        config_copy(parser->model_upstream_names[model_index], CONFIG_UPSTREAM_NAME_BYTES, value,
-                    value_length);
+        config_copy(target + key->offset, key->size, value, value_length);
         return 0;
     }
+    case CONFIG_VALUE_ROUTE:
+        return config_apply_route(parser, (config_model_t *)(void *)target, label, value, value_length);
     case CONFIG_VALUE_CIDR_LIST: {
         /* Items separated by commas and/or blanks; at most the array's length. */
         RW_ASSERT(key->size % sizeof(address_cidr_t) == 0);
         uint32_t capacity = (uint32_t)(key->size / sizeof(address_cidr_t));
         address_cidr_t *list = (address_cidr_t *)(void *)(target + key->offset);
         uint32_t count = 0;
-        size_t position = 0;
-        while (position < value_length) {
-            while (position < value_length && (value[position] == ',' || config_is_space(value[position]))) {
-                position++;
-            }
-            size_t start = position;
-            while (position < value_length && value[position] != ',' && !config_is_space(value[position])) {
-                position++;
-            }
-            if (position == start) break;
-            int item_echo = (int)RW_MIN(position - start, (size_t)CONFIG_ECHO_BYTES_MAX);
+        size_t position = 0, start = 0, item_length = 0;
+        while (config_next_item(value, value_length, &position, &start, &item_length)) {
+            int item_echo = (int)RW_MIN(item_length, (size_t)CONFIG_ECHO_BYTES_MAX);
             if (count == capacity) {
                 return config_fail(parser, line, "too many ranges for '%s' (max %u)", key->name, (unsigned)capacity);
             }
-            if (!address_cidr_parse(value + start, position - start, &list[count])) {
+            if (!address_cidr_parse(value + start, item_length, &list[count])) {
                 return config_fail(parser, line,
                                    "bad range '%.*s' for '%s': expected an IPv4 or IPv6 address, optionally "
                                    "with /PREFIX, such as 10.0.0.0/8 or ::1",
@@ -1146,9 +1304,17 @@ static int config_set_key(config_parser_t *parser, const char *text, size_t leng
     }
     const config_key_t *key = &spec->keys[key_index];
     uint32_t *key_line = &parser->key_lines[parser->section_slot][key_index];
-    if (*key_line != 0) {
+    if (*key_line != 0 && !key->repeatable) {
         return config_fail(parser, line, "duplicate key '%s' in %s (first on line %u)", key->name,
                            label, (unsigned)*key_line);
+    }
+    if (parser->section_kind == CONFIG_SECTION_MODEL &&
+        (key_index == CONFIG_MODEL_KEY_UPSTREAM || key_index == CONFIG_MODEL_KEY_UPSTREAM_MODEL)) {
+        uint32_t route_line = parser->key_lines[parser->section_slot][CONFIG_MODEL_KEY_ROUTE];
+        if (route_line != 0) {
+            return config_fail(parser, line, "%s sets both route and upstream/upstream_model (line %u); use one",
+                               label, (unsigned)route_line);
+        }
     }
 
     while (position < length && config_is_space(text[position])) {
@@ -1195,7 +1361,7 @@ static int config_set_key(config_parser_t *parser, const char *text, size_t leng
             return config_fail(parser, line, "control character in the value for '%s'", key->name);
         }
     }
-    *key_line = line;
+    if (*key_line == 0) *key_line = line; /* a repeated key keeps its first line */
 
     char *target;
     if (parser->section_kind == CONFIG_SECTION_UPSTREAM) {
@@ -1323,25 +1489,45 @@ static int config_validate(config_parser_t *parser) {
         const uint32_t *key_lines = parser->key_lines[slot];
         config_model_t *model = &config->models[i];
         config_section_label(parser, slot, label, sizeof label);
-        if (key_lines[CONFIG_MODEL_KEY_UPSTREAM] == 0) {
-            return config_fail(parser, parser->section_lines[slot],
-                               "missing required key 'upstream' in %s", label);
+        if (key_lines[CONFIG_MODEL_KEY_UPSTREAM] != 0) {
+            RW_ASSERT(model->route_count == 0);
+            config_route_t *only = &model->routes[0];
+            if (key_lines[CONFIG_MODEL_KEY_UPSTREAM_MODEL] == 0) {
+                config_copy_truncated(only->upstream_model, sizeof only->upstream_model, model->name);
+            }
+            only->priority = 0;
+            only->weight = 1;
+            model->route_count = 1;
+            parser->route_lines[i][0] = key_lines[CONFIG_MODEL_KEY_UPSTREAM];
+        } else if (key_lines[CONFIG_MODEL_KEY_UPSTREAM_MODEL] != 0) {
+            return config_fail(parser, key_lines[CONFIG_MODEL_KEY_UPSTREAM_MODEL],
+                               "upstream_model in %s needs upstream (or use route)", label);
         }
-        const char *upstream_name = parser->model_upstream_names[i];
-        uint32_t found = config->upstream_count;
-        for (uint32_t u = 0; u < config->upstream_count; u++) {
-            if (strcmp(config->upstreams[u].name, upstream_name) == 0) {
-                found = u;
+        if (model->route_count == 0) {
+            return config_fail(parser, parser->section_lines[slot],
+                               "missing required key 'upstream' (or 'route') in %s", label);
+        }
+        for (uint32_t r = 0; r < model->route_count; r++) {
+            config_route_t *route = &model->routes[r];
+            uint32_t route_line = parser->route_lines[i][r];
+            uint32_t found = config->upstream_count;
+            for (uint32_t u = 0; u < config->upstream_count; u++) {
+                if (strcmp(config->upstreams[u].name, route->upstream_name) == 0) found = u;
+            }
+            if (found == config->upstream_count) {
+                return config_fail(parser, route_line, "unknown upstream '%s' in %s", route->upstream_name, label);
+            }
+            route->upstream_index = found;
+            for (uint32_t earlier = 0; earlier < r; earlier++) {
+                const config_route_t *other = &model->routes[earlier];
+                if (other->upstream_index == found && strcmp(other->upstream_model, route->upstream_model) == 0) {
+                    return config_fail(parser, route_line, "%s repeats the route to '%s' model '%s' (line %u)", label,
+                                       route->upstream_name, route->upstream_model,
+                                       (unsigned)parser->route_lines[i][earlier]);
+                }
             }
         }
-        if (found == config->upstream_count) {
-            return config_fail(parser, key_lines[CONFIG_MODEL_KEY_UPSTREAM],
-                               "unknown upstream '%s' in %s", upstream_name, label);
-        }
-        model->upstream_index = found;
-        if (key_lines[CONFIG_MODEL_KEY_UPSTREAM_MODEL] == 0) {
-            config_copy_truncated(model->upstream_model, sizeof model->upstream_model, model->name);
-        }
+        const char *upstream_name = model->routes[0].upstream_name;
         if (key_lines[CONFIG_MODEL_KEY_OWNED_BY] == 0) {
             config_copy_truncated(model->owned_by, sizeof model->owned_by, upstream_name);
         }
@@ -1457,6 +1643,15 @@ void config_set_defaults(config_t *config) {
 
     config->client_disconnect = CONFIG_DISCONNECT_DRAIN;
 
+    config->attempts_max = 3;
+    config->failover_ms = 30000;
+    config->breaker_failures = 5;
+    config->breaker_error_percent = 50;
+    config->breaker_window_ms = 10000;
+    config->breaker_window_requests_min = 20;
+    config->breaker_open_ms = 5000;
+    config->key_refused_retry_ms = 60000;
+
     config->billing_mode = CONFIG_BILLING_ON;
     config->sync_interval_ms = 10;
     config->hold_record_after_ms = 2000;
@@ -1504,6 +1699,7 @@ static void config_check_key_tables(void) {
     RW_ASSERT(strcmp(config_model_keys[CONFIG_MODEL_KEY_UPSTREAM].name, "upstream") == 0);
     RW_ASSERT(strcmp(config_model_keys[CONFIG_MODEL_KEY_UPSTREAM_MODEL].name, "upstream_model") == 0);
     RW_ASSERT(strcmp(config_model_keys[CONFIG_MODEL_KEY_OWNED_BY].name, "owned_by") == 0);
+    RW_ASSERT(strcmp(config_model_keys[CONFIG_MODEL_KEY_ROUTE].name, "route") == 0);
     RW_ASSERT(strcmp(config_model_keys[CONFIG_MODEL_KEY_INPUT_PRICE].name, "input_price") == 0);
     RW_ASSERT(strcmp(config_model_keys[CONFIG_MODEL_KEY_CACHED_INPUT_PRICE].name,
                      "cached_input_price") == 0);

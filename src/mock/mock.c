@@ -1,8 +1,9 @@
 /* ringway-mock: an OpenAI-compatible upstream for tests and benchmarks, on
  * the same loop and server code as the relay. Behaviour is shaped per
  * request by directives "k=v;k=v" from the x-mock header, a top-level "mock"
- * string in the body, or a ":k=v:k=v" suffix of the model name (see
- * tests/integration and the README for the list). Responses are formatted
+ * string in the body, a ":k=v:k=v" suffix of the model name, or the same
+ * suffix of the bearer key (stripped before the key is checked: a fault
+ * per upstream key); see tests/integration and the README for the list. Responses are formatted
  * into per-exchange scratch memory; long content is sent from one static
  * run of 'x' bytes, so the mock stays cheap next to the relay it feeds. */
 #include "ringway/mock.h"
@@ -55,7 +56,12 @@ typedef struct mock_directives {
     bool cr;
     bool comments;
     bool echo;
+    bool echo_key; /* a completion's content is the bearer key it came with */
     bool interim;
+    /* `status` applies to this share of requests only (0 = all), */
+    uint32_t fail_percent;
+    /* ... and only while this file exists ("" = always). */
+    char fail_file[128];
 } mock_directives_t;
 
 typedef enum mock_phase {
@@ -82,6 +88,7 @@ typedef struct mock_stream {
     int64_t prompt_tokens;
     uint64_t serial;
     char model[MOCK_MODEL_BYTES];
+    char key[MOCK_MODEL_BYTES]; /* the bearer key, without a directive suffix */
     /* An event being sent in split pieces: [split_offset, split_length) of scratch. */
     size_t split_offset;
     size_t split_length;
@@ -143,6 +150,14 @@ static void mock_parse_directives(mock_directives_t *directives, const char *tex
             else if (mock_key_is(pair, key_length, "comments")) directives->comments = value != 0;
             else if (mock_key_is(pair, key_length, "echo")) directives->echo = value != 0;
             else if (mock_key_is(pair, key_length, "interim")) directives->interim = value != 0;
+            else if (mock_key_is(pair, key_length, "echo_key")) directives->echo_key = value != 0;
+            else if (mock_key_is(pair, key_length, "fail_percent"))
+                directives->fail_percent = (uint32_t)RW_MIN(value, 100u);
+            else if (mock_key_is(pair, key_length, "fail_file")) {
+                size_t file_length = RW_MIN(pair_length - key_length - 1, sizeof directives->fail_file - 1);
+                memcpy(directives->fail_file, equals + 1, file_length);
+                directives->fail_file[file_length] = '\0';
+            }
         }
         position = end + 1;
     }
@@ -228,7 +243,9 @@ static void mock_respond_completion(mock_stream_t *stream) {
                        "\"model\":\"%s\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
                        "\"content\":\"",
                        (unsigned long long)stream->serial, (long long)time(NULL), stream->model);
-    if (stream->directives.echo) {
+    if (stream->directives.echo_key) {
+        mock_append_text(&text, stream->key);
+    } else if (stream->directives.echo) {
         mock_append_echo(&text, stream);
     } else {
         for (uint32_t index = 0; index < stream->directives.chunks; index++) {
@@ -405,15 +422,39 @@ static bool mock_path_is(const server_exchange_t *exchange, const char *path) {
     return rw_bytes_equal_text(exchange->buffer + request->path.offset, request->path.length, path);
 }
 
-static bool mock_authorized(const mock_worker_t *worker, const server_exchange_t *exchange) {
-    const char *key = worker->options->api_key;
-    if (key == NULL) return true;
+/* Reads the bearer key (its ":k=v" suffix into the directives) and checks
+ * it against --api-key, when one was given. */
+static bool mock_authorized(mock_stream_t *stream) {
+    const server_exchange_t *exchange = stream->exchange;
+    const char *expected = stream->worker->options->api_key;
     const http_request_t *request = &exchange->request;
-    if (!request->has_authorization) return false;
     const uint8_t *value = exchange->buffer + request->authorization.offset;
-    size_t length = request->authorization.length;
-    size_t key_length = strlen(key);
-    return length == key_length + 7 && memcmp(value, "Bearer ", 7) == 0 && memcmp(value + 7, key, key_length) == 0;
+    size_t length = request->has_authorization ? request->authorization.length : 0;
+    if (length > 7 && memcmp(value, "Bearer ", 7) == 0) {
+        const uint8_t *key = value + 7;
+        size_t key_length = length - 7;
+        const uint8_t *colon = memchr(key, ':', key_length);
+        if (colon != NULL) {
+            mock_parse_directives(&stream->directives, (const char *)colon + 1, key_length - (size_t)(colon - key) - 1,
+                                  ':');
+            key_length = (size_t)(colon - key);
+        }
+        key_length = RW_MIN(key_length, sizeof stream->key - 1);
+        memcpy(stream->key, key, key_length);
+        stream->key[key_length] = '\0';
+    }
+    if (expected == NULL) return true;
+    return strcmp(stream->key, expected) == 0;
+}
+
+/* Whether the status directive applies to this request: to every one, or
+ * to fail_percent of them (spread over the serial numbers), and only while
+ * fail_file exists when one is named. */
+static bool mock_fault_applies(const mock_stream_t *stream) {
+    const mock_directives_t *directives = &stream->directives;
+    if (directives->fail_file[0] != '\0' && access(directives->fail_file, F_OK) != 0) return false;
+    if (directives->fail_percent > 0 && (stream->serial * 37) % 100 >= directives->fail_percent) return false;
+    return true;
 }
 
 static void mock_copy_model(mock_stream_t *stream, const uint8_t *body, const json_member_t *model) {
@@ -453,7 +494,9 @@ static void mock_dispatch(mock_stream_t *stream) {
     /* An interim response in the same write as the final head (and, for a
      * short response, its body): a relay must parse on past it. */
     if (stream->directives.interim) exchange->interim_head = "HTTP/1.1 103 Early Hints\r\nLink: </x.css>; rel=preload\r\n\r\n";
-    if (stream->directives.status >= 400 && stream->directives.status <= 599) {
+    bool faulty = stream->directives.fail_percent > 0 || stream->directives.fail_file[0] != '\0';
+    if (faulty && stream->directives.status == 0) stream->directives.status = 503;
+    if (stream->directives.status >= 400 && stream->directives.status <= 599 && mock_fault_applies(stream)) {
         char message[64];
         char code[32];
         snprintf(message, sizeof message, "mock error %u", stream->directives.status);
@@ -519,7 +562,7 @@ static void mock_on_request(server_exchange_t *exchange) {
         server_respond(exchange, 200, "text/plain", "ok", 2, NULL);
         return;
     }
-    if (!mock_authorized(worker, exchange)) {
+    if (!mock_authorized(stream)) {
         mock_respond_error(stream, 401, "mock: missing or wrong API key", "invalid_api_key");
         return;
     }
@@ -643,9 +686,10 @@ static void mock_usage(FILE *out) {
             "usage: ringway-mock --listen HOST:PORT [--tls-cert CERT.pem --tls-key KEY.pem]\n"
             "                    [--threads N] [--api-key KEY] [--idle-ms MS]\n"
             "An OpenAI-compatible mock upstream for Ringway's tests and benchmarks.\n"
-            "Per-request directives (x-mock header \"k=v;k=v\", body \"mock\" string, or model suffix\n"
-            "\":k=v\"): chunks, gap_ms, first_byte_ms, status, disconnect_after, line_bytes, split,\n"
-            "usage_on_last, crlf, cr, comments, echo, interim.\n");
+            "Per-request directives (x-mock header \"k=v;k=v\", body \"mock\" string, or a model or\n"
+            "bearer key suffix \":k=v\"): chunks, gap_ms, first_byte_ms, status, disconnect_after,\n"
+            "line_bytes, split, usage_on_last, crlf, cr, comments, echo, interim, fail_percent,\n"
+            "fail_file, echo_key.\n");
 }
 
 static int mock_parse_listen(const char *text, char *host, size_t host_size, uint16_t *port) {

@@ -2,7 +2,7 @@
  *
  *   1. the API key (401 with the reason)
  *   2. the body, read for what routing and billing need (400), and the
- *      model's route (404)
+ *      model (404)
  *   3. the key's model allowlist (403)
  *   4. the store's backpressure: when the store thread has fallen behind,
  *      the request waits in this worker's bounded FIFO (or is answered 503
@@ -15,7 +15,7 @@
  *      number of concurrent requests can overdraw it; a refusal gives the
  *      limits back
  *
- * then plan.c. With [billing] mode = off only 1-3 and 5 run. A request that
+ * then stream.c. With [billing] mode = off only 1-3 and 5 run. A request that
  * waits in step 4 runs the whole admission again when it resumes: the key
  * may have been disabled meanwhile, and nothing before step 5 has effects. */
 #include "relay-internal.h"
@@ -61,13 +61,12 @@ static void relay_admit_model_not_found(relay_stream_t *stream, const uint8_t *b
 
 /* Finds the route of the model the body names; false after answering 404. */
 static bool relay_admit_route(relay_stream_t *stream, const uint8_t *body, json_span_t model) {
-    const router_route_t *route = router_find(stream->worker->shared->router, body + model.offset, model.length);
-    if (route == NULL) {
+    const router_model_t *routed = router_find(stream->worker->shared->router, body + model.offset, model.length);
+    if (routed == NULL) {
         relay_admit_model_not_found(stream, body, model);
         return false;
     }
-    stream->route = route;
-    stream->pool = &stream->worker->pools[route->upstream_index];
+    stream->model = routed;
     stream->facts.model = model;
     return true;
 }
@@ -221,7 +220,7 @@ static bool relay_admit_output_tokens(relay_stream_t *stream, const json_chat_re
         return true;
     }
     relay_request_facts_t *facts = &stream->facts;
-    const config_model_t *model = stream->route->model;
+    const config_model_t *model = stream->model->config;
     /* The hold is prompt + completions x max_tokens of output, so what the
      * wallet affords for all of them is shared out. */
     int64_t available = atomic_load_explicit(&stream->user->available_micros, memory_order_relaxed);
@@ -271,7 +270,7 @@ static bool relay_admit_hold(relay_stream_t *stream, const json_chat_request_t *
     if (__builtin_mul_overflow(output_tokens, (uint64_t)stream->facts.completions, &held_output)) {
         held_output = UINT64_MAX; /* the ledger saturates: no wallet covers it */
     }
-    int64_t hold = ledger_hold(stream->route->model, stream->exchange->body_length, held_output);
+    int64_t hold = ledger_hold(stream->model->config, stream->exchange->body_length, held_output);
     RW_ASSERT(hold >= 0);
     ledger_result_t result = ledger_reserve(stream->user, stream->key, hold);
     if (result != LEDGER_OK) {
@@ -299,7 +298,7 @@ static void relay_admit_run(relay_stream_t *stream, bool resuming) {
         RW_ASSERT(stream->endpoint == RELAY_ENDPOINT_EMBEDDINGS);
         if (!relay_admit_read_embeddings(stream)) return;
     }
-    const config_model_t *model = stream->route->model;
+    const config_model_t *model = stream->model->config;
     uint32_t model_index = (uint32_t)(model - worker->config->models);
     if (!account_key_allows_model(stream->key, model_index)) {
         char message[300];
@@ -318,11 +317,11 @@ static void relay_admit_run(relay_stream_t *stream, bool resuming) {
         return;
     }
     if (billing && !relay_admit_hold(stream, request)) return; /* its limits went back with the 402 */
-    relay_plan(stream);
+    relay_stream_start(stream);
 }
 
 /* Admits a request of a relayed endpoint and, when admitted, hands it to
- * plan.c; otherwise it answered (or the request waits for the store). */
+ * stream.c; otherwise it answered (or the request waits for the store). */
 void relay_admit(relay_stream_t *stream, relay_endpoint_t endpoint) {
     stream->endpoint = endpoint;
     relay_admit_run(stream, false);

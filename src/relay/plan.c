@@ -3,7 +3,8 @@
  * model name becomes the upstream's; a streaming request that did not ask
  * for usage asks for it (billing needs it; stream.c strips the usage-only
  * event again on the way back); a chat request that set no output limit
- * gets the one admission chose. Then stream.c sends it. */
+ * gets the one admission chose. Planned again for each attempt (stream.c),
+ * for the attempt's route and key. */
 #include "relay-internal.h"
 
 #include <stdio.h>
@@ -47,6 +48,7 @@ static void relay_plan_pieces(relay_stream_t *stream, const char *endpoint, rela
                               bool wants_event_stream) {
     server_exchange_t *exchange = stream->exchange;
     const config_upstream_t *upstream = stream->pool->upstream;
+    const char *key = relay_route_key(stream);
     const uint8_t *body = server_body(exchange);
     size_t body_length = exchange->body_length;
     relay_stream_scratch_t *scratch = &stream->scratch;
@@ -68,8 +70,8 @@ static void relay_plan_pieces(relay_stream_t *stream, const char *endpoint, rela
                                "Accept: %s\r\nAccept-Encoding: identity\r\nUser-Agent: ringway/%s\r\n"
                                "Content-Length: %zu\r\n\r\n",
                                upstream->base_path, endpoint, upstream->host, port_text,
-                               upstream->has_api_key ? "Authorization: Bearer " : "",
-                               upstream->has_api_key ? upstream->api_key : "", upstream->has_api_key ? "\r\n" : "",
+                               key != NULL ? "Authorization: Bearer " : "", key != NULL ? key : "",
+                               key != NULL ? "\r\n" : "",
                                wants_event_stream ? "text/event-stream" : "application/json", RW_VERSION, new_length);
     RW_ASSERT(head_length > 0 && (size_t)head_length < sizeof scratch->request_head);
     uint32_t count = 0;
@@ -89,10 +91,11 @@ static void relay_plan_pieces(relay_stream_t *stream, const char *endpoint, rela
     stream->request_piece_count = count;
 }
 
-/* Plans the admitted request and starts it upstream. */
+/* Plans the request of the current attempt into scratch.request_pieces. */
 void relay_plan(relay_stream_t *stream) {
     const relay_request_facts_t *facts = &stream->facts;
     const router_route_t *route = stream->route;
+    RW_ASSERT(route != NULL && stream->pool != NULL);
     const uint8_t *body = server_body(stream->exchange);
     relay_edit_t edits[RELAY_EDITS_MAX];
     uint32_t edit_count = 0;
@@ -101,7 +104,6 @@ void relay_plan(relay_stream_t *stream) {
                                          .length = (uint32_t)route->upstream_model_json_length};
     if (stream->endpoint == RELAY_ENDPOINT_EMBEDDINGS) {
         relay_plan_pieces(stream, "/embeddings", edits, edit_count, false);
-        relay_stream_start(stream);
         return;
     }
     RW_ASSERT(stream->endpoint == RELAY_ENDPOINT_CHAT);
@@ -111,5 +113,4 @@ void relay_plan(relay_stream_t *stream) {
                                              .text = facts->max_tokens_text, .length = facts->max_tokens_length};
     }
     relay_plan_pieces(stream, "/chat/completions", edits, edit_count, stream->client_streaming);
-    relay_stream_start(stream);
 }

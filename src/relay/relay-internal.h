@@ -11,8 +11,12 @@
  *               backpressure, limits (limits.c), hold
  *   limits.c    the rate limits: take at admission, end at settlement,
  *               the headers; answers nothing itself
+ *   stream.c    the attempts: a route (route.c), its request (plan.c),
+ *               upstream I/O, response head, failover before the first
+ *               byte, decode, forward, finish
+ *   route.c     which route and key an attempt takes (priority, smooth
+ *               weighted round-robin, breakers), and its outcome
  *   plan.c      the upstream request: head + the client's body in splices
- *   stream.c    upstream I/O, response head, decode, forward, finish
  *   settle.c    the charge, the usage record, the store's queue
  *   reply.c     our own answers (OpenAI errors); a leaf every stage uses
  */
@@ -20,6 +24,7 @@
 #define RINGWAY_RELAY_INTERNAL_H
 
 #include "ringway/account.h"
+#include "ringway/breaker.h"
 #include "ringway/http.h"
 #include "ringway/json.h"
 #include "ringway/loop.h"
@@ -76,6 +81,25 @@ enum {
      * account's five (and an unused sixth). */
     RELAY_LIMIT_BITS = 2 * (ACCOUNT_LIMITS + 1),
 };
+
+/* No API key: the upstream is sent no Authorization header. */
+#define RELAY_KEY_NONE 0xff
+
+/* What an attempt's end says about its route (route.c). */
+typedef enum relay_outcome {
+    RELAY_OUTCOME_SUCCESS,          /* an answer: 2xx, or the client's own error (400, 404, 413, 422) */
+    RELAY_OUTCOME_UPSTREAM_FAILED,  /* connect, TLS, timeout, 5xx, an invalid or missing answer */
+    RELAY_OUTCOME_KEY_LIMITED,      /* 429: the key's quota, not the upstream's health */
+    RELAY_OUTCOME_KEY_REFUSED,      /* 401/403: the key leaves rotation */
+    RELAY_OUTCOME_NEUTRAL,          /* the client left, or no connection was free */
+} relay_outcome_t;
+
+/* The routing state of one upstream on one thread (route.c). */
+typedef struct relay_upstream_health {
+    breaker_t breaker;
+    breaker_t key_breakers[CONFIG_UPSTREAM_KEYS_MAX];
+    uint32_t key_next; /* round-robin position over its keys */
+} relay_upstream_health_t;
 
 typedef struct relay_span {
     uint32_t offset;
@@ -181,6 +205,19 @@ typedef struct relay_stream {
     bool deferred_last;
     uint32_t deferred_count;
     uint8_t retries;
+    /* Attempts (stream.c, route.c): the route and key of the current one,
+     * what was tried already, and whether its outcome is still owed to
+     * the breakers (and whether it took their half-open probes). */
+    const router_route_t *route;
+    uint8_t route_index;
+    uint8_t key_index;             /* RELAY_KEY_NONE: no key */
+    uint8_t attempts;
+    uint8_t routes_tried;          /* a bit per route */
+    uint8_t keys_tried[CONFIG_ROUTES_MAX]; /* per route, a bit per key of its upstream */
+    bool attempt_pending;
+    bool upstream_probe;
+    bool key_probe;
+    uint64_t first_attempt_ms;
     uint32_t request_piece_count;
     /* The upstream response. */
     size_t filled;
@@ -198,7 +235,7 @@ typedef struct relay_stream {
     uint32_t pending_count;
     relay_request_facts_t facts;
     /* Billing: who pays, what is held, what was delivered. */
-    const router_route_t *route;
+    const router_model_t *model;
     account_user_t *user;
     account_key_t *key;
     int64_t hold_micros;
@@ -229,6 +266,11 @@ struct relay_worker {
     const config_t *config;
     uint32_t index;
     upstream_pool_t pools[CONFIG_UPSTREAMS_MAX];
+    /* Routing (route.c): breakers and key turns per upstream, the smooth
+     * weighted round-robin's current weights per model and route. */
+    relay_upstream_health_t health[CONFIG_UPSTREAMS_MAX];
+    int32_t route_weights[CONFIG_MODELS_MAX][CONFIG_ROUTES_MAX];
+    breaker_policy_t breaker_policy;
     relay_stream_t *streams;
     uint8_t *stream_memory;
     loop_timer_list_t drain_timers;
@@ -311,6 +353,13 @@ void relay_limits_cancel(relay_stream_t *stream);
 void relay_limits_finish(relay_stream_t *stream, uint64_t tokens_used);
 void relay_limits_tick(relay_worker_t *worker);
 size_t relay_limits_headers(relay_stream_t *stream, char *out, size_t capacity);
+
+/* route.c */
+void relay_route_init(relay_worker_t *worker);
+bool relay_route_choose(relay_stream_t *stream);
+void relay_route_report(relay_stream_t *stream, relay_outcome_t outcome);
+uint32_t relay_route_retry_after_s(const relay_stream_t *stream);
+const char *relay_route_key(const relay_stream_t *stream);
 
 /* plan.c */
 void relay_plan(relay_stream_t *stream);

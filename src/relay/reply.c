@@ -42,11 +42,12 @@ void relay_reply_upstream_failure(relay_stream_t *stream, uint16_t status, const
     relay_reply_with(stream, status, "upstream_error", message, NULL, code, length);
 }
 
-/* The same with a Retry-After header (for 503s a client should retry). */
+/* The same with a Retry-After header (for 503s a client should retry, so
+ * x-should-retry says so too). */
 void relay_reply_error_retry_after(relay_stream_t *stream, uint16_t status, const char *type, const char *message,
                                    const char *code, uint32_t retry_after_s) {
     int length = snprintf(stream->scratch.extra_headers, sizeof stream->scratch.extra_headers,
-                          "Retry-After: %u\r\n", (unsigned)retry_after_s);
+                          "Retry-After: %u\r\nx-should-retry: true\r\n", (unsigned)retry_after_s);
     RW_ASSERT(length > 0);
     relay_reply_with(stream, status, type, message, NULL, code, (size_t)length);
 }

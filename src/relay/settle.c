@@ -73,7 +73,7 @@ static void relay_settle_record_hold(relay_stream_t *stream) {
     record->key_id = stream->key->id;
     record->amount_micros = stream->hold_micros;
     record->created_ms = text_wall_ms();
-    rw_copy_text(record->model, sizeof record->model, stream->route->model->name);
+    rw_copy_text(record->model, sizeof record->model, stream->model->config->name);
     stream->hold_recorded = true;
     relay_settle_submit(worker, message);
 }
@@ -141,7 +141,7 @@ static int64_t relay_settle_cost(const relay_stream_t *stream, usage_counts_t *u
         *estimated = true;
     }
     *billed = *usage;
-    return ledger_cost(stream->route->model, usage, billed);
+    return ledger_cost(stream->model->config, usage, billed);
 }
 
 static uint64_t relay_settle_count(int64_t tokens) { return tokens > 0 ? (uint64_t)tokens : 0; }
@@ -186,13 +186,16 @@ bool relay_settle(relay_stream_t *stream, const char *status, bool wait_for_ack)
     rw_copy_text(record->request_id, sizeof record->request_id, stream->exchange->request_id);
     record->key_id = stream->key->id;
     record->user_id = stream->user->id;
-    rw_copy_text(record->model, sizeof record->model, stream->route->model->name);
-    rw_copy_text(record->upstream, sizeof record->upstream, stream->pool->upstream->name);
+    rw_copy_text(record->model, sizeof record->model, stream->model->config->name);
+    /* The upstream of the attempt that answered (the last one); none when
+     * no route could take the request. */
+    rw_copy_text(record->upstream, sizeof record->upstream, stream->pool != NULL ? stream->pool->upstream->name : "");
     record->prompt_tokens = relay_settle_count(billed.prompt_tokens);
     record->completion_tokens = relay_settle_count(billed.completion_tokens);
     record->cached_tokens = relay_settle_count(billed.cached_tokens);
     record->reasoning_tokens = relay_settle_count(usage.reasoning_tokens);
     record->cost_micros = charged;
+    record->attempts = stream->attempts;
     if (relay_settle_refused(stream) && stream->response.status >= 400 && strcmp(status, "completed") == 0) {
         snprintf(record->status, sizeof record->status, "upstream_%u", (unsigned)stream->response.status);
     } else {

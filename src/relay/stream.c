@@ -1,7 +1,13 @@
 /* Streaming, the fourth stage: the upstream exchange and the relay of its
  * response to the client.
  *
- *   relay_stream_start     take a connection from this thread's pool
+ *   relay_stream_start     the first attempt: a route and key (route.c),
+ *                          the request (plan.c), a connection from this
+ *                          thread's pool for the route's upstream
+ *   relay_failover         an attempt failed before anything reached the
+ *                          client: its outcome goes to the breakers, and
+ *                          the request goes to the next route while
+ *                          [routing] attempts_max and failover_ms allow
  *   relay_send_request     head + spliced body to the upstream
  *   relay_read             upstream bytes into this stream's buffer
  *   relay_on_response_head status mapping, the client's response head
@@ -30,6 +36,7 @@
 static void relay_read(relay_stream_t *stream);
 static void relay_finish(relay_stream_t *stream);
 static void relay_forward(relay_stream_t *stream);
+static bool relay_failover(relay_stream_t *stream, relay_outcome_t outcome);
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -72,6 +79,7 @@ static void relay_relaying_timer_start(relay_stream_t *stream) {
  * retry may help. */
 static void relay_stream_fail(relay_stream_t *stream, uint16_t status, const char *message, const char *code,
                               bool should_retry) {
+    relay_route_report(stream, RELAY_OUTCOME_NEUTRAL); /* the callers reported the real outcome */
     relay_settle(stream, "upstream_error", false);
     relay_reply_upstream_failure(stream, status, message, code, should_retry); /* stops the timer */
 }
@@ -87,6 +95,7 @@ static void relay_release_upstream(relay_stream_t *stream, bool reusable) {
 /* Ends a stream whose client has gone: the upstream is released (reused
  * when its response ended cleanly) and the exchange given back. */
 static void relay_finish_drain(relay_stream_t *stream) {
+    relay_route_report(stream, RELAY_OUTCOME_NEUTRAL); /* an attempt cut before its answer */
     loop_timer_stop(&stream->timer);
     relay_release_upstream(stream, stream->upstream_done && stream->upstream_reusable);
     relay_settle(stream, "client_closed", false);
@@ -289,6 +298,18 @@ static bool relay_decode(relay_stream_t *stream) {
 
 /* ---- the response head -------------------------------------------------- */
 
+/* What a final status says about the route: the client's own errors say
+ * the upstream works. */
+static relay_outcome_t relay_outcome_of_status(uint16_t status) {
+    if (status == 429) return RELAY_OUTCOME_KEY_LIMITED;
+    if (status == 401 || status == 403) return RELAY_OUTCOME_KEY_REFUSED;
+    if ((status >= 200 && status < 300) || status == 400 || status == 404 || status == 409 || status == 413 ||
+        status == 422) {
+        return RELAY_OUTCOME_SUCCESS;
+    }
+    return RELAY_OUTCOME_UPSTREAM_FAILED;
+}
+
 static bool relay_status_passes_through(uint16_t status) {
     return (status >= 200 && status < 300) || status == 400 || status == 404 || status == 409 || status == 413 ||
            status == 422 || status == 429;
@@ -308,6 +329,9 @@ static bool relay_on_response_head(relay_stream_t *stream) {
     const http_response_t *response = &stream->response;
     uint16_t status = response->status;
     RW_ASSERT(status >= 200 && "interim heads are skipped before");
+    relay_outcome_t outcome = relay_outcome_of_status(status);
+    if (outcome != RELAY_OUTCOME_SUCCESS && relay_failover(stream, outcome)) return false;
+    relay_route_report(stream, outcome);
     if (!relay_status_passes_through(status)) {
         relay_release_upstream(stream, false);
         if (stream->client_gone) {
@@ -418,6 +442,7 @@ static bool relay_on_bytes(relay_stream_t *stream, size_t bytes) {
                 relay_finish_drain(stream);
                 return false;
             }
+            if (relay_failover(stream, RELAY_OUTCOME_UPSTREAM_FAILED)) return false;
             relay_release_upstream(stream, false);
             relay_stream_fail(stream, 502, "the upstream sent an invalid HTTP response", "upstream_error", true);
             return false;
@@ -425,6 +450,7 @@ static bool relay_on_bytes(relay_stream_t *stream, size_t bytes) {
         if (result == HTTP_PARSE_AGAIN) return true;
         if (stream->client_gone) {
             /* Draining: note the framing only, nothing goes to the client. */
+            relay_route_report(stream, relay_outcome_of_status(stream->response.status));
             stream->parsed = stream->response.head_length;
             stream->mode = stream->client_streaming ? RELAY_MODE_SSE : RELAY_MODE_PASS;
             sse_scanner_init(&stream->sse);
@@ -532,6 +558,7 @@ static void relay_on_upstream_received(void *user, size_t bytes) {
             return;
         }
         if (stream->phase == RELAY_PHASE_WAITING_HEAD) {
+            if (relay_failover(stream, RELAY_OUTCOME_UPSTREAM_FAILED)) return;
             relay_release_upstream(stream, false);
             relay_stream_fail(stream, 502, "the upstream closed the connection without answering", "upstream_error",
                               true);
@@ -570,6 +597,7 @@ static void relay_on_upstream_failed(void *user, const char *reason) {
     relay_stream_t *stream = user;
     stream->upstream = NULL; /* already closed by the upstream module */
     if (stream->phase == RELAY_PHASE_DRAINING) {
+        relay_route_report(stream, RELAY_OUTCOME_UPSTREAM_FAILED);
         relay_finish_drain(stream);
         return;
     }
@@ -578,6 +606,7 @@ static void relay_on_upstream_failed(void *user, const char *reason) {
         return;
     }
     if (stream->filled == 0 && relay_retry(stream)) return;
+    if (relay_failover(stream, RELAY_OUTCOME_UPSTREAM_FAILED)) return;
     char message[256];
     snprintf(message, sizeof message, "the upstream '%s' is unavailable: %s", stream->pool->upstream->name, reason);
     relay_stream_fail(stream, 502, message, "upstream_error", true);
@@ -590,11 +619,15 @@ static const upstream_events_t relay_upstream_events = {
     .on_received = relay_on_upstream_received,
 };
 
-/* Takes a connection and sends the planned request (from plan.c). */
-void relay_stream_start(relay_stream_t *stream) {
+/* Takes a connection to the current attempt's upstream and sends its
+ * request (planned already). No free connection on this thread: another
+ * route may have one; when none has, 503 server_busy. */
+static void relay_attempt_connect(relay_stream_t *stream) {
     bool reused = false;
     upstream_connection_t *connection = upstream_acquire(stream->pool, &relay_upstream_events, stream, &reused);
     if (connection == NULL) {
+        stream->routes_tried |= (uint8_t)(1u << stream->route_index);
+        if (relay_failover(stream, RELAY_OUTCOME_NEUTRAL)) return;
         relay_settle(stream, "upstream_error", false);
         relay_reply_error_retry_after(stream, 503, "server_error",
                                       "no upstream connection is free on this relay thread", "server_busy",
@@ -608,6 +641,74 @@ void relay_stream_start(relay_stream_t *stream) {
     } else {
         stream->phase = RELAY_PHASE_CONNECTING;
     }
+}
+
+/* No route may take the request: every route's breaker is open (503
+ * provider_unavailable, with the wait until one may take it again), or
+ * every key of every route was refused (502: the operator must act). */
+static void relay_no_route(relay_stream_t *stream) {
+    uint32_t retry_after_s = relay_route_retry_after_s(stream);
+    relay_settle(stream, "upstream_error", false);
+    char message[256];
+    if (retry_after_s == 0) {
+        snprintf(message, sizeof message, "every upstream API key of the model '%s' was refused",
+                 stream->model->config->name);
+        relay_reply_upstream_failure(stream, 502, message, "upstream_error", false);
+        return;
+    }
+    snprintf(message, sizeof message,
+             "every upstream of the model '%s' is failing; retry later or switch model", stream->model->config->name);
+    relay_reply_error_retry_after(stream, 503, "upstream_error", message, "provider_unavailable", retry_after_s);
+}
+
+/* Starts the admitted request (from admit.c): its first attempt. */
+void relay_stream_start(relay_stream_t *stream) {
+    RW_ASSERT(stream->attempts == 0 && stream->model != NULL);
+    if (!relay_route_choose(stream)) {
+        relay_no_route(stream);
+        return;
+    }
+    relay_plan(stream);
+    relay_attempt_connect(stream);
+}
+
+/* Forgets what the failed attempt received: the next one starts clean. */
+static void relay_attempt_clear(relay_stream_t *stream) {
+    stream->filled = 0;
+    stream->parsed = 0;
+    memset(&stream->response, 0, sizeof stream->response);
+    http_response_parser_init(&stream->response_parser, stream->worker->config->header_bytes_max);
+    stream->retries = 0;
+    stream->reused = false;
+    stream->head_begun = false;
+    stream->upstream_done = false;
+    stream->upstream_reusable = false;
+    stream->body_remaining = 0;
+    stream->ready_count = 0;
+    stream->pending_count = 0;
+    stream->usage_seen = false;
+}
+
+/* The current attempt failed before anything reached the client: the
+ * breakers learn `outcome`, and when the client is still there, the
+ * attempts and the time allow ([routing] attempts_max, failover_ms) and a
+ * route is left, the request goes there. Returns true when it did; false
+ * with the outcome reported and the attempt's connection untouched, for
+ * the caller's final answer. */
+static bool relay_failover(relay_stream_t *stream, relay_outcome_t outcome) {
+    RW_ASSERT(!stream->head_begun || stream->client_gone);
+    relay_route_report(stream, outcome);
+    if (stream->client_gone || stream->head_begun) return false;
+    const config_t *config = stream->worker->config;
+    if (stream->attempts >= config->attempts_max) return false;
+    if (loop_now_ms(&stream->worker->loop) - stream->first_attempt_ms >= config->failover_ms) return false;
+    if (!relay_route_choose(stream)) return false;
+    relay_release_upstream(stream, false);
+    loop_timer_stop(&stream->timer);
+    relay_attempt_clear(stream);
+    relay_plan(stream);
+    relay_attempt_connect(stream);
+    return true;
 }
 
 /* A reused keep-alive connection can turn out closed by the upstream before
@@ -624,7 +725,7 @@ static bool relay_retry(relay_stream_t *stream) {
     loop_timer_stop(&stream->timer);
     stream->parsed = 0;
     http_response_parser_init(&stream->response_parser, stream->worker->config->header_bytes_max);
-    relay_stream_start(stream);
+    relay_attempt_connect(stream);
     return true;
 }
 
@@ -680,6 +781,7 @@ void relay_stream_on_timer(relay_stream_t *stream) {
     switch (stream->phase) {
     case RELAY_PHASE_WAITING_HEAD:
     case RELAY_PHASE_SENDING:
+        if (relay_failover(stream, RELAY_OUTCOME_UPSTREAM_FAILED)) break;
         relay_release_upstream(stream, false);
         relay_stream_fail(stream, 504, "the upstream did not answer in time", "upstream_timeout", true);
         break;
@@ -726,6 +828,7 @@ void relay_stream_on_abort(relay_stream_t *stream) {
     case RELAY_PHASE_WAITING_HEAD:
     case RELAY_PHASE_RELAYING:
         if (!drain || stream->upstream == NULL) {
+            if (!stream->head_begun) relay_route_report(stream, RELAY_OUTCOME_NEUTRAL);
             loop_timer_stop(&stream->timer);
             relay_release_upstream(stream, false);
             relay_settle(stream, "client_closed", false);

@@ -22,6 +22,7 @@ _Static_assert(UPSTREAM_POOL_TIMER_LISTS * CONFIG_UPSTREAMS_MAX + SERVER_TIMER_L
 static void relay_stream_reset(relay_stream_t *stream, server_exchange_t *exchange) {
     RW_ASSERT(!stream->held && !loop_timer_active(&stream->hold_timer));
     RW_ASSERT(stream->limits_taken == 0 && "a request's rate limits end with it");
+    RW_ASSERT(!stream->attempt_pending && "an attempt's outcome reaches its breakers when it ends");
     loop_timer_stop(&stream->timer);
     uint8_t *begin = (uint8_t *)&stream->exchange;
     uint8_t *end = (uint8_t *)&stream->scratch;
@@ -169,6 +170,7 @@ relay_worker_t *relay_worker_create(const relay_shared_t *shared, uint32_t index
     loop_timer_list_init(&worker->loop, &worker->keepalive_timers, RW_MAX(config->sse_keepalive_ms, 1u));
     if (relay_worker_budgets(worker, error, error_size) != 0) return NULL;
     if (relay_limits_init(worker, error, error_size) != 0) return NULL;
+    relay_route_init(worker);
     server_config_t server_config = {
         .host = config->listen_host,
         .port = config->listen_port,

@@ -24,13 +24,23 @@ int router_init(router_t *router, const config_t *config, char *error, size_t er
     long long created = (long long)time(NULL);
     for (uint32_t index = 0; index < config->model_count; index++) {
         const config_model_t *model = &config->models[index];
-        router_route_t *route = &router->routes[index];
-        route->model = model;
-        route->upstream_index = model->upstream_index;
-        text_buffer_t name = text_buffer_over(route->upstream_model_json, sizeof route->upstream_model_json);
-        text_buffer_json_string(&name, model->upstream_model, strlen(model->upstream_model));
-        RW_ASSERT(!name.overflow && name.length > 2);
-        route->upstream_model_json_length = name.length;
+        router_model_t *routed = &router->models[index];
+        routed->config = model;
+        routed->index = index;
+        RW_ASSERT(model->route_count >= 1 && model->route_count <= CONFIG_ROUTES_MAX);
+        routed->route_count = model->route_count;
+        for (uint32_t at = 0; at < model->route_count; at++) {
+            const config_route_t *configured = &model->routes[at];
+            router_route_t *route = &routed->routes[at];
+            RW_ASSERT(configured->upstream_index < config->upstream_count && configured->weight >= 1);
+            route->upstream_index = configured->upstream_index;
+            route->priority = configured->priority;
+            route->weight = configured->weight;
+            text_buffer_t name = text_buffer_over(route->upstream_model_json, sizeof route->upstream_model_json);
+            text_buffer_json_string(&name, configured->upstream_model, strlen(configured->upstream_model));
+            RW_ASSERT(!name.overflow && name.length > 2);
+            route->upstream_model_json_length = name.length;
+        }
 
         text_buffer_text(&list, index ? ",{\"id\":" : "{\"id\":");
         text_buffer_json_string(&list, model->name, strlen(model->name));
@@ -45,7 +55,7 @@ int router_init(router_t *router, const config_t *config, char *error, size_t er
     return 0;
 }
 
-const router_route_t *router_find(const router_t *router, const uint8_t *quoted_name, size_t length) {
+const router_model_t *router_find(const router_t *router, const uint8_t *quoted_name, size_t length) {
     if (length < 2) return NULL;
     const uint8_t *name = quoted_name + 1;
     size_t name_length = length - 2;
@@ -58,5 +68,5 @@ const router_route_t *router_find(const router_t *router, const uint8_t *quoted_
     }
     const config_model_t *model = config_find_model(router->config, name, name_length);
     if (model == NULL) return NULL;
-    return &router->routes[model - router->config->models];
+    return &router->models[model - router->config->models];
 }

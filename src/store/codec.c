@@ -317,6 +317,8 @@ static void store_reader_short_text(store_reader_t *reader, char *out, size_t ou
 }
 
 enum {
+    STORE_USAGE_BLOCK_VERSION_1 = 1,
+    STORE_USAGE_BLOCK_VERSION = 2, /* adds the attempts */
     STORE_USAGE_FLAG_ESTIMATED = 1u << 0,
     STORE_USAGE_FLAG_CAPPED = 1u << 1,
 };
@@ -331,7 +333,7 @@ void store_usage_block_begin(store_usage_block_writer_t *block, uint8_t *out, si
     block->count = 0;
     store_writer_t writer = {out, capacity, 0, false};
     store_writer_u8(&writer, STORE_TAG_USAGE_BLOCK);
-    store_writer_u8(&writer, STORE_RECORD_VERSION);
+    store_writer_u8(&writer, STORE_USAGE_BLOCK_VERSION);
     store_writer_u64(&writer, (uint64_t)base_created_ms);
     RW_ASSERT(!writer.overflow && writer.length == STORE_USAGE_BLOCK_HEADER_BYTES);
     block->length = writer.length;
@@ -357,6 +359,7 @@ int store_usage_block_add(store_usage_block_writer_t *block, const store_usage_r
     store_writer_short_text(&writer, record->model, sizeof record->model);
     store_writer_short_text(&writer, record->upstream, sizeof record->upstream);
     store_writer_short_text(&writer, record->status, sizeof record->status);
+    store_writer_varint(&writer, record->attempts);
     if (writer.overflow) return -1;
     block->length = writer.length;
     block->count++;
@@ -368,9 +371,12 @@ int store_usage_block_open(store_usage_block_reader_t *block, const uint8_t *byt
     RW_ASSERT(block != NULL && (bytes != NULL || length == 0));
     memset(block, 0, sizeof *block);
     store_reader_t reader = {bytes, length, 0, false};
-    store_reader_header(&reader, STORE_TAG_USAGE_BLOCK);
+    if (store_reader_u8(&reader) != STORE_TAG_USAGE_BLOCK) return -1;
+    uint8_t version = store_reader_u8(&reader);
+    if (version != STORE_USAGE_BLOCK_VERSION_1 && version != STORE_USAGE_BLOCK_VERSION) return -1;
     int64_t base_created_ms = store_reader_i64(&reader);
     if (reader.failed) return -1;
+    block->version = version;
     block->bytes = bytes;
     block->length = length;
     block->position = reader.position;
@@ -399,6 +405,9 @@ int store_usage_block_next(store_usage_block_reader_t *block, store_usage_record
     store_reader_short_text(&reader, record->model, sizeof record->model);
     store_reader_short_text(&reader, record->upstream, sizeof record->upstream);
     store_reader_short_text(&reader, record->status, sizeof record->status);
+    uint64_t attempts = block->version == STORE_USAGE_BLOCK_VERSION_1 ? 1 : store_reader_varint(&reader);
+    if (attempts > UINT32_MAX) reader.failed = true;
+    record->attempts = (uint32_t)attempts;
     if ((flags & ~(STORE_USAGE_FLAG_ESTIMATED | STORE_USAGE_FLAG_CAPPED)) != 0) reader.failed = true;
     if (__builtin_add_overflow(block->first_id, id_offset, &record->id) || record->id == 0) reader.failed = true;
     if (created_offset > (uint64_t)INT64_MAX ||
@@ -485,6 +494,7 @@ int store_usage_encode(const store_usage_record_t *record, char *out, size_t cap
     store_json_i64(&writer, STORE_JSON_NAME("created_ms"), record->created_ms);
     store_json_bool(&writer, STORE_JSON_NAME("estimated"), record->estimated);
     store_json_bool(&writer, STORE_JSON_NAME("capped"), record->capped);
+    store_json_u64(&writer, STORE_JSON_NAME("attempts"), record->attempts);
     text_buffer_append(&writer.buffer, "}", 1);
     return store_json_finish(&writer);
 }
@@ -628,6 +638,13 @@ int store_usage_decode(const char *json, size_t length, store_usage_record_t *re
     record->created_ms = store_json_read_i64(&reader, "created_ms", false);
     record->estimated = store_json_read_bool(&reader, "estimated");
     record->capped = store_json_read_bool(&reader, "capped");
+    /* Records from before there were routes carry no attempts: one. */
+    json_span_t attempts_value;
+    json_type_t attempts_type = JSON_TYPE_NONE;
+    bool has_attempts = json_object_find(reader.body, reader.length, "attempts", &attempts_value, &attempts_type) != -1;
+    uint64_t attempts = has_attempts ? store_json_read_u64(&reader, "attempts", true) : 1;
+    if (attempts > UINT32_MAX) reader.failed = true;
+    record->attempts = (uint32_t)attempts;
     return reader.failed ? -1 : 0;
 }
 

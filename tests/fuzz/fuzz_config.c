@@ -131,7 +131,12 @@ static void check_accepted(const config_t *config) {
         FUZZ_CHECK(terminated_within(upstream->base_url, sizeof upstream->base_url));
         FUZZ_CHECK(terminated_within(upstream->host, sizeof upstream->host));
         FUZZ_CHECK(terminated_within(upstream->base_path, sizeof upstream->base_path));
-        FUZZ_CHECK(terminated_within(upstream->api_key, sizeof upstream->api_key));
+        FUZZ_CHECK(upstream->api_key_count <= CONFIG_UPSTREAM_KEYS_MAX);
+        FUZZ_CHECK(upstream->has_api_key == (upstream->api_key_count > 0));
+        for (uint32_t key = 0; key < upstream->api_key_count; key++) {
+            FUZZ_CHECK(terminated_within(upstream->api_keys[key], sizeof upstream->api_keys[key]));
+            FUZZ_CHECK(upstream->api_keys[key][0] != '\0');
+        }
         FUZZ_CHECK(terminated_within(upstream->ca_file, sizeof upstream->ca_file));
         FUZZ_CHECK(terminated_within(upstream->sni, sizeof upstream->sni));
         size_t name_length = strlen(upstream->name);
@@ -147,7 +152,6 @@ static void check_accepted(const config_t *config) {
         FUZZ_CHECK(path_length == 0 ||
                    (upstream->base_path[0] == '/' && upstream->base_path[path_length - 1] != '/'));
         FUZZ_CHECK(upstream->connect_ms > 0 && upstream->first_byte_ms > 0 && upstream->idle_ms > 0);
-        FUZZ_CHECK(!upstream->has_api_key || upstream->api_key[0] != '\0');
         if (!upstream->tls) {
             FUZZ_CHECK(is_loopback(upstream->host));
         }
@@ -157,15 +161,22 @@ static void check_accepted(const config_t *config) {
     for (uint32_t index = 0; index < config->model_count; index++) {
         const config_model_t *model = &config->models[index];
         FUZZ_CHECK(terminated_within(model->name, sizeof model->name));
-        FUZZ_CHECK(terminated_within(model->upstream_model, sizeof model->upstream_model));
         FUZZ_CHECK(terminated_within(model->owned_by, sizeof model->owned_by));
         size_t name_length = strlen(model->name);
         FUZZ_CHECK(name_length >= 1);
         for (size_t at = 0; at < name_length; at++) {
             FUZZ_CHECK(is_model_name_char(model->name[at]));
         }
-        FUZZ_CHECK(model->upstream_index < config->upstream_count);
-        FUZZ_CHECK(model->upstream_model[0] != '\0');
+        FUZZ_CHECK(model->route_count >= 1 && model->route_count <= CONFIG_ROUTES_MAX);
+        for (uint32_t at = 0; at < model->route_count; at++) {
+            const config_route_t *route = &model->routes[at];
+            FUZZ_CHECK(route->upstream_index < config->upstream_count);
+            FUZZ_CHECK(strcmp(config->upstreams[route->upstream_index].name, route->upstream_name) == 0);
+            FUZZ_CHECK(terminated_within(route->upstream_model, sizeof route->upstream_model));
+            FUZZ_CHECK(route->upstream_model[0] != '\0');
+            FUZZ_CHECK(route->weight >= 1 && route->weight <= CONFIG_ROUTE_WEIGHT_MAX);
+            FUZZ_CHECK(route->priority <= CONFIG_ROUTE_PRIORITY_MAX);
+        }
         FUZZ_CHECK(config_find_model(config, (const uint8_t *)model->name, name_length) == model);
         /* A name one byte longer is another model or none. */
         char longer[CONFIG_MODEL_NAME_BYTES + 1];

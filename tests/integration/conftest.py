@@ -379,13 +379,15 @@ def make_customer(relay, email, balance=CUSTOMER_BALANCE, **key_fields):
 
 
 def render_config(sections):
-    """sections: [(header, {key: value})] -> config text. Values None are left out."""
+    """sections: [(header, {key: value})] -> config text. Values None are left out; a list value
+    is one line per item (route = ... repeats)."""
     lines = []
     for header, values in sections:
         lines.append(f"[{header}]")
         for key, value in values.items():
-            if value is not None:
-                lines.append(f"{key} = {value}")
+            for item in value if isinstance(value, list) else [value]:
+                if item is not None:
+                    lines.append(f"{key} = {item}")
         lines.append("")
     return "\n".join(lines)
 
@@ -396,7 +398,7 @@ def default_config_sections(port, data_dir, mock, mock_plain, certs, dead_port):
     Upstreams: `mock` (TLS, right key), `plain` (loopback http), `dead`
     (a port nobody listens on), `wrongkey` (TLS, a key the mock refuses).
     Models: ringway-demo, plain-demo, dead-demo, wrongkey-demo, and
-    suffix-demo whose upstream_model carries mock directives. Tiers bronze,
+    suffix-demo whose upstream_model carries mock directives. Breakers off (see [routing]). Tiers bronze,
     silver and gold with limits no test reaches, none of them the default."""
     return [
         ("server", {"listen": f"127.0.0.1:{port}", "threads": 2, "data_dir": data_dir,
@@ -405,6 +407,10 @@ def default_config_sections(port, data_dir, mock, mock_plain, certs, dead_port):
         ("limits", {"header_bytes_max": 16384, "body_bytes_max": 10485760}),
         ("timeouts", {"header_ms": 10000}),
         ("relay", {"client_disconnect": "drain"}),
+        # The error-mapping tests inject upstream failures into shared upstreams: breakers that
+        # never open and refused keys that are tried again at once keep each test's answer its
+        # own. test_routing.py runs its own relay with real breakers.
+        ("routing", {"breaker_failures": 1000000, "breaker_error_percent": 0, "key_refused_retry_ms": 1}),
         ("upstream mock", {"base_url": mock.base_url, "api_key": UPSTREAM_API_KEY, "ca_file": certs.ca_cert}),
         ("upstream plain", {"base_url": mock_plain.base_url, "api_key": UPSTREAM_API_KEY}),
         ("upstream dead", {"base_url": f"http://127.0.0.1:{dead_port}/v1", "api_key": UPSTREAM_API_KEY}),

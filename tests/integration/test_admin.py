@@ -420,7 +420,7 @@ def test_every_change_is_audited(relay):
 
 USAGE_FIELDS = {"id", "request_id", "key_id", "user_id", "model", "upstream", "prompt_tokens", "completion_tokens",
                 "cached_tokens", "reasoning_tokens", "cost_micros", "status", "latency_ms", "created_ms", "estimated",
-                "capped"}
+                "capped", "attempts"}
 
 
 @pytest.fixture(scope="module")
@@ -509,7 +509,7 @@ def test_usage_export_csv(relay, spender):
     rows = list(csv.reader(io.StringIO(text, newline="")))
     assert rows[0] == ["id", "created_ms", "created", "request_id", "user_id", "key_id", "model", "upstream",
                        "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "cost_micros",
-                       "cost", "status", "latency_ms", "estimated", "capped"]
+                       "cost", "status", "latency_ms", "estimated", "capped", "attempts"]
     assert len(rows) == 7
     status, _, payload = export(relay, f"user_id={user['id']}&format=json")
     by_id = {record["id"]: record for record in json.loads(payload)}

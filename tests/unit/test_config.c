@@ -66,7 +66,7 @@ static void test_demo_configuration(void) {
     CHECK_EQ_INT(mock->port, 9443);
     CHECK(strcmp(mock->base_path, "/v1") == 0);
     CHECK(mock->has_api_key);
-    CHECK(strcmp(mock->api_key, "demo-upstream-key") == 0);
+    CHECK(strcmp(mock->api_keys[0], "demo-upstream-key") == 0);
     CHECK(strcmp(mock->ca_file, "data/certs/ca.pem") == 0);
     CHECK(mock->verify);
     CHECK(strcmp(mock->sni, "") == 0);
@@ -79,8 +79,8 @@ static void test_demo_configuration(void) {
     CHECK(model != NULL);
     if (model != NULL) {
         CHECK(strcmp(model->name, "ringway-demo") == 0);
-        CHECK_EQ_INT(model->upstream_index, 0);
-        CHECK(strcmp(model->upstream_model, "mock-small") == 0);
+        CHECK_EQ_INT(model->routes[0].upstream_index, 0);
+        CHECK(strcmp(model->routes[0].upstream_model, "mock-small") == 0);
         CHECK(strcmp(model->owned_by, "mock") == 0);
         CHECK_EQ_INT(model->input_price_micros, 250000);
         CHECK_EQ_INT(model->cached_input_price_micros, 125000);
@@ -157,13 +157,13 @@ static void test_demo_provider_example(void) {
     const config_model_t *model = config_find_model(config_a, (const uint8_t *)"deepseek-chat", 13);
     CHECK(model != NULL);
     if (model != NULL) {
-        const config_upstream_t *upstream = &config_a->upstreams[model->upstream_index];
+        const config_upstream_t *upstream = &config_a->upstreams[model->routes[0].upstream_index];
         CHECK(strcmp(upstream->name, "deepseek") == 0);
         CHECK(strcmp(upstream->host, "api.deepseek.com") == 0);
         CHECK_EQ_INT(upstream->port, 443);
         CHECK(strcmp(upstream->base_path, "/v1") == 0);
-        CHECK(strcmp(upstream->api_key, "sk-test-deepseek") == 0);
-        CHECK(strcmp(model->upstream_model, "deepseek-chat") == 0);
+        CHECK(strcmp(upstream->api_keys[0], "sk-test-deepseek") == 0);
+        CHECK(strcmp(model->routes[0].upstream_model, "deepseek-chat") == 0);
         CHECK(strcmp(model->owned_by, "deepseek") == 0);
         CHECK_EQ_INT(model->input_price_micros, 270000);
         CHECK_EQ_INT(model->cached_input_price_micros, 70000);
@@ -222,7 +222,8 @@ static void test_defaults(void) {
     const config_upstream_t *upstream = &config_b->upstreams[0];
     CHECK(strcmp(upstream->name, "u") == 0);
     CHECK(!upstream->has_api_key);
-    CHECK(strcmp(upstream->api_key, "") == 0);
+    CHECK(strcmp(upstream->api_keys[0], "") == 0);
+    CHECK_EQ_INT(upstream->api_key_count, 0);
     CHECK(upstream->verify);
     CHECK(strcmp(upstream->ca_file, "") == 0);
     CHECK(strcmp(upstream->sni, "") == 0);
@@ -231,7 +232,7 @@ static void test_defaults(void) {
     CHECK_EQ_INT(upstream->idle_ms, 120000);
     const config_model_t *model = &config_b->models[0];
     CHECK(strcmp(model->name, "m") == 0);
-    CHECK(strcmp(model->upstream_model, "m") == 0);
+    CHECK(strcmp(model->routes[0].upstream_model, "m") == 0);
     CHECK(strcmp(model->owned_by, "u") == 0);
     CHECK_EQ_INT(model->input_price_micros, 0);
     CHECK_EQ_INT(model->cached_input_price_micros, 0);
@@ -491,7 +492,7 @@ static void test_values(void) {
     CHECK(strcmp(upstream->name, "up.stream-1_x") == 0);
     CHECK_EQ_INT(upstream->port, 8443);
     CHECK(strcmp(upstream->base_path, "/openai/v1") == 0);
-    CHECK(strcmp(upstream->api_key, "sk-abc#def") == 0);
+    CHECK(strcmp(upstream->api_keys[0], "sk-abc#def") == 0);
     CHECK(!upstream->verify);
     CHECK(strcmp(upstream->sni, "front.example.com") == 0);
     CHECK(strcmp(upstream->ca_file, "  /etc/ssl/my ca.pem ") == 0);
@@ -499,7 +500,7 @@ static void test_values(void) {
     CHECK_EQ_INT(upstream->first_byte_ms, 7);
     CHECK_EQ_INT(upstream->idle_ms, 86400000);
     const config_model_t *model = &config_a->models[0];
-    CHECK(strcmp(model->upstream_model, "a#b") == 0);
+    CHECK(strcmp(model->routes[0].upstream_model, "a#b") == 0);
     CHECK(strcmp(model->owned_by, "someone") == 0);
     CHECK(strcmp(config_a->listen_host, "::1") == 0);
     CHECK_EQ_INT(config_a->listen_port, 9000);
@@ -542,7 +543,7 @@ static void test_values(void) {
                             error_a, sizeof error_a),
                  0);
     CHECK(config_a->upstreams[0].has_api_key);
-    CHECK(strcmp(config_a->upstreams[0].api_key, "sk-from-env") == 0);
+    CHECK(strcmp(config_a->upstreams[0].api_keys[0], "sk-from-env") == 0);
     setenv("RINGWAY_TEST_KEY", "", 1);
     CHECK_EQ_INT(parse_text(config_a,
                             "[upstream u]\nbase_url = https://a.example\n"
@@ -661,7 +662,7 @@ static const bad_case_t bad_cases[] = {
     {"[upstream u]\nbase_url = ftp://api.example.com\n",
      "t.conf:2: bad base_url 'ftp://api.example.com': expected https://HOST[:PORT][/PATH]"},
     {"[upstream u]\nsni = a_b c\n", "t.conf:2: bad value 'a_b c' for 'sni': expected a host name"},
-    {"[upstream u]\napi_key = \"a b\"\n",
+    {"[upstream u]\napi_key = \"a\xc3\xa9\"\n",
      "t.conf:2: value for 'api_key' must be visible ASCII without spaces"},
     {"[upstream u]\napi_key_env = RINGWAY_TEST_UNSET_VARIABLE\n",
      "t.conf:2: environment variable 'RINGWAY_TEST_UNSET_VARIABLE' (api_key_env of [upstream u]) "
@@ -755,7 +756,40 @@ static const bad_case_t bad_cases[] = {
     {"[upstream u]\napi_key = x\n[model m]\nupstream = u\n",
      "t.conf:1: missing required key 'base_url' in [upstream u]"},
     {"[upstream u]\nbase_url = https://a.example\n[model m]\nowned_by = me\n",
-     "t.conf:3: missing required key 'upstream' in [model m]"},
+     "t.conf:3: missing required key 'upstream' (or 'route') in [model m]"},
+    /* Routes, keys and [routing]. */
+    {"[model m]\nroute = u\nupstream = u\n",
+     "t.conf:3: [model m] sets both route and upstream/upstream_model (line 2); use one"},
+    {"[model m]\nupstream_model = x\nroute = u\n",
+     "t.conf:3: [model m] sets both route and upstream/upstream_model (line 2); use one"},
+    {"[model m]\nroute = u a b\n",
+     "t.conf:2: bad route word 'b': expected priority=N or weight=N (the upstream's model name comes second)"},
+    {"[model m]\nroute = u weight=2 a\n",
+     "t.conf:2: bad route word 'a': expected priority=N or weight=N (the upstream's model name comes second)"},
+    {"[model m]\nroute = u weight=0\n", "t.conf:2: bad route word 'weight=0': weight is an integer in 1..1000"},
+    {"[model m]\nroute = u priority=1001\n",
+     "t.conf:2: bad route word 'priority=1001': priority is an integer in 0..1000"},
+    {"[model m]\nroute = u m speed=3\n",
+     "t.conf:2: bad route word 'speed=3': expected priority=N or weight=N (the upstream's model name comes second)"},
+    {"[model m]\nroute = u weight=\n", "t.conf:2: bad route word 'weight=': weight is an integer in 1..1000"},
+    {"[model m]\nroute = u weight=2 weight=3\n", "t.conf:2: route sets weight twice"},
+    {"[model m]\nroute = u:x\n",
+     "t.conf:2: bad route 'u:x': expected an upstream name (1..63 of A-Z a-z 0-9 _ . -) first"},
+    {"[model m]\nroute = a\nroute = b\nroute = c\nroute = d\nroute = e\nroute = f\nroute = g\nroute = h\n"
+     "route = i\n",
+     "t.conf:10: too many routes in [model m] (max 8)"},
+    {"[upstream u]\nbase_url = https://a.example\n[model m]\nroute = u\nroute = nope x\n",
+     "t.conf:5: unknown upstream 'nope' in [model m]"},
+    {"[upstream u]\nbase_url = https://a.example\n[model m]\nroute = u x\nroute = u x weight=3\n",
+     "t.conf:5: [model m] repeats the route to 'u' model 'x' (line 4)"},
+    {"[upstream u]\nbase_url = https://a.example\n[model m]\nupstream_model = x\n",
+     "t.conf:4: upstream_model in [model m] needs upstream (or use route)"},
+    {"[upstream u]\napi_key = a,b,c,d,e,f,g,h,i\n", "t.conf:2: too many values for 'api_key' (max 8)"},
+    {"[routing]\nbreaker_failures = 1\n", "t.conf:2: value '1' for 'breaker_failures' is out of range (2..1000000)"},
+    {"[routing]\nbreaker_window_requests_min = 1\n",
+     "t.conf:2: value '1' for 'breaker_window_requests_min' is out of range (2..1000000)"},
+    {"[routing]\nattempts_max = 0\n", "t.conf:2: value '0' for 'attempts_max' is out of range (1..16)"},
+    {"[routing]\n[routing]\n", "t.conf:2: duplicate section [routing] (first on line 1)"},
     {"[upstream u]\nbase_url = http://127.0.0.1:9000\nca_file = x.pem\n[model m]\nupstream = u\n",
      "t.conf:3: key 'ca_file' in [upstream u] needs an https base_url"},
     {"[upstream u]\nverify = false\nbase_url = http://[::1]:9000\n[model m]\nupstream = u\n",
@@ -825,7 +859,7 @@ static void test_bad_configurations(void) {
     CHECK(strcmp(tiny, "t.conf:") == 0);
 
     /* The secret itself never appears in an error. */
-    CHECK_EQ_INT(parse_text(config_a, "[upstream u]\napi_key = \"sk-secret value\"\n", error_a,
+    CHECK_EQ_INT(parse_text(config_a, "[upstream u]\napi_key = \"sk-secret-\xc3\xa9\"\n", error_a,
                             sizeof error_a),
                  -1);
     CHECK(strstr(error_a, "sk-secret") == NULL);
@@ -972,7 +1006,7 @@ static void test_model_lookup(void) {
         const config_model_t *model =
             config_find_model(config_a, (const uint8_t *)names[i], strlen(names[i]));
         CHECK(model == &config_a->models[i]);
-        CHECK_EQ_INT(model != NULL ? model->upstream_index : 99, i % 2);
+        CHECK_EQ_INT(model != NULL ? model->routes[0].upstream_index : 99, i % 2);
     }
     static const char *const absent[] = {"gpt-4o-min", "gpt-4o-minii", "b", "", "gpt", "GPT-4o",
                                          "zzz", "\x7f", " gpt-4o"};
@@ -1201,7 +1235,7 @@ static void test_mutations(void) {
         CHECK(config_a->jwt_ttl_s >= 60 && config_a->jwt_ttl_s <= 31536000);
         for (uint32_t i = 0; i < config_a->model_count; i++) {
             const config_model_t *model = &config_a->models[i];
-            CHECK(model->upstream_index < config_a->upstream_count);
+            CHECK(model->routes[0].upstream_index < config_a->upstream_count);
             CHECK(model->input_price_micros >= 0 &&
                   model->input_price_micros <= LEDGER_MONEY_MICROS_MAX);
             CHECK(model->cached_input_price_micros >= 0 &&
@@ -1211,13 +1245,77 @@ static void test_mutations(void) {
             CHECK(model->request_price_micros >= 0 &&
                   model->request_price_micros <= LEDGER_MONEY_MICROS_MAX);
             CHECK(model->max_output_tokens >= 1 && model->max_output_tokens <= 10000000);
-            CHECK(model->upstream_model[0] != '\0' && model->owned_by[0] != '\0');
+            CHECK(model->routes[0].upstream_model[0] != '\0' && model->owned_by[0] != '\0');
             CHECK(config_find_model(config_a, (const uint8_t *)model->name, strlen(model->name)) ==
                   model);
         }
     }
     /* Some mutations (inside comments) leave the file valid. */
     CHECK(accepted > 0);
+}
+
+/* Several routes per model (in file order, priority and weight given or
+ * defaulted, upstream model defaulting to the public name), several keys
+ * per upstream from a literal list or from environment variables, and the
+ * [routing] section with its defaults. */
+static void test_routes_and_keys(void) {
+    setenv("RINGWAY_TEST_KEY_A", "sk-env-a", 1);
+    setenv("RINGWAY_TEST_KEY_B", "sk-env-b", 1);
+    static const char text[] =
+        "[routing]\nattempts_max = 4\nfailover_ms = 9000\nbreaker_failures = 3\nbreaker_error_percent = 0\n"
+        "breaker_window_ms = 2000\nbreaker_window_requests_min = 10\nbreaker_open_ms = 700\n"
+        "[upstream a]\nbase_url = https://a.example/v1\napi_key = k1, k2 k3\n"
+        "[upstream b]\nbase_url = https://b.example/v1\napi_key_env = RINGWAY_TEST_KEY_A,RINGWAY_TEST_KEY_B\n"
+        "[model m]\nroute = a\nroute = b b-model:k=v priority=2 weight=7\nroute = a other weight=1000\n"
+        "[model n]\nupstream = b\n";
+    int result = parse_text(config_a, text, error_a, sizeof error_a);
+    if (result != 0) fprintf(stderr, "  %s\n", error_a);
+    CHECK_EQ_INT(result, 0);
+    CHECK_EQ_INT(config_a->attempts_max, 4);
+    CHECK_EQ_INT(config_a->failover_ms, 9000);
+    CHECK_EQ_INT(config_a->breaker_failures, 3);
+    CHECK_EQ_INT(config_a->breaker_error_percent, 0);
+    CHECK_EQ_INT(config_a->breaker_window_ms, 2000);
+    CHECK_EQ_INT(config_a->breaker_window_requests_min, 10);
+    CHECK_EQ_INT(config_a->breaker_open_ms, 700);
+    const config_upstream_t *a = &config_a->upstreams[0];
+    CHECK(a->has_api_key);
+    CHECK_EQ_INT(a->api_key_count, 3);
+    CHECK(strcmp(a->api_keys[0], "k1") == 0 && strcmp(a->api_keys[1], "k2") == 0 && strcmp(a->api_keys[2], "k3") == 0);
+    const config_upstream_t *b = &config_a->upstreams[1];
+    CHECK_EQ_INT(b->api_key_count, 2);
+    CHECK(strcmp(b->api_keys[0], "sk-env-a") == 0 && strcmp(b->api_keys[1], "sk-env-b") == 0);
+    const config_model_t *m = &config_a->models[0];
+    CHECK_EQ_INT(m->route_count, 3);
+    CHECK_EQ_INT(m->routes[0].upstream_index, 0);
+    CHECK(strcmp(m->routes[0].upstream_model, "m") == 0);
+    CHECK_EQ_INT(m->routes[0].priority, 0);
+    CHECK_EQ_INT(m->routes[0].weight, 1);
+    CHECK_EQ_INT(m->routes[1].upstream_index, 1);
+    CHECK(strcmp(m->routes[1].upstream_model, "b-model:k=v") == 0);
+    CHECK_EQ_INT(m->routes[1].priority, 2);
+    CHECK_EQ_INT(m->routes[1].weight, 7);
+    CHECK_EQ_INT(m->routes[2].upstream_index, 0);
+    CHECK(strcmp(m->routes[2].upstream_model, "other") == 0);
+    CHECK_EQ_INT(m->routes[2].weight, 1000);
+    CHECK(strcmp(m->owned_by, "a") == 0); /* the first route's upstream */
+    const config_model_t *n = &config_a->models[1];
+    CHECK_EQ_INT(n->route_count, 1);
+    CHECK_EQ_INT(n->routes[0].upstream_index, 1);
+    CHECK(strcmp(n->routes[0].upstream_model, "n") == 0);
+
+    /* Defaults of [routing]. */
+    CHECK_EQ_INT(parse_text(config_b, MINIMAL_TAIL, error_b, sizeof error_b), 0);
+    CHECK_EQ_INT(config_b->attempts_max, 3);
+    CHECK_EQ_INT(config_b->failover_ms, 30000);
+    CHECK_EQ_INT(config_b->breaker_failures, 5);
+    CHECK_EQ_INT(config_b->breaker_error_percent, 50);
+    CHECK_EQ_INT(config_b->breaker_window_ms, 10000);
+    CHECK_EQ_INT(config_b->breaker_window_requests_min, 20);
+    CHECK_EQ_INT(config_b->breaker_open_ms, 5000);
+    CHECK_EQ_INT(config_b->models[0].route_count, 1);
+    unsetenv("RINGWAY_TEST_KEY_A");
+    unsetenv("RINGWAY_TEST_KEY_B");
 }
 
 int main(void) {
@@ -1231,6 +1329,7 @@ int main(void) {
     RUN_TEST(test_values);
     RUN_TEST(test_billing_and_auth);
     RUN_TEST(test_bad_configurations);
+    RUN_TEST(test_routes_and_keys);
     RUN_TEST(test_missing_file);
     RUN_TEST(test_error_messages_are_printable);
     RUN_TEST(test_base_urls);

@@ -60,7 +60,7 @@ static void test_release(void) {
     test_router.models_json = NULL;
 }
 
-static const router_route_t *test_find(const char *quoted) {
+static const router_model_t *test_find(const char *quoted) {
     return router_find(&test_router, (const uint8_t *)quoted, strlen(quoted));
 }
 
@@ -81,13 +81,16 @@ static void test_exact_match(void) {
         {"\"gpt-4o-mini\"", 3, 0},
     };
     for (size_t index = 0; index < RW_ARRAY_LENGTH(cases); index++) {
-        const router_route_t *route = test_find(cases[index].quoted);
-        CHECK(route != NULL);
-        if (route == NULL) continue;
-        CHECK(route == &test_router.routes[cases[index].model_index]);
-        CHECK(route->model == &test_config->models[cases[index].model_index]);
-        CHECK_EQ_INT(route->upstream_index, cases[index].upstream_index);
-        CHECK_EQ_INT(route->model->upstream_index, cases[index].upstream_index);
+        const router_model_t *model = test_find(cases[index].quoted);
+        CHECK(model != NULL);
+        if (model == NULL) continue;
+        CHECK(model == &test_router.models[cases[index].model_index]);
+        CHECK(model->config == &test_config->models[cases[index].model_index]);
+        CHECK_EQ_INT(model->index, cases[index].model_index);
+        CHECK_EQ_INT(model->route_count, 1);
+        CHECK_EQ_INT(model->routes[0].upstream_index, cases[index].upstream_index);
+        CHECK_EQ_INT(model->routes[0].weight, 1);
+        CHECK_EQ_INT(model->config->routes[0].upstream_index, cases[index].upstream_index);
     }
     test_release();
 }
@@ -117,12 +120,12 @@ static void test_unknown_models(void) {
 static void test_escaped_names(void) {
     CHECK(test_parse(test_configuration, sizeof test_configuration - 1));
     CHECK(test_build());
-    const router_route_t *route = test_find("\"gpt\\u002d4o\"");
-    CHECK(route != NULL && route == &test_router.routes[0]);
+    const router_model_t *route = test_find("\"gpt\\u002d4o\"");
+    CHECK(route != NULL && route == &test_router.models[0]);
     route = test_find("\"local\\/small:v1.2\"");
-    CHECK(route != NULL && route == &test_router.routes[1]);
+    CHECK(route != NULL && route == &test_router.models[1]);
     route = test_find("\"\\u0041\"");
-    CHECK(route != NULL && route == &test_router.routes[2]);
+    CHECK(route != NULL && route == &test_router.models[2]);
     CHECK(test_find("\"gpt-4o\\u0000\"") == NULL);
     CHECK(test_find("\"\\u0061\"") == NULL);
     CHECK(test_find("\"gpt-4o\\n\"") == NULL);
@@ -183,7 +186,7 @@ static void test_upstream_model_json_from_config(void) {
     static const char *const expected[] = {"\"gpt-4o-2024-08-06\"", "\"local/small:v1.2\"", "\"a-upstream\"",
                                            "\"gpt-4o-mini\""};
     for (uint32_t index = 0; index < 4; index++) {
-        const router_route_t *route = &test_router.routes[index];
+        const router_route_t *route = &test_router.models[index].routes[0];
         CHECK_EQ_BYTES(route->upstream_model_json, route->upstream_model_json_length, expected[index]);
     }
     test_release();
@@ -191,7 +194,8 @@ static void test_upstream_model_json_from_config(void) {
 
 /* Checks that route's upstream_model_json is `expected` exactly, is valid
  * JSON, and decodes back to the model's upstream_model. */
-static void test_check_escaped(const router_route_t *route, const char *expected) {
+static void test_check_escaped(const router_model_t *model, const char *expected) {
+    const router_route_t *route = &model->routes[0];
     CHECK_EQ_BYTES(route->upstream_model_json, route->upstream_model_json_length, expected);
     CHECK_EQ_INT(json_validate((const uint8_t *)route->upstream_model_json, route->upstream_model_json_length, NULL), 0);
     char decoded[CONFIG_UPSTREAM_MODEL_BYTES];
@@ -199,7 +203,7 @@ static void test_check_escaped(const router_route_t *route, const char *expected
     CHECK_EQ_INT(json_string_decode((const uint8_t *)route->upstream_model_json, route->upstream_model_json_length,
                                     decoded, sizeof decoded, &decoded_length),
                  0);
-    CHECK_EQ_BYTES(decoded, decoded_length, route->model->upstream_model);
+    CHECK_EQ_BYTES(decoded, decoded_length, model->config->routes[0].upstream_model);
 }
 
 /* Names outside the config parser's token rule (a future source of routes,
@@ -209,15 +213,15 @@ static void test_check_escaped(const router_route_t *route, const char *expected
  * (255 bytes, each doubled) fits the route's buffer. */
 static void test_upstream_model_json_escaping(void) {
     CHECK(test_parse(test_configuration, sizeof test_configuration - 1));
-    rw_copy_text(test_config->models[0].upstream_model, CONFIG_UPSTREAM_MODEL_BYTES, "a\"b\\c/d\ne\x01\x1f");
-    rw_copy_text(test_config->models[1].upstream_model, CONFIG_UPSTREAM_MODEL_BYTES, "mod\xc3\xa8le \t tab");
-    memset(test_config->models[2].upstream_model, '"', CONFIG_UPSTREAM_MODEL_BYTES - 1);
-    test_config->models[2].upstream_model[CONFIG_UPSTREAM_MODEL_BYTES - 1] = '\0';
-    memset(test_config->models[3].upstream_model, '\\', CONFIG_UPSTREAM_MODEL_BYTES - 1);
-    test_config->models[3].upstream_model[CONFIG_UPSTREAM_MODEL_BYTES - 1] = '\0';
+    rw_copy_text(test_config->models[0].routes[0].upstream_model, CONFIG_UPSTREAM_MODEL_BYTES, "a\"b\\c/d\ne\x01\x1f");
+    rw_copy_text(test_config->models[1].routes[0].upstream_model, CONFIG_UPSTREAM_MODEL_BYTES, "mod\xc3\xa8le \t tab");
+    memset(test_config->models[2].routes[0].upstream_model, '"', CONFIG_UPSTREAM_MODEL_BYTES - 1);
+    test_config->models[2].routes[0].upstream_model[CONFIG_UPSTREAM_MODEL_BYTES - 1] = '\0';
+    memset(test_config->models[3].routes[0].upstream_model, '\\', CONFIG_UPSTREAM_MODEL_BYTES - 1);
+    test_config->models[3].routes[0].upstream_model[CONFIG_UPSTREAM_MODEL_BYTES - 1] = '\0';
     CHECK(test_build());
-    test_check_escaped(&test_router.routes[0], "\"a\\\"b\\\\c/d\\ne\\u0001\\u001f\"");
-    test_check_escaped(&test_router.routes[1], "\"mod\xc3\xa8le \\t tab\"");
+    test_check_escaped(&test_router.models[0], "\"a\\\"b\\\\c/d\\ne\\u0001\\u001f\"");
+    test_check_escaped(&test_router.models[1], "\"mod\xc3\xa8le \\t tab\"");
     static char quotes[2 + 2 * (CONFIG_UPSTREAM_MODEL_BYTES - 1) + 1];
     static char backslashes[sizeof quotes];
     size_t length = 0;
@@ -233,9 +237,9 @@ static void test_upstream_model_json_escaping(void) {
     backslashes[length++] = '"';
     quotes[length] = '\0';
     backslashes[length] = '\0';
-    test_check_escaped(&test_router.routes[2], quotes);
-    test_check_escaped(&test_router.routes[3], backslashes);
-    CHECK_EQ_INT(test_router.routes[2].upstream_model_json_length, 2 + 2 * (CONFIG_UPSTREAM_MODEL_BYTES - 1));
+    test_check_escaped(&test_router.models[2], quotes);
+    test_check_escaped(&test_router.models[3], backslashes);
+    CHECK_EQ_INT(test_router.models[2].routes[0].upstream_model_json_length, 2 + 2 * (CONFIG_UPSTREAM_MODEL_BYTES - 1));
     test_release();
 }
 
@@ -261,8 +265,8 @@ static void test_many_models(void) {
     for (int index = 0; index < CONFIG_MODELS_MAX; index++) {
         char quoted[CONFIG_MODEL_NAME_BYTES + 2];
         snprintf(quoted, sizeof quoted, "\"%s\"", names[index]);
-        const router_route_t *route = test_find(quoted);
-        if (route == &test_router.routes[index] && strcmp(route->model->name, names[index]) == 0) found++;
+        const router_model_t *model = test_find(quoted);
+        if (model == &test_router.models[index] && strcmp(model->config->name, names[index]) == 0) found++;
     }
     CHECK_EQ_INT(found, CONFIG_MODELS_MAX);
     const char *json = test_router.models_json;

@@ -450,6 +450,7 @@ static void test_sample_usage(store_usage_record_t *usage) {
     usage->created_ms = 1700000000000;
     usage->estimated = true;
     usage->capped = false;
+    usage->attempts = 2;
 }
 
 static void test_codec_usage_exact(void) {
@@ -461,7 +462,8 @@ static void test_codec_usage_exact(void) {
                    "{\"id\":9,\"request_id\":\"req_01000000000002\",\"key_id\":3,\"user_id\":4,"
                    "\"model\":\"gpt-4o\",\"upstream\":\"openai\",\"prompt_tokens\":11,\"completion_tokens\":22,"
                    "\"cached_tokens\":3,\"reasoning_tokens\":4,\"cost_micros\":1234,\"status\":\"completed\","
-                   "\"latency_ms\":250,\"created_ms\":1700000000000,\"estimated\":true,\"capped\":false}");
+                   "\"latency_ms\":250,\"created_ms\":1700000000000,\"estimated\":true,\"capped\":false,"
+                   "\"attempts\":2}");
     store_usage_record_t decoded;
     CHECK_EQ_INT(store_usage_decode(json, (size_t)length, &decoded), 0);
     CHECK(memcmp(&decoded, &usage, sizeof usage) == 0);
@@ -525,6 +527,10 @@ static void test_codec_usage_decode_variants(void) {
     CHECK(decoded.capped);
     CHECK(!decoded.estimated);
     CHECK_EQ_INT(decoded.cost_micros, 0);
+    CHECK_EQ_INT(decoded.attempts, 1); /* a record from before routes: one attempt */
+    const char *none_tried = "{\"id\":1,\"user_id\":1,\"attempts\":0}";
+    CHECK_EQ_INT(store_usage_decode(none_tried, strlen(none_tried), &decoded), 0);
+    CHECK_EQ_INT(decoded.attempts, 0);
 
     static const char *const refused[] = {
         "",
@@ -541,6 +547,8 @@ static void test_codec_usage_decode_variants(void) {
         "{\"id\":1,\"user_id\":1,\"cost_micros\":9223372036854775808}",
         "{\"id\":1,\"user_id\":1,\"model\":\"a\\u0000b\"}",  /* NUL inside */
         "{\"id\":1,\"user_id\":1,\"estimated\":1}",
+        "{\"id\":1,\"user_id\":1,\"attempts\":4294967296}",
+        "{\"id\":1,\"user_id\":1,\"attempts\":\"2\"}",
         "{\"id\":1,\"user_id\":1,}",                         /* not JSON */
         "{\"id\":1,\"user_id\":1} x",
     };
@@ -673,8 +681,25 @@ static void test_codec_usage_block(void) {
     changed[0] = 'U';
     CHECK_EQ_INT(store_usage_block_open(&reader, changed, writer.length, 100), -1);
     changed[0] = bytes[0];
-    changed[1] = 2;
+    changed[1] = 3;
     CHECK_EQ_INT(store_usage_block_open(&reader, changed, writer.length, 100), -1);
+    /* A version 1 block (written before routes): the same records without
+     * the attempts varint, read as one attempt each. */
+    {
+        store_usage_record_t old = records[0];
+        old.attempts = 1;
+        uint8_t v2[STORE_USAGE_BLOCK_BYTES_MAX];
+        store_usage_block_writer_t fresh;
+        store_usage_block_begin(&fresh, v2, sizeof v2, 100, old.created_ms);
+        CHECK_EQ_INT(store_usage_block_add(&fresh, &old), 0);
+        CHECK_EQ_INT(v2[1], 2);
+        CHECK_EQ_INT(v2[fresh.length - 1], 1); /* the attempts varint is the last byte */
+        v2[1] = 1;
+        CHECK_EQ_INT(store_usage_block_open(&reader, v2, fresh.length - 1, 100), 0);
+        CHECK_EQ_INT(store_usage_block_next(&reader, &decoded), 1);
+        CHECK(memcmp(&decoded, &old, sizeof decoded) == 0);
+        CHECK_EQ_INT(store_usage_block_next(&reader, &decoded), 0);
+    }
     /* A flag bit nobody writes, a NUL inside a string, a user 0, a varint
      * past 64 bits: refused. The first record's flags byte is the 11th of
      * its fields; its request id follows with its length byte. */
