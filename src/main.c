@@ -210,10 +210,16 @@ int main(int argc, char **argv) {
         return 1;
     }
     static relay_shared_t shared;
-    static relay_health_t health;
+    static health_t health;
     shared.config = config;
     shared.router = &router;
     shared.health = &health;
+    health.thread_count = config->threads;
+    health.threads = calloc(config->threads, sizeof *health.threads);
+    if (health.threads == NULL) {
+        fprintf(stderr, "ringway: out of memory for the upstream health table\n");
+        return 1;
+    }
     shared.tables = &tables;
     shared.jwt_secret = jwt_secret;
     shared.jwt_secret_length = jwt_secret_length;
@@ -256,6 +262,7 @@ int main(int argc, char **argv) {
         .next_key_id = loaded.next_key_id,
         .jwt_secret = jwt_secret,
         .jwt_secret_length = jwt_secret_length,
+        .health = &health,
     };
     control_t *control = NULL;
     if (control_create(&control, &control_options, error, sizeof error) != 0) {

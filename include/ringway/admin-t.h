@@ -30,6 +30,7 @@ typedef struct admin_context {
     account_tables_t *tables;
     store_t *store;                   /* opened and loaded: read directly */
     store_thread_t *store_thread;     /* writes go through it */
+    const struct health *health;      /* the upstreams' keys and breakers (health.h); NULL in unit tests */
     uint32_t store_producer;          /* our producer index on the store thread */
     uint64_t next_user_id;            /* never reused, even after a store timeout */
     uint64_t next_key_id;

@@ -22,6 +22,7 @@ typedef struct control_options {
     const uint8_t *jwt_secret;        /* HS256 key, >= JWT_SECRET_BYTES_MIN bytes; copied */
     size_t jwt_secret_length;         /* <= CONFIG_SECRET_BYTES */
     uint32_t job_channel_capacity;    /* per worker and direction, a power of two; 0 = 256 */
+    const struct health *health;      /* for GET /admin/upstreams; written by the relay threads */
 } control_options_t;
 
 #endif

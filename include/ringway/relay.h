@@ -7,27 +7,14 @@
 #include "ringway/common.h"
 #include "ringway/config.h"
 #include "ringway/router.h"
+#include "ringway/health.h"
 #include "ringway/tls.h"
-
-#include <stdatomic.h>
 
 struct account_tables;
 struct store_thread;
 struct portal;
 
 typedef struct relay_worker relay_worker_t;
-
-/* What every relay thread and the admin API see of the upstreams' keys: the
- * HTTP status (401, 403) with which an upstream refused a key, 0 while the
- * key is in rotation, and until when (loop time, CLOCK_MONOTONIC
- * milliseconds) it stays out: [routing] key_refused_retry_ms after the
- * refusal, UINT64_MAX for good. Written by the thread that saw the refusal
- * or the success that ended it, read by all, relaxed: a thread that reads
- * late sends the key once more, and fails over. */
-typedef struct relay_health {
-    _Atomic uint16_t key_refused[CONFIG_UPSTREAMS_MAX][CONFIG_UPSTREAM_KEYS_MAX];
-    _Atomic uint64_t key_refused_until_ms[CONFIG_UPSTREAMS_MAX][CONFIG_UPSTREAM_KEYS_MAX];
-} relay_health_t;
 
 typedef struct relay_shared {
     const config_t *config;
@@ -38,7 +25,7 @@ typedef struct relay_shared {
     struct portal *portal;           /* the self-service endpoints' jobs go there */
     const uint8_t *jwt_secret;
     size_t jwt_secret_length;
-    relay_health_t *health;
+    health_t *health;                /* keys refused, breakers published (health.h) */
     uint32_t instance; /* random per process: makes request ids unique across restarts */
 } relay_shared_t;
 

@@ -29,6 +29,8 @@
  * conflict (email taken, deduct below zero), 5xx store trouble. */
 #include "admin-internal.h"
 
+#include "ringway/breaker.h"
+#include "ringway/health.h"
 #include "ringway/http.h"
 #include "ringway/json.h"
 #include "ringway/ledger.h"
@@ -38,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 
 enum {
     ADMIN_SEGMENTS_MAX = 4,
@@ -1089,6 +1092,82 @@ static void admin_audit_list(admin_request_t *request) {
     admin_respond_json(request, 200);
 }
 
+/* ---- Upstreams ---- */
+
+/* One breaker over every relay thread: the worst state (open, then
+ * half-open, then closed), how many threads have it open, its longest run
+ * of failures and how often it opened in all. */
+static void admin_breaker_json(text_buffer_t *out, const health_t *health, uint32_t upstream, int32_t key) {
+    uint32_t worst = BREAKER_CLOSED, threads_open = 0, failures = 0;
+    uint64_t times_opened = 0;
+    for (uint32_t thread = 0; thread < health->thread_count; thread++) {
+        const health_thread_view_t *view = &health->threads[thread];
+        const health_breaker_view_t *breaker = key < 0 ? &view->upstreams[upstream] : &view->keys[upstream][key];
+        uint32_t state = atomic_load_explicit(&breaker->state, memory_order_relaxed);
+        if (state == BREAKER_OPEN) threads_open++;
+        if (state == BREAKER_OPEN || (state == BREAKER_HALF_OPEN && worst == BREAKER_CLOSED)) worst = state;
+        failures = RW_MAX(failures, atomic_load_explicit(&breaker->consecutive_failures, memory_order_relaxed));
+        times_opened += atomic_load_explicit(&breaker->times_opened, memory_order_relaxed);
+    }
+    text_buffer_format(out,
+                       "\"breaker\":{\"state\":\"%s\",\"threads_open\":%u,\"threads\":%u,"
+                       "\"consecutive_failures\":%u,\"times_opened\":%llu}",
+                       breaker_state_name((breaker_state_t)worst), (unsigned)threads_open,
+                       (unsigned)health->thread_count, (unsigned)failures, (unsigned long long)times_opened);
+}
+
+/* GET /admin/upstreams: each upstream's breaker and its keys (never the
+ * keys themselves: their place in the list, whether they are in rotation,
+ * the status that refused one, their breakers). */
+static void admin_upstreams_list(admin_request_t *request) {
+    const admin_context_t *context = request->context;
+    const health_t *health = context->health;
+    if (health == NULL) {
+        admin_refuse(request, 503, "server_error", "unavailable", NULL, "no relay threads report upstream health");
+        return;
+    }
+    const config_t *config = context->config;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    uint64_t now_ms = (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
+    text_buffer_t *out = &request->out;
+    text_buffer_text(out, "{\"object\":\"list\",\"data\":[");
+    for (uint32_t upstream = 0; upstream < config->upstream_count; upstream++) {
+        const config_upstream_t *configured = &config->upstreams[upstream];
+        text_buffer_text(out, upstream ? ",{\"name\":" : "{\"name\":");
+        text_buffer_json_string(out, configured->name, strlen(configured->name));
+        text_buffer_text(out, ",\"base_url\":");
+        text_buffer_json_string(out, configured->base_url, strlen(configured->base_url));
+        text_buffer_text(out, ",");
+        admin_breaker_json(out, health, upstream, -1);
+        text_buffer_text(out, ",\"keys\":[");
+        for (uint32_t key = 0; key < configured->api_key_count; key++) {
+            uint16_t refused = atomic_load_explicit(&health->key_refused[upstream][key], memory_order_relaxed);
+            uint64_t until_ms = atomic_load_explicit(&health->key_refused_until_ms[upstream][key], memory_order_relaxed);
+            bool out_of_rotation = refused != 0 && now_ms < until_ms;
+            text_buffer_format(out, "%s{\"index\":%u,\"in_rotation\":%s,\"refused_status\":", key ? "," : "",
+                               (unsigned)key + 1, out_of_rotation ? "false" : "true");
+            if (refused != 0) {
+                text_buffer_format(out, "%u", (unsigned)refused);
+            } else {
+                text_buffer_text(out, "null");
+            }
+            text_buffer_text(out, ",\"retry_in_ms\":");
+            if (out_of_rotation && until_ms != UINT64_MAX) {
+                text_buffer_format(out, "%llu", (unsigned long long)(until_ms - now_ms));
+            } else {
+                text_buffer_text(out, "null");
+            }
+            text_buffer_text(out, ",");
+            admin_breaker_json(out, health, upstream, (int32_t)key);
+            text_buffer_text(out, "}");
+        }
+        text_buffer_text(out, "]}");
+    }
+    text_buffer_text(out, "]}");
+    admin_respond_json(request, 200);
+}
+
 /* ---- Routing ---- */
 
 static void admin_method_not_allowed(admin_request_t *request) {
@@ -1159,6 +1238,12 @@ static void admin_route(admin_request_t *request) {
     } else if (count == 1 && admin_segment_is(request, 0, "usage")) {
         if (get) {
             admin_usage(request);
+        } else {
+            admin_method_not_allowed(request);
+        }
+    } else if (count == 1 && admin_segment_is(request, 0, "upstreams")) {
+        if (get) {
+            admin_upstreams_list(request);
         } else {
             admin_method_not_allowed(request);
         }

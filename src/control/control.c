@@ -88,6 +88,7 @@ int control_create(control_t **result, const control_options_t *options, char *e
     admin->tables = options->tables;
     admin->store = options->store;
     admin->store_thread = options->store_thread;
+    admin->health = options->health;
     admin->store_producer = options->store_producer;
     admin->next_user_id = options->next_user_id;
     admin->next_key_id = options->next_key_id;

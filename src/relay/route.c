@@ -15,7 +15,7 @@
  *
  * The breakers are per thread, like the rest of a worker: one thread's
  * breaker opens on what that thread saw. A key refused with 401/403 leaves
- * rotation for every thread (relay_health_t) for [routing]
+ * rotation for every thread (health_t) for [routing]
  * key_refused_retry_ms; then one request tries it again, and a success
  * brings it back. Both are logged. */
 #include "relay-internal.h"
@@ -40,9 +40,26 @@ void relay_route_init(relay_worker_t *worker) {
     }
 }
 
+static void relay_route_publish_one(health_breaker_view_t *view, const breaker_t *breaker) {
+    atomic_store_explicit(&view->state, (uint32_t)breaker->state, memory_order_relaxed);
+    atomic_store_explicit(&view->consecutive_failures, breaker->consecutive_failures, memory_order_relaxed);
+    atomic_store_explicit(&view->times_opened, breaker->times_opened, memory_order_relaxed);
+}
+
+/* This thread's breakers of `upstream` (and of its key `key`, unless
+ * RELAY_KEY_NONE) for the admin API. */
+static void relay_route_publish(relay_worker_t *worker, uint32_t upstream, uint8_t key) {
+    health_t *shared = worker->shared->health;
+    RW_ASSERT(worker->index < shared->thread_count);
+    health_thread_view_t *view = &shared->threads[worker->index];
+    const relay_upstream_health_t *health = &worker->health[upstream];
+    relay_route_publish_one(&view->upstreams[upstream], &health->breaker);
+    if (key != RELAY_KEY_NONE) relay_route_publish_one(&view->keys[upstream][key], &health->key_breakers[key]);
+}
+
 /* Whether a refused key is still out of rotation now. */
 static bool relay_route_key_refused(const relay_worker_t *worker, uint32_t upstream, uint32_t key) {
-    const relay_health_t *health = worker->shared->health;
+    const health_t *health = worker->shared->health;
     if (atomic_load_explicit(&health->key_refused[upstream][key], memory_order_relaxed) == 0) return false;
     uint64_t until_ms = atomic_load_explicit(&health->key_refused_until_ms[upstream][key], memory_order_relaxed);
     return loop_now_ms(&worker->loop) < until_ms;
@@ -133,6 +150,7 @@ bool relay_route_choose(relay_stream_t *stream) {
         stream->key_probe = breaker_take(&health->key_breakers[key], &worker->breaker_policy, now_ms);
         health->key_next = (key + 1u) % worker->config->upstreams[upstream].api_key_count;
     }
+    relay_route_publish(worker, upstream, key);
     stream->attempt_pending = true;
     stream->attempts++;
     if (stream->attempts == 1) stream->first_attempt_ms = now_ms;
@@ -141,7 +159,7 @@ bool relay_route_choose(relay_stream_t *stream) {
 
 static void relay_route_refuse_key(relay_stream_t *stream, uint16_t status) {
     relay_worker_t *worker = stream->worker;
-    relay_health_t *health = worker->shared->health;
+    health_t *health = worker->shared->health;
     uint32_t upstream = stream->route->upstream_index;
     uint32_t key = stream->key_index;
     uint32_t retry_ms = worker->config->key_refused_retry_ms;
@@ -226,6 +244,7 @@ void relay_route_report(relay_stream_t *stream, relay_outcome_t outcome) {
     }
     stream->upstream_probe = false;
     stream->key_probe = false;
+    relay_route_publish(worker, upstream, stream->key_index);
 }
 
 /* Seconds until one of the model's routes may take a request again, for

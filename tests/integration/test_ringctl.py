@@ -18,7 +18,8 @@ PRICED = {"model plain-demo": {"input_price": "1.00", "output_price": "2.00"}}
 COMMANDS = [("users", "create"), ("users", "list"), ("users", "show"), ("keys", "create"), ("keys", "list"),
             ("keys", "show"), ("keys", "disable"), ("keys", "enable"), ("keys", "set-models"), ("keys", "set-tier"),
             ("keys", "set-limit"), ("keys", "set-quota"), ("keys", "set-expiry"), ("keys", "set-cap"), ("balance", "top-up"), ("balance", "deduct"),
-            ("balance", "suspend"), ("balance", "resume"), ("usage", "list"), ("usage", "export"), ("audit", "list")]
+            ("balance", "suspend"), ("balance", "resume"), ("usage", "list"), ("usage", "export"), ("audit", "list"),
+            ("upstreams", "list")]
 
 
 @pytest.fixture(scope="session")

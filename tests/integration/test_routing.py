@@ -12,6 +12,7 @@ thread so that its per-thread breakers and round-robin are exact."""
 import json
 import os
 import socket
+import subprocess
 import time
 
 import pytest
@@ -262,3 +263,35 @@ def test_a_refused_key_leaves_rotation(routing):
     assert record["attempts"] == 1  # the newest: the refused key was no longer tried
     log = routing.process.stderr_text()
     assert log.count("the upstream 'revoked' refused its API key #1 with HTTP 401") == 1
+
+
+def test_upstreams_show_breakers_and_refused_keys(routing):
+    """GET /admin/upstreams and `ringctl upstreams`: the open breaker and the refused key of the tests above."""
+    for _ in range(5):
+        status, _, _ = post(routing, "breaker-only")
+        if status == 503:
+            break
+    assert status == 503
+    status, document = routing.admin("GET", "/admin/upstreams")
+    assert status == 200, document
+    upstreams = {entry["name"]: entry for entry in document["data"]}
+    dead = upstreams["dead2"]["breaker"]
+    assert dead["state"] == "open" and dead["threads_open"] == 1 and dead["threads"] == 1
+    assert dead["times_opened"] >= 1
+    assert upstreams["plain"]["breaker"]["state"] == "closed"
+    keys = upstreams["revoked"]["keys"]
+    assert [key["index"] for key in keys] == [1, 2]
+    assert keys[0]["in_rotation"] is False and keys[0]["refused_status"] == 401
+    assert 0 < keys[0]["retry_in_ms"] <= 60000
+    assert keys[1]["in_rotation"] is True and keys[1]["refused_status"] is None
+    assert keys[1]["breaker"]["state"] == "closed"
+    assert [key["index"] for key in upstreams["keys"]["keys"]] == [1, 2, 3]
+    assert "sk-a" not in json.dumps(document) and UPSTREAM_API_KEY not in json.dumps(document)
+
+    completed = subprocess.run([os.environ["RINGCTL_BIN"], "--admin-url", routing.admin_url, "--token",
+                                routing.admin_token, "upstreams"], capture_output=True, text=True, timeout=30)
+    assert completed.returncode == 0, completed.stderr
+    lines = {line.split()[0]: line for line in completed.stdout.splitlines() if line.strip()}
+    assert "open (open on 1 of 1 threads)" in lines["dead2"]
+    assert "#1 refused 401 (retry in" in lines["revoked"] and "#2 ok" in lines["revoked"]
+    assert "#1 ok, #2 ok, #3 ok" in lines["keys"]

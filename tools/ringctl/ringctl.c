@@ -496,6 +496,63 @@ static const char *ringctl_cell_usage_status(ringctl_object_t row, char *out, si
     return out;
 }
 
+/* GET /admin/upstreams: a row's breaker (all threads together). */
+static const char *ringctl_cell_breaker(ringctl_object_t row, char *out, size_t capacity) {
+    ringctl_object_t breaker;
+    if (!ringctl_child(row, "breaker", JSON_TYPE_OBJECT, &breaker)) return "-";
+    char state[32];
+    ringctl_text(breaker, "state", state, sizeof state);
+    snprintf(out, capacity, "%s (open on %lld of %lld threads)", state, (long long)ringctl_integer(breaker, "threads_open"),
+             (long long)ringctl_integer(breaker, "threads"));
+    return out;
+}
+static const char *ringctl_cell_breaker_failures(ringctl_object_t row, char *out, size_t capacity) {
+    ringctl_object_t breaker;
+    if (!ringctl_child(row, "breaker", JSON_TYPE_OBJECT, &breaker)) return "-";
+    snprintf(out, capacity, "%lld", (long long)ringctl_integer(breaker, "consecutive_failures"));
+    return out;
+}
+static const char *ringctl_cell_breaker_opened(ringctl_object_t row, char *out, size_t capacity) {
+    ringctl_object_t breaker;
+    if (!ringctl_child(row, "breaker", JSON_TYPE_OBJECT, &breaker)) return "-";
+    snprintf(out, capacity, "%lld", (long long)ringctl_integer(breaker, "times_opened"));
+    return out;
+}
+/* Each key by its place in the upstream's list: "ok", "open" (its
+ * breaker), or "refused 401 (retry in 42 s)". */
+static const char *ringctl_cell_upstream_keys(ringctl_object_t row, char *out, size_t capacity) {
+    ringctl_object_t keys;
+    if (!ringctl_child(row, "keys", JSON_TYPE_ARRAY, &keys)) return "-";
+    text_buffer_t buffer = {.bytes = out, .capacity = capacity - 1};
+    uint32_t cursor = 0;
+    json_span_t element;
+    while (admin_json_array_next((const uint8_t *)keys.document, keys.length, keys.span, &cursor, &element)) {
+        ringctl_object_t key = {keys.document, keys.length, element};
+        if (buffer.length > 0) text_buffer_text(&buffer, ", ");
+        text_buffer_format(&buffer, "#%lld ", (long long)ringctl_integer(key, "index"));
+        char flag[16];
+        if (strcmp(ringctl_text(key, "in_rotation", flag, sizeof flag), "false") == 0) {
+            text_buffer_format(&buffer, "refused %lld", (long long)ringctl_integer(key, "refused_status"));
+            int64_t retry_ms = ringctl_integer(key, "retry_in_ms");
+            if (retry_ms > 0) text_buffer_format(&buffer, " (retry in %lld s)", (long long)((retry_ms + 999) / 1000));
+            continue;
+        }
+        ringctl_object_t breaker;
+        char state[32] = "closed";
+        if (ringctl_child(key, "breaker", JSON_TYPE_OBJECT, &breaker)) ringctl_text(breaker, "state", state, sizeof state);
+        text_buffer_text(&buffer, strcmp(state, "closed") == 0 ? "ok" : state);
+    }
+    if (buffer.overflow) return "(many)";
+    out[buffer.length] = '\0';
+    return buffer.length > 0 ? out : "none";
+}
+
+static const ringctl_column_t ringctl_upstream_columns[] = {
+    {"NAME", ringctl_cell_name, false},           {"BREAKER", ringctl_cell_breaker, false},
+    {"FAILURES", ringctl_cell_breaker_failures, true}, {"OPENED", ringctl_cell_breaker_opened, true},
+    {"KEYS", ringctl_cell_upstream_keys, false},
+};
+
 static const ringctl_column_t ringctl_user_columns[] = {
     {"ID", ringctl_cell_id, true},          {"EMAIL", ringctl_cell_email, false},
     {"STATUS", ringctl_cell_status, false}, {"BALANCE", ringctl_cell_balance, true},
@@ -1146,6 +1203,15 @@ static int ringctl_audit_list(ringctl_t *ctl, const ringctl_arguments_t *argumen
                              NULL);
 }
 
+/* ---- Commands: upstreams ---- */
+
+static int ringctl_upstreams_list(ringctl_t *ctl, const ringctl_arguments_t *arguments) {
+    int status = ringctl_call(ctl, "GET", "/admin/upstreams", NULL, NULL);
+    if (status != RINGCTL_EXIT_OK) return status;
+    return ringctl_show_list(ctl, ringctl_upstream_columns, RW_ARRAY_LENGTH(ringctl_upstream_columns), "no upstreams",
+                             NULL);
+}
+
 /* ---- The command table and help ---- */
 
 static const ringctl_command_t ringctl_commands[] = {
@@ -1221,6 +1287,12 @@ static const ringctl_command_t ringctl_commands[] = {
      "a header row (RFC 4180), JSON lines, or one JSON array. An interrupted export exits 3 and\n"
      "leaves no partial --output file.",
      {NULL, NULL}, "format user key from to limit output", ringctl_usage_export},
+    {"upstreams", "list", "", "show each upstream's circuit breaker and API keys",
+     "Per upstream: its breaker over all relay threads (the worst state, on how many threads it\n"
+     "is open, the longest run of failures, how often it opened) and each of its API keys by its\n"
+     "place in the list: ok, its breaker's state, or refused with the upstream's status and when\n"
+     "it is tried again. The keys themselves are never shown.",
+     {NULL, NULL}, "", ringctl_upstreams_list},
     {"audit", "list", "[--limit N]", "show the admin audit log, newest first (100 by default)",
      "Every admin change: when, by which admin token (fingerprint), what, on what.", {NULL, NULL}, "limit",
      ringctl_audit_list},
@@ -1442,12 +1514,17 @@ int main(int argc, char **argv) {
         ringctl_error("unknown command '%s' (see --help)", group);
         return RINGCTL_EXIT_USAGE;
     }
-    if (index >= argc || strcmp(argv[index], "--help") == 0 || strcmp(argv[index], "-h") == 0) {
+    /* `ringctl upstreams` is `ringctl upstreams list`: a status view that
+     * operators type often. */
+    bool asks_help = index < argc && (strcmp(argv[index], "--help") == 0 || strcmp(argv[index], "-h") == 0);
+    bool implied = strcmp(group, "upstreams") == 0 && !asks_help && (index >= argc || argv[index][0] == '-');
+    const char *only = "list";
+    if (!implied && (index >= argc || strcmp(argv[index], "--help") == 0 || strcmp(argv[index], "-h") == 0)) {
         bool help = index < argc;
         ringctl_group_usage(help ? stdout : stderr, group);
         return help ? RINGCTL_EXIT_OK : RINGCTL_EXIT_USAGE;
     }
-    const char *name = argv[index++];
+    const char *name = implied ? only : argv[index++];
     for (size_t command = 0; command < RW_ARRAY_LENGTH(ringctl_commands) && ctl.command == NULL; command++) {
         if (strcmp(ringctl_commands[command].group, group) == 0 && strcmp(ringctl_commands[command].name, name) == 0) {
             ctl.command = &ringctl_commands[command];
