@@ -108,6 +108,16 @@ typedef struct config_route {
 #define CONFIG_ROUTE_WEIGHT_MAX 1000
 #define CONFIG_ROUTE_PRIORITY_MAX 1000
 
+/* [model NAME] affinity: which requests stay on the same route and key
+ * while it is healthy, so the upstream's prompt cache keeps hitting. */
+typedef enum config_affinity {
+    CONFIG_AFFINITY_OFF = 0,
+    CONFIG_AFFINITY_USER = 1,   /* the request body's "user" */
+    CONFIG_AFFINITY_HEADER = 2, /* the value of the header affinity_header names */
+} config_affinity_t;
+
+#define CONFIG_HEADER_NAME_BYTES 64
+
 /* One [model NAME] section: the public name clients send, where it goes and
  * what it costs. Prices are integer micro-units of the reseller's currency
  * (1 unit = 1,000,000 micros; see ledger.h), each at most
@@ -122,6 +132,8 @@ typedef struct config_model {
     int64_t output_price_micros;       /* per 1,000,000 completion tokens (reasoning included) */
     int64_t request_price_micros;      /* per call, on top of the token prices */
     uint32_t max_output_tokens;        /* sent upstream when a request names no max_tokens */
+    config_affinity_t affinity;
+    char affinity_header[CONFIG_HEADER_NAME_BYTES]; /* CONFIG_AFFINITY_HEADER only */
 } config_model_t;
 
 /* The limits of a [tier NAME] section, in this order in config_tier_t;

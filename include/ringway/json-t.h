@@ -90,6 +90,7 @@ typedef struct json_chat_request {
     uint32_t n_value;
 
     json_member_t mock; /* any type; the mock upstream reads a string value */
+    json_member_t user; /* a string or null: the end user, for session affinity */
 } json_chat_request_t;
 
 #endif

@@ -180,9 +180,11 @@ static const config_key_t config_timeouts_keys[] = {
 static const char *const config_disconnect_words[] = {"drain", "cancel"};
 static const char *const config_billing_mode_words[] = {"on", "off"};
 static const char *const config_registration_words[] = {"open", "closed"};
+static const char *const config_affinity_words[] = {"off", "user", "header"};
 _Static_assert(sizeof(config_disconnect_policy_t) == sizeof(int) && sizeof(config_billing_mode_t) == sizeof(int) &&
                    sizeof(config_registration_t) == sizeof(int),
                "CONFIG_VALUE_CHOICE stores an int");
+_Static_assert(sizeof(config_affinity_t) == sizeof(int), "CONFIG_VALUE_CHOICE stores an int");
 
 static const config_key_t config_relay_keys[] = {
     CONFIG_KEY_CHOICE(config_t, client_disconnect, config_disconnect_words, "drain or cancel"),
@@ -258,6 +260,8 @@ static const config_key_t config_model_keys[] = {
     CONFIG_KEY_MONEY(config_model_t, "request_price", request_price_micros),
     CONFIG_KEY(config_model_t, max_output_tokens, CONFIG_VALUE_INTEGER, 1, 10000000),
     {.name = "route", .kind = CONFIG_VALUE_ROUTE, .repeatable = true},
+    CONFIG_KEY_CHOICE(config_model_t, affinity, config_affinity_words, "off, user or header"),
+    CONFIG_KEY(config_model_t, affinity_header, CONFIG_VALUE_TOKEN, 0, 0),
 };
 enum {
     CONFIG_MODEL_KEY_UPSTREAM = 0,
@@ -266,6 +270,8 @@ enum {
     CONFIG_MODEL_KEY_INPUT_PRICE = 3,
     CONFIG_MODEL_KEY_CACHED_INPUT_PRICE = 4,
     CONFIG_MODEL_KEY_ROUTE = 8,
+    CONFIG_MODEL_KEY_AFFINITY = 9,
+    CONFIG_MODEL_KEY_AFFINITY_HEADER = 10,
 };
 
 /* [routing]: a breaker needs two failures at least, and its error rate two
@@ -1528,6 +1534,12 @@ static int config_validate(config_parser_t *parser) {
             }
         }
         const char *upstream_name = model->routes[0].upstream_name;
+        bool by_header = model->affinity == CONFIG_AFFINITY_HEADER;
+        bool has_header = key_lines[CONFIG_MODEL_KEY_AFFINITY_HEADER] != 0;
+        if (by_header != has_header) {
+            return config_fail(parser, by_header ? key_lines[CONFIG_MODEL_KEY_AFFINITY] : key_lines[CONFIG_MODEL_KEY_AFFINITY_HEADER],
+                               "affinity = header and affinity_header go together in %s", label);
+        }
         if (key_lines[CONFIG_MODEL_KEY_OWNED_BY] == 0) {
             config_copy_truncated(model->owned_by, sizeof model->owned_by, upstream_name);
         }
@@ -1700,6 +1712,8 @@ static void config_check_key_tables(void) {
     RW_ASSERT(strcmp(config_model_keys[CONFIG_MODEL_KEY_UPSTREAM_MODEL].name, "upstream_model") == 0);
     RW_ASSERT(strcmp(config_model_keys[CONFIG_MODEL_KEY_OWNED_BY].name, "owned_by") == 0);
     RW_ASSERT(strcmp(config_model_keys[CONFIG_MODEL_KEY_ROUTE].name, "route") == 0);
+    RW_ASSERT(strcmp(config_model_keys[CONFIG_MODEL_KEY_AFFINITY].name, "affinity") == 0);
+    RW_ASSERT(strcmp(config_model_keys[CONFIG_MODEL_KEY_AFFINITY_HEADER].name, "affinity_header") == 0);
     RW_ASSERT(strcmp(config_model_keys[CONFIG_MODEL_KEY_INPUT_PRICE].name, "input_price") == 0);
     RW_ASSERT(strcmp(config_model_keys[CONFIG_MODEL_KEY_CACHED_INPUT_PRICE].name,
                      "cached_input_price") == 0);

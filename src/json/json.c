@@ -516,7 +516,8 @@ typedef enum json_chat_field {
     JSON_CHAT_FIELD_MAX_TOKENS,
     JSON_CHAT_FIELD_MAX_COMPLETION_TOKENS,
     JSON_CHAT_FIELD_N,
-    JSON_CHAT_FIELD_MOCK
+    JSON_CHAT_FIELD_MOCK,
+    JSON_CHAT_FIELD_USER
 } json_chat_field_t;
 
 /* Indexed by json_chat_field_t: each member's key, which doubles as the error
@@ -533,8 +534,9 @@ static const struct {
     {"max_completion_tokens", offsetof(json_chat_request_t, max_completion_tokens)},
     {"n", offsetof(json_chat_request_t, n)},
     {"mock", offsetof(json_chat_request_t, mock)},
+    {"user", offsetof(json_chat_request_t, user)},
 };
-_Static_assert(RW_ARRAY_LENGTH(json_chat_fields) == JSON_CHAT_FIELD_MOCK + 1, "one entry per chat field");
+_Static_assert(RW_ARRAY_LENGTH(json_chat_fields) == JSON_CHAT_FIELD_USER + 1, "one entry per chat field");
 
 static json_member_t *json_chat_member(json_chat_request_t *out, json_chat_field_t field) {
     RW_ASSERT(field > JSON_CHAT_FIELD_NONE && (size_t)field < RW_ARRAY_LENGTH(json_chat_fields));
@@ -790,6 +792,11 @@ static void json_check_member(json_chat_scan_t *scan, json_chat_field_t field) {
         count = &out->n_value;
         count_message = "The n parameter must be a non-negative integer.";
         break;
+    case JSON_CHAT_FIELD_USER:
+        if (member->type != JSON_TYPE_STRING && member->type != JSON_TYPE_NULL) {
+            json_note(scan, "The user parameter must be a string.", "user", member->value.offset);
+        }
+        return;
     case JSON_CHAT_FIELD_MODEL:
     case JSON_CHAT_FIELD_MESSAGES:
     case JSON_CHAT_FIELD_MOCK:

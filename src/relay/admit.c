@@ -71,6 +71,17 @@ static bool relay_admit_route(relay_stream_t *stream, const uint8_t *body, json_
     return true;
 }
 
+/* A model with affinity = header: the request's value of that header, when
+ * it has one, keeps it on one route (route.c). */
+static void relay_admit_header_affinity(relay_stream_t *stream) {
+    const config_model_t *model = stream->model->config;
+    if (model->affinity != CONFIG_AFFINITY_HEADER) return;
+    server_exchange_t *exchange = stream->exchange;
+    const http_header_t *header = http_request_find_header(&exchange->request, exchange->buffer, model->affinity_header);
+    if (header == NULL || header->value.length == 0) return;
+    relay_route_set_affinity(stream, exchange->buffer + header->value.offset, header->value.length);
+}
+
 /* POST /v1/chat/completions: validates the body into `request` and the
  * stream's facts. False after answering 400 or 404. */
 static bool relay_admit_read_chat(relay_stream_t *stream, json_chat_request_t *request) {
@@ -82,6 +93,12 @@ static bool relay_admit_read_chat(relay_stream_t *stream, json_chat_request_t *r
         return false;
     }
     if (!relay_admit_route(stream, body, request->model.value)) return false;
+    const config_model_t *model = stream->model->config;
+    if (model->affinity == CONFIG_AFFINITY_USER && request->user.type == JSON_TYPE_STRING &&
+        request->user.value.length > 2) {
+        relay_route_set_affinity(stream, body + request->user.value.offset, request->user.value.length);
+    }
+    relay_admit_header_affinity(stream);
     relay_request_facts_t *facts = &stream->facts;
     stream->client_streaming = request->stream_value;
     stream->client_wants_usage = request->include_usage.present && request->include_usage_value;
@@ -122,6 +139,14 @@ static bool relay_admit_read_embeddings(relay_stream_t *stream) {
         return false;
     }
     if (!relay_admit_route(stream, body, model)) return false;
+    json_span_t user;
+    json_type_t user_type = JSON_TYPE_NONE;
+    if (stream->model->config->affinity == CONFIG_AFFINITY_USER &&
+        json_object_find(body, exchange->body_length, "user", &user, &user_type) == 0 &&
+        user_type == JSON_TYPE_STRING && user.length > 2) {
+        relay_route_set_affinity(stream, body + user.offset, user.length);
+    }
+    relay_admit_header_affinity(stream);
     stream->facts.completions = 1;
     return true;
 }

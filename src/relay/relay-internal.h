@@ -215,6 +215,8 @@ typedef struct relay_stream {
     uint8_t routes_tried;          /* a bit per route */
     uint8_t keys_tried[CONFIG_ROUTES_MAX]; /* per route, a bit per key of its upstream */
     bool attempt_pending;
+    bool has_affinity;             /* the model keeps this request's user (or header) on one route */
+    uint64_t affinity_hash;
     bool upstream_probe;
     bool key_probe;
     uint64_t first_attempt_ms;
@@ -359,6 +361,7 @@ void relay_route_init(relay_worker_t *worker);
 bool relay_route_choose(relay_stream_t *stream);
 void relay_route_report(relay_stream_t *stream, relay_outcome_t outcome);
 uint32_t relay_route_retry_after_s(const relay_stream_t *stream);
+void relay_route_set_affinity(relay_stream_t *stream, const uint8_t *bytes, size_t length);
 const char *relay_route_key(const relay_stream_t *stream);
 
 /* plan.c */

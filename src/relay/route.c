@@ -13,6 +13,14 @@
  * threads each spreads its own requests the same way. Keys of an upstream
  * are used in turn.
  *
+ * Session affinity (a model's `affinity`): a request with a user (or the
+ * configured header) takes, among the same candidates, the one with the
+ * highest score of a hash of that value and the route (rendezvous hashing,
+ * scaled by weight), and the same way the key: the same user lands on the
+ * same route and key while they stay healthy, so the upstream's prompt
+ * cache keeps hitting; when one fails, only its users move, to their next
+ * best, and come back once it is healthy.
+ *
  * The breakers are per thread, like the rest of a worker: one thread's
  * breaker opens on what that thread saw. A key refused with 401/403 leaves
  * rotation for every thread (health_t) for [routing]
@@ -57,6 +65,31 @@ static void relay_route_publish(relay_worker_t *worker, uint32_t upstream, uint8
     if (key != RELAY_KEY_NONE) relay_route_publish_one(&view->keys[upstream][key], &health->key_breakers[key]);
 }
 
+/* splitmix64's finaliser: every input bit reaches every output bit. */
+static uint64_t relay_route_mix(uint64_t value) {
+    value ^= value >> 30;
+    value *= 0xbf58476d1ce4e5b9ull;
+    value ^= value >> 27;
+    value *= 0x94d049bb133111ebull;
+    value ^= value >> 31;
+    return value;
+}
+
+/* The affinity of this request: the user's (or the header's) bytes, hashed
+ * (FNV-1a, then mixed). */
+void relay_route_set_affinity(relay_stream_t *stream, const uint8_t *bytes, size_t length) {
+    uint64_t hash = 0xcbf29ce484222325ull;
+    for (size_t index = 0; index < length; index++) hash = (hash ^ bytes[index]) * 0x100000001b3ull;
+    stream->affinity_hash = relay_route_mix(hash);
+    stream->has_affinity = true;
+}
+
+/* A candidate's rendezvous score for this request: its hash's top 32 bits
+ * times its weight. */
+static uint64_t relay_route_score(const relay_stream_t *stream, uint64_t salt, uint32_t weight) {
+    return (relay_route_mix(stream->affinity_hash ^ relay_route_mix(salt + 1)) >> 32) * weight;
+}
+
 /* Whether a refused key is still out of rotation now. */
 static bool relay_route_key_refused(const relay_worker_t *worker, uint32_t upstream, uint32_t key) {
     const health_t *health = worker->shared->health;
@@ -79,15 +112,25 @@ static bool relay_route_pick_key(const relay_stream_t *stream, uint32_t route_in
     }
     RW_ASSERT(count <= CONFIG_UPSTREAM_KEYS_MAX);
     uint64_t now_ms = loop_now_ms(&worker->loop);
+    bool found = false;
+    uint64_t best_score = 0;
     for (uint32_t turn = 0; turn < count; turn++) {
         uint32_t key = (health->key_next + turn) % count;
         if (stream->keys_tried[route_index] & (1u << key)) continue;
         if (relay_route_key_refused(worker, upstream, key)) continue;
         if (!breaker_available(&health->key_breakers[key], &worker->breaker_policy, now_ms)) continue;
-        *key_index = (uint8_t)key;
-        return true;
+        if (!stream->has_affinity) {
+            *key_index = (uint8_t)key;
+            return true;
+        }
+        uint64_t score = relay_route_score(stream, ((uint64_t)upstream << 8 | key) ^ 0x6b6579, 1);
+        if (!found || score > best_score) {
+            best_score = score;
+            *key_index = (uint8_t)key;
+        }
+        found = true;
     }
-    return false;
+    return found;
 }
 
 static bool relay_route_is_candidate(const relay_stream_t *stream, uint32_t route_index) {
@@ -120,18 +163,31 @@ bool relay_route_choose(relay_stream_t *stream) {
         any = true;
     }
     if (!any) return false;
-    int32_t *current = worker->route_weights[model->index];
-    int32_t total = 0;
     uint32_t chosen = CONFIG_ROUTES_MAX;
-    for (uint32_t index = 0; index < model->route_count; index++) {
-        if (!candidate[index] || model->routes[index].priority != best_priority) continue;
-        int32_t weight = (int32_t)model->routes[index].weight;
-        current[index] += weight;
-        total += weight;
-        if (chosen == CONFIG_ROUTES_MAX || current[index] > current[chosen]) chosen = index;
+    if (stream->has_affinity) {
+        uint64_t best_score = 0;
+        for (uint32_t index = 0; index < model->route_count; index++) {
+            if (!candidate[index] || model->routes[index].priority != best_priority) continue;
+            uint64_t score = relay_route_score(stream, index, model->routes[index].weight);
+            if (chosen == CONFIG_ROUTES_MAX || score > best_score) {
+                best_score = score;
+                chosen = index;
+            }
+        }
+    } else {
+        int32_t *current = worker->route_weights[model->index];
+        int32_t total = 0;
+        for (uint32_t index = 0; index < model->route_count; index++) {
+            if (!candidate[index] || model->routes[index].priority != best_priority) continue;
+            int32_t weight = (int32_t)model->routes[index].weight;
+            current[index] += weight;
+            total += weight;
+            if (chosen == CONFIG_ROUTES_MAX || current[index] > current[chosen]) chosen = index;
+        }
+        RW_ASSERT(total > 0);
+        current[chosen] -= total;
     }
-    RW_ASSERT(chosen < model->route_count && total > 0);
-    current[chosen] -= total;
+    RW_ASSERT(chosen < model->route_count);
 
     const router_route_t *route = &model->routes[chosen];
     uint32_t upstream = route->upstream_index;
@@ -148,7 +204,7 @@ bool relay_route_choose(relay_stream_t *stream) {
     stream->key_probe = false;
     if (key != RELAY_KEY_NONE) {
         stream->key_probe = breaker_take(&health->key_breakers[key], &worker->breaker_policy, now_ms);
-        health->key_next = (key + 1u) % worker->config->upstreams[upstream].api_key_count;
+        if (!stream->has_affinity) health->key_next = (key + 1u) % worker->config->upstreams[upstream].api_key_count;
     }
     relay_route_publish(worker, upstream, key);
     stream->attempt_pending = true;

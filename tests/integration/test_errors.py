@@ -61,6 +61,8 @@ INVALID_REQUESTS = [
     ("missing-messages", b'{"model": "ringway-demo"}', "messages"),
     ("messages-not-array", b'{"model": "ringway-demo", "messages": "hi"}', "messages"),
     ("messages-object", b'{"model": "ringway-demo", "messages": {"role": "user"}}', "messages"),
+    ("user-not-string", b'{"model": "ringway-demo", "messages": [{"role": "user", "content": "hi"}], "user": 7}',
+     "user"),
 ]
 
 

@@ -41,6 +41,14 @@ def anykey(mock_bin, workdir):
 
 
 @pytest.fixture(scope="module")
+def sticky_fail_file(workdir):
+    path = os.path.join(workdir, "routing-sticky-upstream-fails")
+    yield path
+    if os.path.exists(path):
+        os.unlink(path)
+
+
+@pytest.fixture(scope="module")
 def fail_file(workdir):
     path = os.path.join(workdir, "routing-upstream-fails")
     yield path
@@ -53,7 +61,7 @@ def good(upstream="plain", model="mock-small", **words):
 
 
 @pytest.fixture(scope="module")
-def routing(relay_factory, flaky, anykey, mock, certs, fail_file, dead_port):
+def routing(relay_factory, flaky, anykey, mock, certs, fail_file, sticky_fail_file, dead_port):
     tls_to_plain = flaky.base_url.replace("http://", "https://")
     return relay_factory("relay-routing", {
         "server": {"threads": 1},
@@ -62,6 +70,7 @@ def routing(relay_factory, flaky, anykey, mock, certs, fail_file, dead_port):
         "upstream flaky": {"base_url": flaky.base_url, "api_key": UPSTREAM_API_KEY},
         "upstream slow": {"base_url": flaky.base_url, "api_key": UPSTREAM_API_KEY, "first_byte_ms": 300},
         "upstream badtls": {"base_url": tls_to_plain, "api_key": UPSTREAM_API_KEY, "ca_file": certs.ca_cert},
+        "upstream flaky2": {"base_url": flaky.base_url, "api_key": UPSTREAM_API_KEY},
         "upstream dead2": {"base_url": f"http://127.0.0.1:{dead_port}/v1"},
         "upstream keys": {"base_url": anykey.base_url, "api_key": "sk-a, sk-b sk-c"},
         "upstream revoked": {"base_url": mock.base_url, "api_key": f"sk-revoked, {UPSTREAM_API_KEY}",
@@ -85,6 +94,10 @@ def routing(relay_factory, flaky, anykey, mock, certs, fail_file, dead_port):
         "model weighted": {"route": ["keys a:echo_key=1 weight=3", "keys b:echo_key=1 weight=1"]},
         "model rotate": {"route": ["keys mock-small:echo_key=1"]},
         "model revoked": {"route": ["revoked mock-small:echo_key=1"]},
+        "model sticky": {"route": ["keys a:echo_key=1", "keys b:echo_key=1"], "affinity": "user"},
+        "model sticky-header": {"route": ["keys a:echo_key=1", "keys b:echo_key=1"], "affinity": "header",
+                                "affinity_header": "x-session-id"},
+        "model sticky-fo": {"route": [f"flaky2 a:fail_file={sticky_fail_file}", "plain b"], "affinity": "user"},
     })
 
 
@@ -263,6 +276,49 @@ def test_a_refused_key_leaves_rotation(routing):
     assert record["attempts"] == 1  # the newest: the refused key was no longer tried
     log = routing.process.stderr_text()
     assert log.count("the upstream 'revoked' refused its API key #1 with HTTP 401") == 1
+
+
+def answer_of(relay, model, user=None, headers=None):
+    extra = {"user": user} if user is not None else {}
+    status, _, body = http_request(relay.url + "/v1/chat/completions", "POST",
+                                   body=json.dumps(chat_body(model=model, **extra)).encode(),
+                                   headers={"Content-Type": "application/json", **relay.auth, **(headers or {})})
+    assert status == 200, body
+    document = json.loads(body)
+    return document["model"], document["choices"][0]["message"]["content"]
+
+
+@pytest.mark.parametrize("by_header", [False, True])
+def test_affinity_keeps_a_user_on_one_route_and_key(routing, by_header):
+    placed = {}
+    for index in range(16):
+        user = f"user-{index}"
+        if by_header:
+            answers = {answer_of(routing, "sticky-header", headers={"x-session-id": user}) for _ in range(3)}
+        else:
+            answers = {answer_of(routing, "sticky", user=user) for _ in range(3)}
+        assert len(answers) == 1, (user, answers)  # the same route and the same key, every time
+        placed[user] = answers.pop()
+    # Different users spread over both routes and over the keys.
+    assert {route for route, _ in placed.values()} == {"a", "b"}
+    assert len({key for _, key in placed.values()}) >= 2
+
+
+def test_affinity_moves_while_unhealthy_and_comes_back(routing, sticky_fail_file):
+    users = {f"u{index}": answer_of(routing, "sticky-fo", user=f"u{index}")[0] for index in range(12)}
+    on_a = [user for user, route in users.items() if route == "a"]
+    on_b = [user for user, route in users.items() if route == "b"]
+    assert on_a and on_b
+    open(sticky_fail_file, "w").close()
+    for _ in range(4):  # fails over, then the breaker opens after three failures
+        assert answer_of(routing, "sticky-fo", user=on_a[0])[0] == "b"
+    for user in on_b:
+        assert answer_of(routing, "sticky-fo", user=user)[0] == "b"
+    os.unlink(sticky_fail_file)
+    time.sleep(OPEN_MS / 1000 + 0.2)
+    # The first request is the probe: it succeeds, the breaker closes, the user is home again.
+    for _ in range(3):
+        assert answer_of(routing, "sticky-fo", user=on_a[0])[0] == "a"
 
 
 def test_upstreams_show_breakers_and_refused_keys(routing):

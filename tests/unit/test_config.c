@@ -790,6 +790,11 @@ static const bad_case_t bad_cases[] = {
      "t.conf:2: value '1' for 'breaker_window_requests_min' is out of range (2..1000000)"},
     {"[routing]\nattempts_max = 0\n", "t.conf:2: value '0' for 'attempts_max' is out of range (1..16)"},
     {"[routing]\n[routing]\n", "t.conf:2: duplicate section [routing] (first on line 1)"},
+    {"[model m]\naffinity = sometimes\n", "t.conf:2: bad value 'sometimes' for 'affinity': expected off, user or header"},
+    {"[upstream u]\nbase_url = https://a.example\n[model m]\nupstream = u\naffinity = header\n",
+     "t.conf:5: affinity = header and affinity_header go together in [model m]"},
+    {"[upstream u]\nbase_url = https://a.example\n[model m]\nupstream = u\naffinity_header = x-session\n",
+     "t.conf:5: affinity = header and affinity_header go together in [model m]"},
     {"[upstream u]\nbase_url = http://127.0.0.1:9000\nca_file = x.pem\n[model m]\nupstream = u\n",
      "t.conf:3: key 'ca_file' in [upstream u] needs an https base_url"},
     {"[upstream u]\nverify = false\nbase_url = http://[::1]:9000\n[model m]\nupstream = u\n",
@@ -1267,7 +1272,7 @@ static void test_routes_and_keys(void) {
         "[upstream a]\nbase_url = https://a.example/v1\napi_key = k1, k2 k3\n"
         "[upstream b]\nbase_url = https://b.example/v1\napi_key_env = RINGWAY_TEST_KEY_A,RINGWAY_TEST_KEY_B\n"
         "[model m]\nroute = a\nroute = b b-model:k=v priority=2 weight=7\nroute = a other weight=1000\n"
-        "[model n]\nupstream = b\n";
+        "[model n]\nupstream = b\naffinity = header\naffinity_header = x-session-id\n";
     int result = parse_text(config_a, text, error_a, sizeof error_a);
     if (result != 0) fprintf(stderr, "  %s\n", error_a);
     CHECK_EQ_INT(result, 0);
@@ -1303,6 +1308,9 @@ static void test_routes_and_keys(void) {
     CHECK_EQ_INT(n->route_count, 1);
     CHECK_EQ_INT(n->routes[0].upstream_index, 1);
     CHECK(strcmp(n->routes[0].upstream_model, "n") == 0);
+    CHECK_EQ_INT(n->affinity, CONFIG_AFFINITY_HEADER);
+    CHECK(strcmp(n->affinity_header, "x-session-id") == 0);
+    CHECK_EQ_INT(m->affinity, CONFIG_AFFINITY_OFF);
 
     /* Defaults of [routing]. */
     CHECK_EQ_INT(parse_text(config_b, MINIMAL_TAIL, error_b, sizeof error_b), 0);
