@@ -34,6 +34,17 @@ static inline void rw_copy_text(char *out, size_t capacity, const char *text) {
     out[index] = '\0';
 }
 
+/* SplitMix64's finaliser, a 64-bit multiply-xorshift mix: every input bit
+ * reaches every output bit. For hash tables and rendezvous scores. */
+static inline uint64_t rw_mix64(uint64_t value) {
+    value ^= value >> 30;
+    value *= 0xbf58476d1ce4e5b9ull;
+    value ^= value >> 27;
+    value *= 0x94d049bb133111ebull;
+    value ^= value >> 31;
+    return value;
+}
+
 /* True when bytes[0, length) is exactly the NUL-terminated `text`. */
 static inline bool rw_bytes_equal_text(const uint8_t *bytes, size_t length, const char *text) {
     size_t index = 0;

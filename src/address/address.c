@@ -182,22 +182,13 @@ size_t address_format(const address_t *address, char out[static ADDRESS_TEXT_BYT
 
 bool address_equal(const address_t *a, const address_t *b) { return memcmp(a->bytes, b->bytes, sizeof a->bytes) == 0; }
 
-/* Two rounds of a 64-bit multiply-xorshift mix (the finalizer of
- * SplitMix64) over the seeded halves. */
-static uint64_t address_mix(uint64_t value) {
-    value ^= value >> 30;
-    value *= 0xbf58476d1ce4e5b9ull;
-    value ^= value >> 27;
-    value *= 0x94d049bb133111ebull;
-    value ^= value >> 31;
-    return value;
-}
+/* Two rounds of rw_mix64 over the seeded halves. */
 
 uint64_t address_hash(const address_t *address, uint64_t seed) {
     uint64_t high = 0, low = 0;
     memcpy(&high, address->bytes, 8);
     memcpy(&low, address->bytes + 8, 8);
-    return address_mix(address_mix(high ^ seed) ^ low ^ (seed * 0x9e3779b97f4a7c15ull));
+    return rw_mix64(rw_mix64(high ^ seed) ^ low ^ (seed * 0x9e3779b97f4a7c15ull));
 }
 
 /* ---- The count table ---- */

@@ -65,29 +65,19 @@ static void relay_route_publish(relay_worker_t *worker, uint32_t upstream, uint8
     if (key != RELAY_KEY_NONE) relay_route_publish_one(&view->keys[upstream][key], &health->key_breakers[key]);
 }
 
-/* splitmix64's finaliser: every input bit reaches every output bit. */
-static uint64_t relay_route_mix(uint64_t value) {
-    value ^= value >> 30;
-    value *= 0xbf58476d1ce4e5b9ull;
-    value ^= value >> 27;
-    value *= 0x94d049bb133111ebull;
-    value ^= value >> 31;
-    return value;
-}
-
 /* The affinity of this request: the user's (or the header's) bytes, hashed
  * (FNV-1a, then mixed). */
 void relay_route_set_affinity(relay_stream_t *stream, const uint8_t *bytes, size_t length) {
     uint64_t hash = 0xcbf29ce484222325ull;
     for (size_t index = 0; index < length; index++) hash = (hash ^ bytes[index]) * 0x100000001b3ull;
-    stream->affinity_hash = relay_route_mix(hash);
+    stream->affinity_hash = rw_mix64(hash);
     stream->has_affinity = true;
 }
 
 /* A candidate's rendezvous score for this request: its hash's top 32 bits
  * times its weight. */
 static uint64_t relay_route_score(const relay_stream_t *stream, uint64_t salt, uint32_t weight) {
-    return (relay_route_mix(stream->affinity_hash ^ relay_route_mix(salt + 1)) >> 32) * weight;
+    return (rw_mix64(stream->affinity_hash ^ rw_mix64(salt + 1)) >> 32) * weight;
 }
 
 /* Whether a refused key is still out of rotation now. */

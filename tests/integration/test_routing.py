@@ -40,20 +40,22 @@ def anykey(mock_bin, workdir):
     upstream.process.stop()
 
 
-@pytest.fixture(scope="module")
-def sticky_fail_file(workdir):
-    path = os.path.join(workdir, "routing-sticky-upstream-fails")
+def fault_file(workdir, name):
+    """A path whose existence makes a mock route fail (fail_file=); removed when the module ends."""
+    path = os.path.join(workdir, name)
     yield path
     if os.path.exists(path):
         os.unlink(path)
+
+
+@pytest.fixture(scope="module")
+def sticky_fail_file(workdir):
+    yield from fault_file(workdir, "routing-sticky-upstream-fails")
 
 
 @pytest.fixture(scope="module")
 def fail_file(workdir):
-    path = os.path.join(workdir, "routing-upstream-fails")
-    yield path
-    if os.path.exists(path):
-        os.unlink(path)
+    yield from fault_file(workdir, "routing-upstream-fails")
 
 
 def good(upstream="plain", model="mock-small", **words):
