@@ -123,15 +123,16 @@ static bool relay_route_pick_key(const relay_stream_t *stream, uint32_t route_in
     return found;
 }
 
-static bool relay_route_is_candidate(const relay_stream_t *stream, uint32_t route_index) {
+/* Whether a route is a candidate, with the key it would use: the choice
+ * keeps that key, since another thread may refuse keys in between. */
+static bool relay_route_is_candidate(const relay_stream_t *stream, uint32_t route_index, uint8_t *key) {
     if (stream->routes_tried & (1u << route_index)) return false;
     const relay_worker_t *worker = stream->worker;
     uint32_t upstream = stream->model->routes[route_index].upstream_index;
     if (!breaker_available(&worker->health[upstream].breaker, &worker->breaker_policy, loop_now_ms(&worker->loop))) {
         return false;
     }
-    uint8_t key = 0;
-    return relay_route_pick_key(stream, route_index, &key);
+    return relay_route_pick_key(stream, route_index, key);
 }
 
 /* Chooses the next attempt's route and key and takes them (their breakers'
@@ -143,10 +144,11 @@ bool relay_route_choose(relay_stream_t *stream) {
     relay_worker_t *worker = stream->worker;
     RW_ASSERT(model->route_count >= 1 && model->route_count <= CONFIG_ROUTES_MAX);
     bool candidate[CONFIG_ROUTES_MAX] = {false};
+    uint8_t keys[CONFIG_ROUTES_MAX] = {0};
     bool any = false;
     uint32_t best_priority = 0;
     for (uint32_t index = 0; index < model->route_count; index++) {
-        candidate[index] = relay_route_is_candidate(stream, index);
+        candidate[index] = relay_route_is_candidate(stream, index, &keys[index]);
         if (!candidate[index]) continue;
         uint32_t priority = model->routes[index].priority;
         if (!any || priority > best_priority) best_priority = priority;
@@ -183,9 +185,7 @@ bool relay_route_choose(relay_stream_t *stream) {
     uint32_t upstream = route->upstream_index;
     relay_upstream_health_t *health = &worker->health[upstream];
     uint64_t now_ms = loop_now_ms(&worker->loop);
-    uint8_t key = RELAY_KEY_NONE;
-    bool has_key = relay_route_pick_key(stream, chosen, &key);
-    RW_ASSERT(has_key);
+    uint8_t key = keys[chosen];
     stream->route = route;
     stream->route_index = (uint8_t)chosen;
     stream->key_index = key;
